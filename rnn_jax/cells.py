@@ -1,0 +1,278 @@
+"""One-timestep recurrent cells as pure functions.
+
+A :class:`Cell` is a NamedTuple of pure functions, the way ``optax.GradientTransformation`` is. It holds
+no arrays; factories (:func:`elman`, :func:`jordan`, :func:`lstm`, :func:`gru`) close over the
+hyperparameters. Every function works on ONE example: ``x`` is ``(I,)``, the carry's leaves are
+``(H,)``. Batches come from ``jax.vmap``.
+
+The step is split in two so that the unroller may hoist the input projection out of the time loop::
+
+    gx = cell.project(params, x)                       # (G*H,) input part of all G gates, fused
+    carry, y = cell.step_projected(params, carry, gx)  # the recurrent part
+    # == cell.step(params, carry, x)
+
+Parameters are plain dicts, weights stored input-major ``(fan_in, fan_out)`` so a step is ``x @ W``.
+Gate blocks are joined along the last axis in the order given in each docstring.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Union
+
+import jax
+import jax.numpy as jnp
+
+from rnn_jax import initializers as inits
+from rnn_jax._ops import affine
+
+Params = dict
+Activation = Union[str, Callable[[jax.Array], jax.Array]]
+
+__all__ = ["Cell", "LSTMState", "JordanState", "elman", "jordan", "lstm", "gru", "resolve_activation"]
+
+
+class Cell(NamedTuple):
+    """A recurrent cell: pure functions over one example.
+
+    Attributes:
+      init: ``(key, input_size, dtype=float32) -> params``.
+      initial_carry: ``(dtype=float32) -> carry`` (zeros).
+      step: ``(params, carry, x (I,)) -> (carry, y (O,))``.
+      project: ``(params, x (..., I)) -> (..., G*H)``: the input projection of every gate, biases included.
+      step_projected: ``(params, carry, gx (G*H,)) -> (carry, y)``.
+      input_size: ``params -> I``, the input size the params were built for.
+      hidden_size: H.
+      output_size: O, the size of ``y`` (H for all cells but Jordan's).
+      name: a short name for messages and tables.
+    """
+
+    init: Callable[..., Params]
+    initial_carry: Callable[..., Any]
+    step: Callable[[Params, Any, jax.Array], tuple[Any, jax.Array]]
+    project: Callable[[Params, jax.Array], jax.Array]
+    step_projected: Callable[[Params, Any, jax.Array], tuple[Any, jax.Array]]
+    input_size: Callable[[Params], int]
+    hidden_size: int
+    output_size: int
+    name: str
+
+
+class LSTMState(NamedTuple):
+    """LSTM carry: hidden state ``h`` (H,) and cell state ``c`` (H,). (Flax orders its carry (c, h).)"""
+
+    h: jax.Array
+    c: jax.Array
+
+
+class JordanState(NamedTuple):
+    """Jordan carry: the previous output ``y`` (O,)."""
+
+    y: jax.Array
+
+
+_ACTIVATIONS = {
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+    "sigmoid": jax.nn.sigmoid,
+    "identity": lambda z: z,
+    "linear": lambda z: z,
+}
+
+
+def resolve_activation(spec: Activation, argname: str = "activation") -> Callable[[jax.Array], jax.Array]:
+    """Resolve an activation given by name (tanh, relu, sigmoid, identity) or as a callable."""
+    if callable(spec):
+        return spec
+    try:
+        return _ACTIVATIONS[spec]
+    except (KeyError, TypeError):
+        raise ValueError(f"{argname}: unknown activation {spec!r}; expected a callable or one of "
+                         f"{sorted(_ACTIVATIONS)}") from None
+
+
+def _check_size(name: str, value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    return value
+
+
+def _make_step(project, step_projected):
+    def step(params, carry, x):
+        return step_projected(params, carry, project(params, x))
+
+    return step
+
+
+def _recurrent_cell(name, hidden_size, n_gates, init_fn, step_projected, *, carry_fn=None,
+                    output_size=None):
+    """Assemble a Cell whose input projection is ``x @ W_i + b_i`` over ``n_gates`` fused blocks."""
+
+    def project(params, x):
+        return affine(x, params["W_i"], params["b_i"])  # (..., G*H): one step or all at once
+
+    def initial_carry(dtype=jnp.float32):
+        return carry_fn(dtype) if carry_fn else jnp.zeros((hidden_size,), dtype)
+
+    return Cell(init=init_fn, initial_carry=initial_carry, step=_make_step(project, step_projected),
+                project=project, step_projected=step_projected,
+                input_size=lambda params: params["W_i"].shape[0], hidden_size=hidden_size,
+                output_size=output_size or hidden_size, name=name)
+
+
+def _gated_init(hidden_size, n_gates, kernel_init, recurrent_init, bias_init, bias_fix=None):
+    k_init = inits.get(kernel_init, hidden_size, argname="kernel_init")
+    r_init = inits.get(recurrent_init, hidden_size, argname="recurrent_init")
+    b_init = inits.get(bias_init, hidden_size, argname="bias_init")
+    H = hidden_size
+
+    def init(key, input_size, dtype=jnp.float32):
+        _check_size("input_size", input_size)
+        k1, k2, k3, k4 = jax.random.split(key, 4)
+        params = {
+            "W_i": inits.blocks(k_init, k1, (input_size, H), n_gates, dtype),  # (I, G*H)
+            "W_h": inits.blocks(r_init, k2, (H, H), n_gates, dtype),           # (H, G*H)
+            "b_i": b_init(k3, (n_gates * H,), dtype),                          # (G*H,)
+            "b_h": b_init(k4, (n_gates * H,), dtype),                          # (G*H,)
+        }
+        return bias_fix(params) if bias_fix else params
+
+    return init
+
+
+def elman(hidden_size: int, activation: Activation = "tanh", *, kernel_init="glorot_uniform",
+          recurrent_init="orthogonal", bias_init="zeros") -> Cell:
+    """Elman (simple) recurrent cell.
+
+    .. math::  h_t = g(x_t W_i + b_i + h_{t-1} W_h)
+
+    i.e. the seeds' :math:`s_t = g(U x_t + W s_{t-1} + b)` with ``U = W_i.T``, ``W = W_h.T``, ``b = b_i``.
+    ``g`` is ``"tanh"`` (default), ``"relu"``, ``"sigmoid"`` or any callable. The output is
+    :math:`y_t = h_t`; the carry is ``h`` (H,).
+
+    PyTorch's ``nn.RNN`` has two biases ``b_ih + b_hh``; their sum is ``b_i`` here.
+    IRNN (Le et al. 2015): ``elman(H, "relu", recurrent_init=initializers.identity(1.0))``.
+
+    Params: ``W_i`` (I, H), ``W_h`` (H, H), ``b_i`` (H,).
+    """
+    H = _check_size("hidden_size", hidden_size)
+    g = resolve_activation(activation)
+    k_init = inits.get(kernel_init, H, argname="kernel_init")
+    r_init = inits.get(recurrent_init, H, argname="recurrent_init")
+    b_init = inits.get(bias_init, H, argname="bias_init")
+
+    def init(key, input_size, dtype=jnp.float32):
+        _check_size("input_size", input_size)
+        k1, k2, k3 = jax.random.split(key, 3)
+        return {"W_i": k_init(k1, (input_size, H), dtype),  # (I, H)
+                "W_h": r_init(k2, (H, H), dtype),           # (H, H)
+                "b_i": b_init(k3, (H,), dtype)}             # (H,)
+
+    def step_projected(params, h, gx):
+        h = g(gx + h @ params["W_h"])  # (H,)
+        return h, h
+
+    return _recurrent_cell("elman", H, 1, init, step_projected)
+
+
+def jordan(hidden_size: int, output_size: int, activation: Activation = "tanh",
+           output_activation: Activation = "tanh", *, kernel_init="glorot_uniform",
+           recurrent_init="glorot_uniform", bias_init="zeros") -> Cell:
+    """Jordan recurrent cell (Jordan 1986): the recurrence feeds back the previous *output*.
+
+    .. math::
+        h_t &= g(x_t W_i + b_i + y_{t-1} W_y) \\\\
+        y_t &= g_o(h_t W_o + b_o)
+
+    The carry is ``JordanState(y)`` with ``y`` (O,); the output is ``y_t`` (O,). ``g_o`` defaults to
+    tanh so that the fed-back signal stays bounded.
+
+    Params: ``W_i`` (I, H), ``b_i`` (H,), ``W_y`` (O, H), ``W_o`` (H, O), ``b_o`` (O,).
+    """
+    H = _check_size("hidden_size", hidden_size)
+    O = _check_size("output_size", output_size)
+    g = resolve_activation(activation)
+    g_o = resolve_activation(output_activation, "output_activation")
+    k_init = inits.get(kernel_init, H, argname="kernel_init")
+    r_init = inits.get(recurrent_init, H, argname="recurrent_init")
+    b_init = inits.get(bias_init, H, argname="bias_init")
+
+    def init(key, input_size, dtype=jnp.float32):
+        _check_size("input_size", input_size)
+        k1, k2, k3, k4, k5 = jax.random.split(key, 5)
+        return {"W_i": k_init(k1, (input_size, H), dtype),  # (I, H)
+                "b_i": b_init(k2, (H,), dtype),             # (H,)
+                "W_y": r_init(k3, (O, H), dtype),           # (O, H)
+                "W_o": k_init(k4, (H, O), dtype),           # (H, O)
+                "b_o": b_init(k5, (O,), dtype)}             # (O,)
+
+    def step_projected(params, carry, gx):
+        h = g(gx + carry.y @ params["W_y"])           # (H,)
+        y = g_o(h @ params["W_o"] + params["b_o"])    # (O,)
+        return JordanState(y), y
+
+    return _recurrent_cell("jordan", H, 1, init, step_projected, output_size=O,
+                           carry_fn=lambda dtype: JordanState(jnp.zeros((O,), dtype)))
+
+
+def lstm(hidden_size: int, forget_bias: float = 1.0, *, kernel_init="glorot_uniform",
+         recurrent_init="orthogonal", bias_init="zeros") -> Cell:
+    """Long short-term memory cell, PyTorch / cuDNN convention.
+
+    .. math::
+        i &= \\sigma(x W_{ii} + b_{ii} + h W_{hi} + b_{hi}) \\\\
+        f &= \\sigma(x W_{if} + b_{if} + h W_{hf} + b_{hf}) \\\\
+        g &= \\tanh(x W_{ig} + b_{ig} + h W_{hg} + b_{hg}) \\\\
+        o &= \\sigma(x W_{io} + b_{io} + h W_{ho} + b_{ho}) \\\\
+        c' &= f \\odot c + i \\odot g, \\qquad h' = o \\odot \\tanh(c')
+
+    Gate order ``i, f, g, o`` along the last axis of ``W_i`` (I, 4H), ``W_h`` (H, 4H), ``b_i`` (4H,),
+    ``b_h`` (4H,): the two biases of PyTorch's ``nn.LSTM`` and cuDNN. The carry is ``LSTMState(h, c)``;
+    the output is ``h'``. ``forget_bias`` is written into ``b_i``'s forget block at initialisation
+    (Gers et al. 2000; Jozefowicz et al. 2015); the step adds nothing hidden.
+    """
+    H = _check_size("hidden_size", hidden_size)
+
+    def bias_fix(params):
+        params["b_i"] = params["b_i"].at[H:2 * H].set(forget_bias)
+        return params
+
+    init = _gated_init(H, 4, kernel_init, recurrent_init, bias_init, bias_fix if forget_bias else None)
+
+    def step_projected(params, carry, gx):
+        z = gx + carry.h @ params["W_h"] + params["b_h"]  # (4H,)
+        i, f, g, o = jnp.split(z, 4)
+        c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)  # (H,)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)  # (H,)
+        return LSTMState(h, c), h
+
+    return _recurrent_cell("lstm", H, 4, init, step_projected,
+                           carry_fn=lambda dtype: LSTMState(jnp.zeros((H,), dtype), jnp.zeros((H,), dtype)))
+
+
+def gru(hidden_size: int, *, kernel_init="glorot_uniform", recurrent_init="orthogonal",
+        bias_init="zeros") -> Cell:
+    """Gated recurrent unit, PyTorch / cuDNN convention (reset applied *after* the recurrent product).
+
+    .. math::
+        r &= \\sigma(x W_{ir} + b_{ir} + h W_{hr} + b_{hr}) \\\\
+        z &= \\sigma(x W_{iz} + b_{iz} + h W_{hz} + b_{hz}) \\\\
+        n &= \\tanh(x W_{in} + b_{in} + r \\odot (h W_{hn} + b_{hn})) \\\\
+        h' &= (1 - z) \\odot n + z \\odot h
+
+    Gate order ``r, z, n`` along the last axis of ``W_i`` (I, 3H), ``W_h`` (H, 3H), ``b_i``, ``b_h`` (3H,).
+    (Cho et al. 2014 apply the reset before the product; PyTorch, cuDNN and Flax apply it after.)
+    The carry is ``h`` (H,); the output is ``h'``.
+    """
+    H = _check_size("hidden_size", hidden_size)
+    init = _gated_init(H, 3, kernel_init, recurrent_init, bias_init)
+
+    def step_projected(params, h, gx):
+        gh = h @ params["W_h"] + params["b_h"]  # (3H,)
+        xr, xz, xn = jnp.split(gx, 3)
+        hr, hz, hn = jnp.split(gh, 3)
+        r = jax.nn.sigmoid(xr + hr)
+        z = jax.nn.sigmoid(xz + hz)
+        n = jnp.tanh(xn + r * hn)
+        h = (1.0 - z) * n + z * h  # (H,)
+        return h, h
+
+    return _recurrent_cell("gru", H, 3, init, step_projected)

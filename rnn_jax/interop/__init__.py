@@ -1,0 +1,13 @@
+"""Weight conversion between rnn_jax and PyTorch / Flax.
+
+* :func:`from_torch` / :func:`to_torch`: ``nn.RNN`` (tanh, relu), ``nn.LSTM``, ``nn.GRU`` with any
+  ``num_layers``, ``bidirectional`` and ``batch_first`` (rnn_jax layers work on one ``(T, I)``
+  sequence; ``batch_first`` only decides how the caller lays out its batch).
+* :func:`from_flax` / :func:`to_flax`: Flax linen ``SimpleCell``, ``LSTMCell``, ``GRUCell``.
+
+PyTorch is imported only when these functions are called.
+"""
+from rnn_jax.interop.flax import from_flax, to_flax, lstm_carry_from_flax
+from rnn_jax.interop.torch import from_torch, to_torch
+
+__all__ = ["from_torch", "to_torch", "from_flax", "to_flax", "lstm_carry_from_flax"]

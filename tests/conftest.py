@@ -1,0 +1,45 @@
+"""Shared test settings: float64 available, rank promotion forbidden, fresh keys per test."""
+import os
+
+# Tests are compile-bound: a lower backend optimisation level halves compile time, same numerics.
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+import rnn_jax as rj  # noqa: E402
+import rnn_jax.gradcheck  # noqa: E402,F401
+
+# name -> factory(H) of every cell; Jordan's output size differs from H on purpose.
+CELLS = {
+    "elman_tanh": lambda H: rj.elman(H, "tanh"),
+    "elman_relu": lambda H: rj.elman(H, "relu"),
+    "elman_sigmoid": lambda H: rj.elman(H, "sigmoid"),
+    "jordan": lambda H: rj.jordan(H, 3),
+    "lstm": lambda H: rj.lstm(H),
+    "gru": lambda H: rj.gru(H),
+}
+
+
+@pytest.fixture
+def key(request):
+    """A key derived from the test's name: different per test, the same on every run."""
+    seed = abs(hash(request.node.nodeid)) % (2**31)
+    return jax.random.key(seed)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def perturb(params, key, scale=0.3):
+    """Random non-zero values for every leaf (biases start at zero; tests need them non-trivial)."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    return jax.tree_util.tree_unflatten(
+        treedef, [l + scale * jax.random.normal(k, l.shape, l.dtype) for l, k in zip(leaves, keys)])
