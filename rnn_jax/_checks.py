@@ -7,7 +7,8 @@ import numpy as np
 
 
 def shape_str(shape) -> str:
-    return "(" + ", ".join(str(d) for d in shape) + ")"
+    """Python's tuple notation: ``(5,)``, ``(2, 3)``."""
+    return str(tuple(int(d) for d in shape))
 
 
 def check_sequence(xs, input_size: int | None, argname: str = "xs") -> None:

@@ -46,7 +46,7 @@ def test_stack_connections(skip, key):
         if i and skip == "residual":
             y = y + h
         elif i and skip == "highway":
-            g = jax.nn.sigmoid(h @ params["gates"][i - 1]["W"] + params["gates"][i - 1]["b"])
+            g = jax.nn.sigmoid(h @ params["gates"][i - 1]["W"] + params["gates"][i - 1]["b"][None, :])
             y = g * y + (1 - g) * h
         h = y
     np.testing.assert_allclose(ys, h, rtol=1e-13)

@@ -5,113 +5,115 @@ the conversion transposes. Gate orders agree (LSTM i, f, g, o; GRU r, z, n). ``n
 biases are summed into the Elman cell's one bias (``to_torch`` writes it to ``bias_ih`` and zeros
 ``bias_hh``). ``num_layers > 1`` becomes :func:`rnn_jax.stack`; ``bidirectional=True`` becomes
 :func:`rnn_jax.bidirectional` with ``merge="concat"``, as PyTorch concatenates directions.
+
+:func:`from_torch_state_dict` needs no PyTorch: it reads a state dict of arrays (for instance
+loaded from a checkpoint with numpy), so weights trained in PyTorch can be used without it.
 """
 from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_jax import cells, layers
+from rnn_jax import _checks, cells, layers
 
-__all__ = ["from_torch", "to_torch"]
+__all__ = ["from_torch", "from_torch_state_dict", "to_torch", "MODES"]
 
-
-def _describe(module):
-    import torch.nn as tnn
-
-    if isinstance(module, tnn.LSTM):
-        if getattr(module, "proj_size", 0):
-            raise ValueError(f"module: nn.LSTM with proj_size={module.proj_size} is not supported")
-        return "lstm", 4
-    if isinstance(module, tnn.GRU):
-        return "gru", 3
-    if isinstance(module, tnn.RNN):
-        return "rnn_" + module.nonlinearity, 1
-    raise ValueError(f"module: expected torch.nn.RNN, nn.LSTM or nn.GRU, got {type(module).__name__}")
+MODES = ("RNN_TANH", "RNN_RELU", "LSTM", "GRU")
 
 
-def _cell(kind, H):
-    if kind == "lstm":
+def _cell(mode, H):
+    if mode == "LSTM":
         return cells.lstm(H, forget_bias=0.0)
-    if kind == "gru":
+    if mode == "GRU":
         return cells.gru(H)
-    return cells.elman(H, activation=kind.split("_")[1])
+    return cells.elman(H, activation=mode.split("_")[1].lower())
 
 
-def _np(t):
-    return t.detach().cpu().numpy()
-
-
-def _direction_params(module, kind, layer, suffix):
-    sd = dict(module.named_parameters())
-    name = f"l{layer}{suffix}"
-    w_ih, w_hh = _np(sd[f"weight_ih_{name}"]), _np(sd[f"weight_hh_{name}"])
+def _direction_params(sd, mode, name):
+    w_ih, w_hh = np.asarray(sd[f"weight_ih_{name}"]), np.asarray(sd[f"weight_hh_{name}"])
     zeros = np.zeros(w_ih.shape[0], w_ih.dtype)
-    b_ih = _np(sd[f"bias_ih_{name}"]) if module.bias else zeros
-    b_hh = _np(sd[f"bias_hh_{name}"]) if module.bias else zeros
+    b_ih = np.asarray(sd.get(f"bias_ih_{name}", zeros))
+    b_hh = np.asarray(sd.get(f"bias_hh_{name}", zeros))
     p = {"W_i": jnp.asarray(w_ih.T), "W_h": jnp.asarray(w_hh.T)}
-    if kind.startswith("rnn"):
+    if mode.startswith("RNN"):
         p["b_i"] = jnp.asarray(b_ih + b_hh)
     else:
         p["b_i"], p["b_h"] = jnp.asarray(b_ih), jnp.asarray(b_hh)
     return p
 
 
-def _structure(module, kind):
-    """The rnn_jax layer mirroring ``module``."""
-    cell = _cell(kind, module.hidden_size)
-    one = layers.bidirectional(layers.rnn(cell), layers.rnn(cell)) if module.bidirectional else layers.rnn(cell)
-    return one if module.num_layers == 1 else layers.stack(*([one] * module.num_layers))
+def torch_layer(mode: str, hidden_size: int, num_layers: int = 1, bidirectional: bool = False) -> layers.Layer:
+    """The rnn_jax layer with the structure of a PyTorch module of this configuration."""
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+    cell = _cell(mode, hidden_size)
+    one = layers.bidirectional(layers.rnn(cell), layers.rnn(cell)) if bidirectional else layers.rnn(cell)
+    return one if num_layers == 1 else layers.stack(*([one] * num_layers))
 
 
-def _per_layer(module, params):
-    """The list of per-layer params (one dict, or {"fwd", "bwd"}) inside ``params``."""
-    return [params] if module.num_layers == 1 else list(params["layers"])
+def from_torch_state_dict(state_dict, mode: str, hidden_size: int, num_layers: int = 1,
+                          bidirectional: bool = False):
+    """``(layer, params)`` from a PyTorch recurrent module's state dict (arrays or tensors on the CPU).
+
+    ``mode`` is PyTorch's own name: ``"RNN_TANH"``, ``"RNN_RELU"``, ``"LSTM"`` or ``"GRU"``.
+    """
+    layer = torch_layer(mode, hidden_size, num_layers, bidirectional)
+    sd = {k: np.asarray(v) for k, v in state_dict.items()}
+    missing = [f"weight_ih_l{k}" for k in range(num_layers) if f"weight_ih_l{k}" not in sd]
+    if missing:
+        raise ValueError(f"state_dict: missing {missing} for num_layers={num_layers}; keys are {sorted(sd)}")
+    per_layer = []
+    for k in range(num_layers):
+        if bidirectional:
+            per_layer.append({"fwd": _direction_params(sd, mode, f"l{k}"),
+                              "bwd": _direction_params(sd, mode, f"l{k}_reverse")})
+        else:
+            per_layer.append(_direction_params(sd, mode, f"l{k}"))
+    params = per_layer[0] if num_layers == 1 else {"layers": tuple(per_layer), "gates": ()}
+    return layer, params
+
+
+def _config(module):
+    import torch.nn as tnn
+
+    if not isinstance(module, (tnn.RNN, tnn.LSTM, tnn.GRU)):
+        raise ValueError(f"module: expected torch.nn.RNN, nn.LSTM or nn.GRU, got {type(module).__name__}")
+    if getattr(module, "proj_size", 0):
+        raise ValueError(f"module: nn.LSTM with proj_size={module.proj_size} is not supported")
+    return module.mode, module.hidden_size, module.num_layers, module.bidirectional
 
 
 def from_torch(module):
     """Convert a PyTorch recurrent module into ``(layer, params)``.
 
     ``layer.apply(params, x)`` for ``x (T, I)`` equals ``module(x)`` (one sequence; with
-    ``batch_first=True`` the module takes ``(B, T, I)``, use :func:`rnn_jax.apply_batch`). The final
-    state is the layer's: for a stack, a tuple over layers; for bidirectional, ``(fwd, bwd)``; for
-    LSTM an ``LSTMState(h, c)``.
+    ``batch_first=True`` the module takes ``(B, T, I)``: use :func:`rnn_jax.apply_batch` on the same
+    array). The final state is the layer's: for a stack, a tuple over layers; for bidirectional,
+    ``(fwd, bwd)``; for LSTM an ``LSTMState(h, c)``.
     """
-    kind, _ = _describe(module)
-    per_layer = []
-    for k in range(module.num_layers):
-        if module.bidirectional:
-            per_layer.append({"fwd": _direction_params(module, kind, k, ""),
-                              "bwd": _direction_params(module, kind, k, "_reverse")})
-        else:
-            per_layer.append(_direction_params(module, kind, k, ""))
-    params = per_layer[0] if module.num_layers == 1 else {"layers": tuple(per_layer), "gates": ()}
-    return _structure(module, kind), params
+    mode, H, L, bi = _config(module)
+    sd = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+    return from_torch_state_dict(sd, mode, H, L, bi)
 
 
 def to_torch(params, module):
-    """Write rnn_jax ``params`` (as produced by :func:`from_torch` for a module of this shape) into
+    """Write rnn_jax ``params`` (of the structure :func:`from_torch` gives for ``module``) into
     ``module`` in place; returns the module."""
     import torch
 
-    kind, _ = _describe(module)
-    expected = from_torch(module)[1]
-    from rnn_jax import _checks
-    _checks.check_params(expected, params)
+    mode, H, L, bi = _config(module)
+    _checks.check_params(from_torch(module)[1], params)
     named = dict(module.named_parameters())
+    per_layer = [params] if L == 1 else list(params["layers"])
     with torch.no_grad():
-        for k, lp in enumerate(_per_layer(module, params)):
-            dirs = [("", lp["fwd"]), ("_reverse", lp["bwd"])] if module.bidirectional else [("", lp)]
-            for suffix, p in dirs:
+        for k, lp in enumerate(per_layer):
+            for suffix, p in ([("", lp["fwd"]), ("_reverse", lp["bwd"])] if bi else [("", lp)]):
                 name = f"l{k}{suffix}"
-
-                def put(pname, value):
-                    t = named[pname]
-                    t.copy_(torch.as_tensor(np.asarray(value), dtype=t.dtype))
-
-                put(f"weight_ih_{name}", np.asarray(p["W_i"]).T)
-                put(f"weight_hh_{name}", np.asarray(p["W_h"]).T)
-                if module.bias:
-                    put(f"bias_ih_{name}", p["b_i"])
-                    put(f"bias_hh_{name}", np.zeros_like(np.asarray(p["b_i"])) if kind.startswith("rnn") else p["b_h"])
+                values = {f"weight_ih_{name}": np.asarray(p["W_i"]).T, f"weight_hh_{name}": np.asarray(p["W_h"]).T,
+                          f"bias_ih_{name}": np.asarray(p["b_i"]),
+                          f"bias_hh_{name}": (np.zeros_like(np.asarray(p["b_i"])) if mode.startswith("RNN")
+                                              else np.asarray(p["b_h"]))}
+                for pname, value in values.items():
+                    if pname in named:
+                        named[pname].copy_(torch.tensor(np.array(value), dtype=named[pname].dtype))
     return module
