@@ -1,0 +1,114 @@
+"""Shared plumbing for experiment scripts: Config -> flags, run folders, results, plots."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+import typing
+
+import jax
+
+
+def parse_config(cls, argv=None, description: str = ""):
+    """``--field=value`` flags from a frozen dataclass ``cls`` (help text from each field's
+    ``metadata["help"]``), plus ``--quick`` (the class's ``quick()`` overrides) and ``--resume=DIR``.
+    Unknown flags and bad values exit with argparse's message naming the flag."""
+    p = argparse.ArgumentParser(description=description, allow_abbrev=False)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        typ = hints[f.name]
+        kw = {"default": None, "help": f"{f.metadata.get('help', '')} (default: {f.default!r})"}
+        if typ is bool:
+            kw["type"] = lambda s: {"true": True, "1": True, "false": False, "0": False}[s.lower()]
+            kw["metavar"] = "{true,false}"
+        elif typing.get_origin(typ) in (tuple,):
+            elem = typing.get_args(typ)[0]
+            kw["type"] = lambda s, elem=elem: tuple(elem(v) for v in s.split(",") if v)
+            kw["metavar"] = "A,B,..."
+        else:
+            kw["type"] = typ
+        p.add_argument(f"--{f.name}", **kw)
+    p.add_argument("--quick", action="store_true", help="a run of about a minute, for smoke tests")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.add_argument("--out", default="runs", help="parent folder of run folders (default: runs)")
+    args = p.parse_args(argv)
+    if args.resume:
+        with open(os.path.join(args.resume, "config.json")) as f:
+            saved = json.load(f)["config"]
+        cfg = cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items()})
+    else:
+        cfg = cls.quick() if args.quick else cls()
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name) is not None}
+    cfg = dataclasses.replace(cfg, **overrides)
+    return cfg, args
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "python": sys.version.split()[0], "jax": jax.__version__,
+            "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()]}
+
+
+def make_run_dir(name: str, cfg, args) -> str:
+    """``runs/NAME/<time>/`` with ``config.json`` (or the folder given to ``--resume``)."""
+    if args.resume:
+        return args.resume
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = os.path.join(args.out, name, stamp)
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump({"config": dataclasses.asdict(cfg), "quick": args.quick, "argv": sys.argv[1:],
+                   "machine": machine()}, f, indent=2)
+    return path
+
+
+def save_results(run_dir: str, results: dict) -> str:
+    path = os.path.join(run_dir, "results.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(results, f, indent=2, default=float)
+    os.replace(tmp, path)
+    return path
+
+
+class Timer:
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.t0
+
+
+def plot_curves(curves: dict, path: str, ylabel: str = "loss", title: str = "", logy: bool = True) -> str:
+    """One line per name: ``{name: (steps, values)}`` -> PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, (x, y) in curves.items():
+        ax.plot(x, y, label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def train_curve(history, key="loss"):
+    rows = [r for r in history if r.get("kind") == "train" and key in r]
+    return [r["step"] for r in rows], [float(sum(r[key]) / len(r[key])) if isinstance(r[key], list) else r[key]
+                                       for r in rows]
