@@ -1,4 +1,5 @@
 # Sourced by scripts/*.sh: make (once) and enter the project's virtualenv, install the given extras.
+# pip's own output goes to $VENV/pip.log and is shown only when the install fails.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
@@ -6,5 +7,8 @@ VENV=${RNN_JAX_VENV:-.venv}
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
-python -m pip install -q --upgrade "pip>=23" >/dev/null
-python -m pip install -q -e ".[$1]"
+if ! { python -m pip install --upgrade "pip>=23" && python -m pip install -e ".[$1]"; } >"$VENV/pip.log" 2>&1; then
+    cat "$VENV/pip.log"
+    echo "installing rnn_jax[$1] failed; the log above is in $VENV/pip.log" >&2
+    exit 1
+fi

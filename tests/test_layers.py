@@ -103,3 +103,21 @@ def test_reversed_layer_equals_reverse_unroll(key):
     ys, _ = layer.apply(params, xs, 5)
     ref, _ = loop_unroll(rj.gru(H), params, xs, 5, reverse=True)
     np.testing.assert_allclose(ys, ref, rtol=1e-13)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: rj.bidirectional(rj.rnn(rj.lstm(H)), rj.rnn(rj.jordan(H, H)), merge="mean"),
+    lambda: rj.stack(rj.bidirectional(rj.rnn(rj.gru(H)), rj.rnn(rj.gru(H))),
+                     rj.bidirectional(rj.rnn(rj.gru(H)), rj.rnn(rj.gru(H))), skip="highway"),
+])
+def test_combinators_vmap_equals_per_example_loop(make, key):
+    layer = make()
+    params = perturb(layer.init(key, I, jnp.float64), key)
+    xs = jax.random.normal(key, (3, T, I), jnp.float64)
+    lengths = jnp.array([T, 0, 5])
+    ys, finals = rj.apply_batch(layer, params, xs, lengths)
+    for b in range(3):
+        ys_b, fin_b = layer.apply(params, xs[b], lengths[b])
+        np.testing.assert_allclose(ys[b], ys_b, rtol=1e-13, atol=1e-15)
+        for a, c in zip(jax.tree_util.tree_leaves(finals), jax.tree_util.tree_leaves(fin_b)):
+            np.testing.assert_allclose(a[b], c, rtol=1e-13, atol=1e-15)
