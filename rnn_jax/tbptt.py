@@ -1,0 +1,101 @@
+"""Truncated backpropagation through time, TBPTT(k1, k2) (Williams & Peng 1990).
+
+A long stream is read once, forwards. Every ``k1`` steps the parameters are updated with the gradient
+of the loss on those ``k1`` newest steps, backpropagated at most ``k2`` steps into the past; the state
+at the start of that window is a constant (``lax.stop_gradient``), the one the forward run had when it
+reached that point. ``k2`` must be a multiple of ``k1``.
+
+* ``k1 == k2 == L`` (the whole stream) is full BPTT: one update, the exact gradient.
+* ``k1 == k2 == k`` is the usual chunked training: chunks of ``k`` steps, the state carried across.
+* ``k1 < k2``: every update looks further back than it moves forward.
+
+The model is any :class:`rnn_jax.Model` whose ``apply(params, xs, length=None, initial_state=None)``
+returns ``(outputs (T, ...), final_state)``, e.g. :func:`rnn_jax.many_to_many`. A batch of streams
+``xs (B, L, ...)`` is handled with ``jax.vmap``; the loss of a window is the mean over streams.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+__all__ = ["schedule", "window_loss", "train", "TBPTTResult"]
+
+
+def schedule(L: int, k1: int, k2: int) -> list[tuple[int, int, int]]:
+    """The windows ``(start, split, end)``: backprop over ``[start, end)``, loss on ``[split, end)``."""
+    for name, v in (("k1", k1), ("k2", k2), ("L", L)):
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    if k2 % k1:
+        raise ValueError(f"k2: expected a multiple of k1={k1}, got {k2}")
+    ends = list(range(k1, L + 1, k1))
+    if not ends or ends[-1] != L:
+        ends.append(L)  # a last, shorter update
+    splits = [0] + ends[:-1]
+    return [(max(0, split - (k2 - k1)), split, end) for split, end in zip(splits, ends)]
+
+
+def window_loss(model, loss_fn: Callable, params, state, xs, targets, n_context: int):
+    """Loss of one window of ONE stream: run ``xs[:n_context]`` from ``state`` (context, no loss), then
+    ``xs[n_context:]`` with ``loss_fn(outputs, targets[n_context:])``. Returns ``(loss, final_state)``;
+    the gradient flows through the whole window, not into ``state``."""
+    state = jax.lax.stop_gradient(state)
+    if n_context:
+        _, state = model.apply(params, xs[:n_context], None, state)
+    out, final = model.apply(params, xs[n_context:], None, state)
+    return loss_fn(out, targets[n_context:]), final
+
+
+class TBPTTResult(NamedTuple):
+    params: Any
+    opt_state: Any
+    losses: np.ndarray   # (updates,) mean window loss per update
+    grads: list          # per-update gradients, when keep_grads=True
+
+
+def train(model, params, tx: optax.GradientTransformation, xs, targets, k1: int, k2: int, loss_fn: Callable,
+          initial_state: Any = None, opt_state: Any = None, keep_grads: bool = False) -> TBPTTResult:
+    """TBPTT(k1, k2) over a batch of streams ``xs (B, L, ...)``, ``targets (B, L, ...)``.
+
+    ``loss_fn(outputs (T, ...), targets (T, ...)) -> scalar`` for one stream. ``initial_state``: one
+    state with a leading batch axis, or None for zeros. Returns a :class:`TBPTTResult`.
+    """
+    if xs.ndim < 2 or targets.shape[:2] != xs.shape[:2]:
+        raise ValueError(f"targets: expected leading shape {tuple(xs.shape[:2])} (B, L) like xs, got "
+                         f"{tuple(targets.shape)}")
+    B, L = xs.shape[:2]
+    windows = schedule(L, k1, k2)
+    opt_state = tx.init(params) if opt_state is None else opt_state
+    if initial_state is None:
+        dtype = jax.tree_util.tree_leaves(params)[0].dtype
+        zero = jax.eval_shape(lambda: model.apply(params, xs[0, :1], None, None)[1])
+        initial_state = jax.tree.map(lambda s: jnp.zeros((B,) + s.shape, dtype), zero)
+
+    def batch_loss(p, states, xw, yw, n_context):
+        losses, finals = jax.vmap(lambda s, x, y: window_loss(model, loss_fn, p, s, x, y, n_context))(states, xw, yw)
+        return jnp.mean(losses), finals
+
+    @jax.jit
+    def update(p, opt_state, states, xw, yw, n_context_arr):
+        n_context = n_context_arr.shape[0]
+        (loss, finals), g = jax.value_and_grad(batch_loss, has_aux=True)(p, states, xw, yw, n_context)
+        upd, opt_state = tx.update(g, opt_state, p)
+        return optax.apply_updates(p, upd), opt_state, loss, finals, g
+
+    boundary = {0: initial_state}  # states the forward run had at window boundaries
+    losses, all_grads = [], []
+    for start, split, end in windows:
+        states = boundary[start]  # the state the forward run had there (a constant)
+        xw, yw = xs[:, start:end], targets[:, start:end]
+        params, opt_state, loss, finals, g = update(params, opt_state, states, xw, yw, jnp.zeros((split - start,)))
+        boundary[end] = jax.lax.stop_gradient(finals)
+        for k in [k for k in boundary if k < end - k2]:
+            del boundary[k]
+        losses.append(float(loss))
+        if keep_grads:
+            all_grads.append(g)
+    return TBPTTResult(params, opt_state, np.array(losses), all_grads)
