@@ -1,0 +1,136 @@
+"""Gradient-flow diagnostics: where vanishing and exploding gradients come from.
+
+* :func:`error_reach`: ``||dE/dh_k||`` for every step k, where E is a loss of the LAST output: how much
+  of the error at T reaches step k. One backward pass: a zero perturbation is added to the carry after
+  every step, and the gradient with respect to those perturbations is ``dE/dcarry_k``.
+* :func:`jacobian_norms`: ``||dh_T/dh_k||_2`` (spectral norm of the product of step Jacobians
+  ``J_T ... J_{k+1}``), the seeds' :math:`\\partial s_t / \\partial s_k` term.
+* :func:`recurrent_spectrum`: spectral radius and singular values of the recurrent matrix (per gate
+  block for gated cells). For a linearised tanh RNN, ``||dh_T/dh_k|| <= (max_sv * max|g'|)^(T-k)``:
+  a largest singular value below 1 makes gradients vanish exponentially (Pascanu et al. 2013).
+* :func:`plot_reach` and :func:`plot_heatmap` draw a curve per model and a heat map over training.
+
+All work on ONE sequence; the carry of gated cells is flattened (for LSTM: ``[h, c]``).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.flatten_util import ravel_pytree
+
+from rnn_jax.cells import Cell
+
+__all__ = ["error_reach", "jacobian_norms", "recurrent_spectrum", "plot_reach", "plot_heatmap"]
+
+
+def _states(cell: Cell, params, xs, carry0=None):
+    """Carries after every step, flattened: ``(T, C)``, and the unravel function."""
+    carry0 = cell.initial_carry(xs.dtype) if carry0 is None else carry0
+    flat0, unravel = ravel_pytree(carry0)
+
+    def body(c, x):
+        c, _ = cell.step(params, c, x)
+        return c, ravel_pytree(c)[0]
+
+    _, C = lax.scan(body, carry0, xs)
+    return C, unravel, flat0
+
+
+def error_reach(cell: Cell, params, xs, loss_of_last: Callable[[jax.Array], jax.Array], carry0=None) -> jax.Array:
+    """``(T,)`` norms ``||dE/dcarry_k||``, ``E = loss_of_last(y_T)``; entry ``T-1`` is the last step."""
+    carry0 = cell.initial_carry(xs.dtype) if carry0 is None else carry0
+    T = xs.shape[0]
+    flat0, unravel = ravel_pytree(carry0)
+
+    def loss(deltas):  # deltas (T, C): added to the carry after each step
+        def body(c, inp):
+            x, d = inp
+            c, y = cell.step(params, c, x)
+            c = unravel(ravel_pytree(c)[0] + d)
+            return c, y
+
+        _, ys = lax.scan(body, carry0, (xs, deltas))
+        return loss_of_last(ys[-1])
+
+    g = jax.grad(loss)(jnp.zeros((T, flat0.shape[0]), xs.dtype))
+    return jnp.linalg.norm(g, axis=-1)
+
+
+def jacobian_norms(cell: Cell, params, xs, carry0=None) -> jax.Array:
+    """``(T,)``: entry k is ``||d carry_{T-1} / d carry_k||_2`` (entry ``T-1`` is 1: the identity)."""
+    C, unravel, flat0 = _states(cell, params, xs, carry0)
+    prev = jnp.concatenate([flat0[None], C[:-1]], 0)  # carries before each step
+
+    def step_jac(c_flat, x):
+        return jax.jacfwd(lambda cf: ravel_pytree(cell.step(params, unravel(cf), x)[0])[0])(c_flat)
+
+    J = jax.vmap(step_jac)(prev, xs)  # (T, C, C): J_t = d carry_t / d carry_{t-1}
+    n = flat0.shape[0]
+
+    def back(M, Jt):  # M = d c_{T-1} / d c_t ; going back one step multiplies by J_t
+        return M @ Jt, M
+
+    _, Ms = lax.scan(back, jnp.eye(n, dtype=xs.dtype), J, reverse=True)  # Ms[k] = d c_{T-1} / d c_k
+    return jnp.linalg.norm(Ms, ord=2, axis=(1, 2))
+
+
+def recurrent_spectrum(params, gates: int = 1) -> dict:
+    """Spectral radius and singular values of ``W_h`` (each of the ``gates`` blocks of ``(H, H)``)."""
+    W = np.asarray(params["W_h"], np.float64)
+    out = {}
+    for i, block in enumerate(np.split(W, gates, axis=1)):
+        sv = np.linalg.svd(block, compute_uv=False)
+        name = f"block{i}" if gates > 1 else "W_h"
+        out[name] = {"spectral_radius": float(np.abs(np.linalg.eigvals(block)).max()),
+                     "max_singular_value": float(sv[0]), "min_singular_value": float(sv[-1]),
+                     "singular_values": sv.tolist()}
+    return out
+
+
+def plot_reach(curves: dict, path: str, title: str = "", ylabel: str = "||dE_T / dh_k||") -> str:
+    """One curve per model over k (log scale): ``{name: values (T,)}``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, v in curves.items():
+        v = np.asarray(v, np.float64)
+        ax.plot(np.arange(len(v)) - (len(v) - 1), np.maximum(v, 1e-300), label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("k - T (steps before the end)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_heatmap(rows, train_steps, path: str, title: str = "") -> str:
+    """``rows (n_snapshots, T)`` of reach values: log10 heat map, training step against k."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    R = np.log10(np.maximum(np.asarray(rows, np.float64), 1e-30))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    T = R.shape[1]
+    im = ax.imshow(R, aspect="auto", origin="lower", cmap="viridis",
+                   extent=[-(T - 1) - 0.5, 0.5, train_steps[0], train_steps[-1]])
+    fig.colorbar(im, ax=ax, label="log10 ||dE_T / dh_k||")
+    ax.set_xlabel("k - T (steps before the end)")
+    ax.set_ylabel("training step")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
