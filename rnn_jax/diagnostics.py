@@ -1,8 +1,8 @@
 """Gradient-flow diagnostics: where vanishing and exploding gradients come from.
 
-* :func:`error_reach`: ``||dE/dh_k||`` for every step k, where E is a loss of the LAST output: how much
-  of the error at T reaches step k. One backward pass: a zero perturbation is added to the carry after
-  every step, and the gradient with respect to those perturbations is ``dE/dcarry_k``.
+* :func:`error_reach`: ``||dE/dh_k||`` for every step k < T - 1, where E is a loss of the LAST output:
+  how much of the error at the end reaches step k. One backward pass: a zero perturbation is added to
+  the carry entering every step, and the gradient with respect to it is ``dE/dcarry_{k}``.
 * :func:`jacobian_norms`: ``||dh_T/dh_k||_2`` (spectral norm of the product of step Jacobians
   ``J_T ... J_{k+1}``), the seeds' :math:`\\partial s_t / \\partial s_k` term.
 * :func:`recurrent_spectrum`: spectral radius and singular values of the recurrent matrix (per gate
@@ -41,23 +41,22 @@ def _states(cell: Cell, params, xs, carry0=None):
 
 
 def error_reach(cell: Cell, params, xs, loss_of_last: Callable[[jax.Array], jax.Array], carry0=None) -> jax.Array:
-    """``(T,)`` norms ``||dE/dcarry_k||``, ``E = loss_of_last(y_T)``; entry ``T-1`` is the last step."""
+    """``(T - 1,)`` norms ``||dE/dcarry_k||`` for ``k = 0 .. T-2`` (the carry after step k), where
+    ``E = loss_of_last(y_{T-1})``."""
     carry0 = cell.initial_carry(xs.dtype) if carry0 is None else carry0
     T = xs.shape[0]
     flat0, unravel = ravel_pytree(carry0)
 
-    def loss(deltas):  # deltas (T, C): added to the carry after each step
+    def loss(deltas):  # deltas (T, C): added to the carry entering each step
         def body(c, inp):
             x, d = inp
-            c, y = cell.step(params, c, x)
-            c = unravel(ravel_pytree(c)[0] + d)
-            return c, y
+            return cell.step(params, unravel(ravel_pytree(c)[0] + d), x)
 
         _, ys = lax.scan(body, carry0, (xs, deltas))
         return loss_of_last(ys[-1])
 
-    g = jax.grad(loss)(jnp.zeros((T, flat0.shape[0]), xs.dtype))
-    return jnp.linalg.norm(g, axis=-1)
+    g = jax.grad(loss)(jnp.zeros((T, flat0.shape[0]), xs.dtype))  # g[t] = dE / d carry_{t-1}
+    return jnp.linalg.norm(g[1:], axis=-1)
 
 
 def jacobian_norms(cell: Cell, params, xs, carry0=None) -> jax.Array:

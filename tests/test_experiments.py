@@ -31,3 +31,30 @@ def test_unknown_flag_is_a_clear_error(capsys):
     assert "argument --hidden: invalid int value: 'three'" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="--problems: unknown problem '7'"):
         bit_reverse.main(["--problems=1,7"])
+
+
+def test_exploding_quick_diverges_without_clipping_and_trains_with(tmp_path):
+    from experiments import exploding
+
+    res = exploding.main(["--quick", f"--out={tmp_path}"])
+    rows = {(r["setting"], r["clip_norm"] is not None): r for r in res["rows"]}
+    assert rows[("nan", False)]["status"] == "diverged" and rows[("nan", False)]["first_nonfinite_step"] < 800
+    assert rows[("nan", True)]["status"] == "done"
+    cliff = rows[("cliff", True)]
+    assert cliff["loss_last100"] < 0.6 * cliff["loss_first10"]
+    assert os.path.exists(os.path.join(res["run_dir"], "grad_norm.png"))
+
+
+def test_long_range_quick_learns_and_draws_diagnostics(tmp_path):
+    from experiments import long_range
+
+    res = long_range.main([f"--out={tmp_path}", "--tasks=adding,order", "--adding_T=20", "--order_T=20",
+                           "--diag_T=20", "--models=tanh-xavier,lstm", "--clips=norm", "--steps=150",
+                           "--hidden=32", "--test_size=128"])
+    order = [r for r in res["rows"] if r["task"] == "order"]
+    assert all(r["solved"] for r in order), order
+    adding = [r for r in res["rows"] if r["task"] == "adding"]
+    assert all(r["test_loss"] < r["baseline"] for r in adding), adding
+    for f in ("reach_init.png", "reach_trained.png", "reach_heatmap_lstm.png", "results.json"):
+        assert os.path.exists(os.path.join(res["run_dir"], f)), f
+    assert set(res["diagnostics"]) == {"tanh-xavier", "lstm"}

@@ -1,0 +1,246 @@
+"""Long-range dependencies: which cell, initialisation and clipping solve which lengths, and why.
+
+    python -m experiments.long_range             # the full grid (~40 min on 2 CPU cores)
+    python -m experiments.long_range --quick     # a small grid, about a minute
+
+Tasks (rnn_jax.data.long_range): the adding problem (baseline MSE 0.167), copy memory (baseline
+cross-entropy 10 ln 8 / (T + 20)) and the temporal-order task (chance 0.25). Models: tanh Elman with
+Xavier init, ReLU Elman with He init, IRNN (ReLU, identity recurrent init), tanh Elman with orthogonal
+init, two tanh Elman layers with a highway connection, LSTM, GRU; each trained without clipping, with
+clipping by value and by global norm. Adam, fresh random batches every step.
+
+Diagnostics on the adding problem at ``diag_T``: ||dE_T/dh_k|| over k for every single-layer model
+(at initialisation and after training), a heat map of it over training for the tanh Elman and the
+LSTM, and the recurrent matrices' spectra.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import rnn_jax as rj
+from experiments import _common
+from rnn_jax import diagnostics, train
+from rnn_jax.data import long_range as lr
+
+MODELS = ("tanh-xavier", "relu-he", "irnn", "tanh-orthogonal", "highway-tanh", "lstm", "gru")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    tasks: tuple[str, ...] = ("adding", "copy", "order")  # adding, copy, order
+    adding_T: tuple[int, ...] = (50, 200, 1000)             # sequence lengths for the adding problem
+    copy_T: tuple[int, ...] = (50, 200)                     # delays for copy memory (sequence T + 20)
+    order_T: tuple[int, ...] = (50, 200)                    # sequence lengths for temporal order
+    models: tuple[str, ...] = MODELS                        # which models
+    clips: tuple[str, ...] = ("none", "value", "norm")      # gradient clipping variants
+    long_T_clips: tuple[str, ...] = ("none", "norm")        # clipping variants for T >= 1000 (compute)
+    hidden: int = 64                                        # units per recurrent layer
+    steps: int = 1000                                       # Adam updates per run
+    batch_size: int = 32                                    # fresh sequences per update
+    lr: float = 2e-3                                        # Adam learning rate
+    clip_value: float = 1.0                                 # bound for clipping by value
+    clip_norm: float = 1.0                                  # bound for clipping by global norm
+    test_size: int = 512                                    # held-out sequences per task
+    diag_T: int = 200                                       # adding length for the diagnostics
+    seed: int = 0                                           # PRNG seed
+
+    @classmethod
+    def quick(cls):
+        return cls(tasks=("adding", "copy", "order"), adding_T=(20,), copy_T=(10,), order_T=(20,),
+                   models=("tanh-xavier", "lstm"), clips=("none", "norm"), hidden=32, steps=150, diag_T=20,
+                   test_size=256)
+
+
+def make_cell(name: str, H: int):
+    small = rj.initializers.uniform(1e-3)
+    return {
+        "tanh-xavier": lambda: rj.elman(H, "tanh", recurrent_init="glorot_uniform"),
+        "relu-he": lambda: rj.elman(H, "relu", kernel_init="he_uniform", recurrent_init="he_uniform"),
+        "irnn": lambda: rj.elman(H, "relu", kernel_init=small, recurrent_init=rj.initializers.identity(1.0)),
+        "tanh-orthogonal": lambda: rj.elman(H, "tanh", recurrent_init="orthogonal"),
+        "lstm": lambda: rj.lstm(H),
+        "gru": lambda: rj.gru(H),
+    }[name]()
+
+
+def make_layer(name: str, H: int):
+    if name == "highway-tanh":
+        one = lambda: rj.rnn(rj.elman(H, "tanh", recurrent_init="glorot_uniform"))  # noqa: E731
+        return rj.stack(one(), one(), skip="highway")
+    return rj.rnn(make_cell(name, H))
+
+
+TASKS = {
+    # name: (generator, model kind, inputs vocab or size, outputs)
+    "adding": dict(gen=lr.adding, kind="regress", input_size=2, out=1),
+    "copy": dict(gen=lr.copy_memory, kind="tag", vocab=lr.COPY_VOCAB, out=lr.COPY_VOCAB),
+    "order": dict(gen=lr.temporal_order, kind="classify", vocab=lr.ORDER_VOCAB, out=4),
+}
+
+
+def build(task: str, model_name: str, H: int):
+    spec, layer = TASKS[task], make_layer(model_name, H)
+    if spec["kind"] == "regress":
+        return rj.many_to_one(layer, 1, input_size=spec["input_size"])
+    if spec["kind"] == "classify":
+        return rj.many_to_one(layer, spec["out"], vocab_size=spec["vocab"])
+    return rj.many_to_many(layer, spec["out"], vocab_size=spec["vocab"])
+
+
+def make_loss(task: str, model):
+    kind = TASKS[task]["kind"]
+
+    def per_example(params, x, y):
+        if kind == "regress":
+            pred = model.apply(params, x)[0]
+            return (pred - y) ** 2, jnp.zeros(())
+        if kind == "classify":
+            logits = model.apply(params, x)
+            return rj.losses.softmax_cross_entropy(logits, y), (jnp.argmax(logits) == y).astype(jnp.float32)
+        logits, _ = model.apply(params, x)
+        ce = rj.losses.softmax_cross_entropy(logits, y, reduction="mean")
+        acc = jnp.mean(jnp.argmax(logits[-10:], -1) == y[-10:])  # the 10 recalled symbols
+        return ce, acc
+
+    def loss_fn(params, batch):
+        x, y = batch
+        losses, accs = jax.vmap(per_example, in_axes=(None, 0, 0))(params, x, y)
+        return jnp.mean(losses), {"accuracy": jnp.mean(accs)}
+
+    return loss_fn
+
+
+def baseline(task, T):
+    return {"adding": lr.ADDING_BASELINE, "copy": lr.copy_baseline(T), "order": float(np.log(4))}[task]
+
+
+def solved(task, metrics):
+    if task == "adding":
+        return metrics["test_loss"] < 0.01
+    return metrics["test_accuracy"] >= 0.99
+
+
+def run_one(task, T, model_name, clip, cfg, run_dir, diag=False):
+    key = jax.random.fold_in(jax.random.key(cfg.seed), hash((task, T)) % (2**31))
+    k_init, k_data, k_test = jax.random.split(key, 3)
+    model = build(task, model_name, cfg.hidden)
+    params = model.init(k_init)
+    gen = TASKS[task]["gen"]
+    loss_fn = make_loss(task, model)
+    test = gen(k_test, cfg.test_size, T)
+    eval_loss = jax.jit(loss_fn)
+    tx = train.optimizer("adam", cfg.lr, clip_value=cfg.clip_value if clip == "value" else None,
+                         clip_norm=cfg.clip_norm if clip == "norm" else None)
+    reach_rows, reach_steps = [], []
+    diag_x, diag_y = jax.tree.map(lambda a: a[0], test)
+    single = model_name != "highway-tanh"
+
+    def reach(params):
+        if task != "adding" or not single:
+            return None
+        head = params["head"]
+        return np.asarray(diagnostics.error_reach(
+            make_cell(model_name, cfg.hidden), params["rnn"], diag_x,
+            lambda y: (rj.models.dense(head, y)[0] - diag_y) ** 2))
+
+    def eval_fn(params):
+        loss, aux = eval_loss(params, test)
+        if diag:
+            reach_rows.append(reach(params))
+            reach_steps.append(len(reach_steps) * 50)
+        return {"test_loss": float(loss), "test_accuracy": float(aux["accuracy"])}
+
+    reach0 = reach(params) if diag else None
+    spec0 = diagnostics.recurrent_spectrum(params["rnn"], 4 if model_name == "lstm" else 3 if model_name == "gru"
+                                           else 1) if diag and single else None
+    if diag:
+        eval_fn(params)
+    sub = os.path.join(run_dir, f"{task}_T{T}", f"{model_name}_{clip}")
+    with _common.Timer() as t:
+        res = train.fit(loss_fn, params, tx, lambda s: gen(jax.random.fold_in(k_data, s), cfg.batch_size, T),
+                        cfg.steps, run_dir=sub, eval_fn=eval_fn, eval_every=50, log_every=25, monitor="test_loss",
+                        checkpoint_every=cfg.steps, progress=False)
+    final = eval_fn(res.state.params) if res.status != "diverged" else {"test_loss": float("nan"),
+                                                                         "test_accuracy": float("nan")}
+    row = {"task": task, "T": T, "model": model_name, "clip": clip, "status": res.status, **final,
+           "baseline": baseline(task, T), "solved": bool(res.status != "diverged" and solved(task, final)),
+           "wall_s": t.seconds, "max_grad_norm": float(max((r["grad_norm"] for r in res.history
+                                                             if r.get("kind") == "train"), default=float("nan")))}
+    extra = None
+    if diag and single:
+        spec1 = diagnostics.recurrent_spectrum(res.state.params["rnn"], 4 if model_name == "lstm" else
+                                               3 if model_name == "gru" else 1)
+        extra = {"reach_init": reach0, "reach_trained": reach(res.state.params), "heat": reach_rows[:-1],
+                 "heat_steps": reach_steps[:-1],
+                 "spectrum_init": {k: {kk: v for kk, v in d.items() if kk != "singular_values"} for k, d in spec0.items()},
+                 "spectrum_trained": {k: {kk: v for kk, v in d.items() if kk != "singular_values"}
+                                      for k, d in spec1.items()}}
+    print(f"{task:<7} T={T:<5} {model_name:<16} clip={clip:<6} {res.status:<9} loss={final['test_loss']:.4g} "
+          f"acc={final['test_accuracy']:.3f} solved={row['solved']} ({t.seconds:.0f}s)", flush=True)
+    return row, extra
+
+
+def main(argv=None):
+    cfg, args = _common.parse_config(Config, argv, __doc__)
+    for m in cfg.models:
+        if m not in MODELS:
+            raise SystemExit(f"--models: unknown model {m!r}; expected some of {','.join(MODELS)}")
+    run_dir = _common.make_run_dir("long_range", cfg, args)
+    rows, diags = [], {}
+    lengths = {"adding": cfg.adding_T, "copy": cfg.copy_T, "order": cfg.order_T}
+    for task in cfg.tasks:
+        for T in lengths[task]:
+            for model_name in cfg.models:
+                for clip in (cfg.long_T_clips if T >= 1000 else cfg.clips):
+                    diag = task == "adding" and T == cfg.diag_T and clip == "norm"
+                    row, extra = run_one(task, T, model_name, clip, cfg, run_dir, diag)
+                    rows.append(row)
+                    if extra:
+                        diags[model_name] = extra
+                    _common.save_results(run_dir, {"experiment": "long_range", "run_dir": run_dir, "rows": rows})
+    results = {"experiment": "long_range", "run_dir": run_dir, "rows": rows}
+    if diags:
+        diagnostics.plot_reach({f"{m} (init)": d["reach_init"] for m, d in diags.items()},
+                               os.path.join(run_dir, "reach_init.png"),
+                               f"adding T={cfg.diag_T}: error reaching step k, at initialisation")
+        diagnostics.plot_reach({f"{m} (trained)": d["reach_trained"] for m, d in diags.items()},
+                               os.path.join(run_dir, "reach_trained.png"),
+                               f"adding T={cfg.diag_T}: error reaching step k, after training (clip norm)")
+        for m in ("tanh-xavier", "lstm"):
+            if m in diags and len(diags[m]["heat"]) > 1:
+                diagnostics.plot_heatmap(diags[m]["heat"], diags[m]["heat_steps"],
+                                         os.path.join(run_dir, f"reach_heatmap_{m}.png"),
+                                         f"{m}, adding T={cfg.diag_T}: ||dE_T/dh_k|| over training")
+        results["diagnostics"] = {m: {"reach_init_first_over_last": float(d["reach_init"][0] / d["reach_init"][-1]),
+                                      "reach_trained_first_over_last": float(d["reach_trained"][0] / d["reach_trained"][-1]),
+                                      "spectrum_init": d["spectrum_init"], "spectrum_trained": d["spectrum_trained"]}
+                                  for m, d in diags.items()}
+    _common.save_results(run_dir, results)
+    print(f"\nlong_range -> {run_dir}")
+    table(rows)
+    return results
+
+
+def table(rows):
+    keys = sorted({(r["task"], r["T"]) for r in rows}, key=lambda k: (["adding", "copy", "order"].index(k[0]), k[1]))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    clips = list(dict.fromkeys(r["clip"] for r in rows))
+    print("solved (test): adding MSE < 0.01; copy, order: accuracy >= 0.99.  cells: clip none/value/norm")
+    print(f"{'model':<17}" + "".join(f"{t}{T:>6}".rjust(14) for t, T in keys))
+    for m in models:
+        cells = []
+        for k in keys:
+            marks = ["-" if not any(r for r in rows if (r["task"], r["T"], r["model"], r["clip"]) == (*k, m, c)) else
+                     ("Y" if next(r for r in rows if (r["task"], r["T"], r["model"], r["clip"]) == (*k, m, c))["solved"]
+                      else "n") for c in clips]
+            cells.append("/".join(marks).rjust(14))
+        print(f"{m:<17}" + "".join(cells))
+
+
+if __name__ == "__main__":
+    main()
