@@ -48,6 +48,13 @@ def parse_config(cls, argv=None, description: str = ""):
     return cfg, args
 
 
+def check_choices(flag: str, values, allowed) -> None:
+    """Exit with a message naming the flag when ``values`` holds something outside ``allowed``."""
+    for v in values:
+        if v not in allowed:
+            raise SystemExit(f"--{flag}: unknown value {v!r}; expected some of {','.join(allowed)}")
+
+
 def machine() -> dict:
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "python": sys.version.split()[0], "jax": jax.__version__,

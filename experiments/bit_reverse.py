@@ -107,9 +107,7 @@ def model_name(problem, cfg):
 
 def main(argv=None) -> dict:
     cfg, args = _common.parse_config(Config, argv, __doc__)
-    for p in cfg.problems:
-        if p not in bits.PROBLEMS:
-            raise SystemExit(f"--problems: unknown problem {p!r}; expected some of {','.join(bits.PROBLEMS)}")
+    _common.check_choices("problems", cfg.problems, bits.PROBLEMS)
     run_dir = _common.make_run_dir("bit_reverse", cfg, args)
     rows = [run_problem(p, cfg, run_dir, bool(args.resume)) for p in cfg.problems]
     curves = {f"problem {r['problem']} ({r['cell']})": _common.train_curve(r["history"]) for r in rows}

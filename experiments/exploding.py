@@ -98,9 +98,7 @@ def run(setting: str, clip, cfg: Config, run_dir: str):
 
 def main(argv=None):
     cfg, args = _common.parse_config(Config, argv, __doc__)
-    for s in cfg.settings:
-        if s not in SETTINGS:
-            raise SystemExit(f"--settings: unknown setting {s!r}; expected some of {','.join(SETTINGS)}")
+    _common.check_choices("settings", cfg.settings, tuple(SETTINGS))
     run_dir = _common.make_run_dir("exploding", cfg, args)
     rows, traces = [], {}
     for setting in cfg.settings:

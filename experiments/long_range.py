@@ -187,9 +187,9 @@ def run_one(task, T, model_name, clip, cfg, run_dir, diag=False):
 
 def main(argv=None):
     cfg, args = _common.parse_config(Config, argv, __doc__)
-    for m in cfg.models:
-        if m not in MODELS:
-            raise SystemExit(f"--models: unknown model {m!r}; expected some of {','.join(MODELS)}")
+    _common.check_choices("models", cfg.models, MODELS)
+    _common.check_choices("tasks", cfg.tasks, tuple(TASKS))
+    _common.check_choices("clips", cfg.clips + cfg.long_T_clips, ("none", "value", "norm"))
     run_dir = _common.make_run_dir("long_range", cfg, args)
     rows, diags = [], {}
     lengths = {"adding": cfg.adding_T, "copy": cfg.copy_T, "order": cfg.order_T}

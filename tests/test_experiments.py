@@ -29,7 +29,7 @@ def test_unknown_flag_is_a_clear_error(capsys):
     with pytest.raises(SystemExit) as e:
         bit_reverse.main(["--hidden=three"])
     assert "argument --hidden: invalid int value: 'three'" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="--problems: unknown problem '7'"):
+    with pytest.raises(SystemExit, match="--problems: unknown value '7'"):
         bit_reverse.main(["--problems=1,7"])
 
 
