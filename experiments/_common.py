@@ -36,7 +36,20 @@ def parse_config(cls, argv=None, description: str = ""):
     p.add_argument("--quick", action="store_true", help="a run of about a minute, for smoke tests")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
     p.add_argument("--out", default="runs", help="parent folder of run folders (default: runs)")
+    p.add_argument("--mesh", default=None, metavar="data=N[,model=M]",
+                   help="train data-parallel over a device mesh (see rnn_jax.distributed)")
+    p.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="multi-process run: the coordinator (or RNN_JAX_COORDINATOR)")
+    p.add_argument("--num_processes", type=int, default=None, help="multi-process run: number of processes")
+    p.add_argument("--process_id", type=int, default=None, help="multi-process run: this process's index")
     args = p.parse_args(argv)
+    from rnn_jax import distributed
+
+    try:
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        args.mesh = distributed.make_mesh(args.mesh) if args.mesh else None
+    except ValueError as e:
+        p.error(str(e))
     if args.resume:
         with open(os.path.join(args.resume, "config.json")) as f:
             saved = json.load(f)["config"]

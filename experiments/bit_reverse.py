@@ -21,7 +21,7 @@ import optax
 
 import rnn_jax as rj
 from experiments import _common
-from rnn_jax import train
+from rnn_jax import distributed, train
 from rnn_jax.data import bits
 
 
@@ -46,7 +46,7 @@ def build(problem: str, cfg: Config, I: int, O: int):
     return rj.many_to_many(rj.rnn(cell), O, input_size=I)
 
 
-def run_problem(problem: str, cfg: Config, run_dir: str, resume: bool) -> dict:
+def run_problem(problem: str, cfg: Config, run_dir: str, resume: bool, mesh=None) -> dict:
     key = jax.random.key(cfg.seed)
     k_split, k_init, k_batch = jax.random.split(key, 3)
     task = bits.problem(problem)
@@ -79,11 +79,11 @@ def run_problem(problem: str, cfg: Config, run_dir: str, resume: bool) -> dict:
 
     bs = min(cfg.batch_size, N)
     idx = train.epoch_batches(N, bs, k_batch)
-    data = tuple(jnp.asarray(a) for a in tr)
+    mine = distributed.process_slice(bs)  # this process loads only its part of each batch
 
     def batch_fn(step):
-        i = idx(step)
-        return tuple(a[i] for a in data)
+        i = idx(step)[mine]
+        return tuple(a[i] for a in tr)
 
     test = tuple(jnp.asarray(a) for a in te)
     sub = os.path.join(run_dir, f"problem{problem}")
@@ -91,7 +91,7 @@ def run_problem(problem: str, cfg: Config, run_dir: str, resume: bool) -> dict:
         res = train.fit(loss_fn, params, train.optimizer("adam", cfg.lr, clip_norm=cfg.clip_norm), batch_fn,
                         cfg.steps, run_dir=sub, resume=resume, log_every=10, eval_every=50,
                         eval_fn=lambda p: accuracies(p, test),
-                        monitor="sequence_accuracy", mode="max", desc=f"problem {problem}")
+                        monitor="sequence_accuracy", mode="max", desc=f"problem {problem}", mesh=mesh)
     final = accuracies(res.state.params, test)
     solved_at = next((r["step"] for r in res.history if r.get("kind") == "eval" and r["sequence_accuracy"] == 1.0),
                      None)
@@ -109,7 +109,7 @@ def main(argv=None) -> dict:
     cfg, args = _common.parse_config(Config, argv, __doc__)
     _common.check_choices("problems", cfg.problems, bits.PROBLEMS)
     run_dir = _common.make_run_dir("bit_reverse", cfg, args)
-    rows = [run_problem(p, cfg, run_dir, bool(args.resume)) for p in cfg.problems]
+    rows = [run_problem(p, cfg, run_dir, bool(args.resume), args.mesh) for p in cfg.problems]
     curves = {f"problem {r['problem']} ({r['cell']})": _common.train_curve(r["history"]) for r in rows}
     _common.plot_curves(curves, os.path.join(run_dir, "learning_curves.png"), "training loss (sum of bit BCE)",
                         "Bit-reversal problems")

@@ -26,7 +26,7 @@ import numpy as np
 
 import rnn_jax as rj
 from experiments import _common
-from rnn_jax import train
+from rnn_jax import distributed, train
 from rnn_jax.data import long_range as lr
 
 SETTINGS = {
@@ -50,7 +50,7 @@ class Config:
         return cls(steps=800)
 
 
-def run(setting: str, clip, cfg: Config, run_dir: str):
+def run(setting: str, clip, cfg: Config, run_dir: str, mesh=None):
     s = SETTINGS[setting]
     cell = rj.elman(cfg.hidden, "tanh", recurrent_init=rj.initializers.orthogonal(cfg.scale))
     if s["task"] == "adding":
@@ -76,9 +76,11 @@ def run(setting: str, clip, cfg: Config, run_dir: str):
     tx = train.optimizer("sgd", s["lr"], clip_norm=clip)
     name = f"{setting}_{'clip' if clip else 'noclip'}"
     with _common.Timer() as t:
-        res = train.fit(loss_fn, model.init(k_init), tx, lambda i: gen(jax.random.fold_in(k_data, i), cfg.batch_size, s["T"]),
+        mine = distributed.process_slice(cfg.batch_size)
+        res = train.fit(loss_fn, model.init(k_init), tx,
+                        lambda i: jax.tree.map(lambda a: a[mine], gen(jax.random.fold_in(k_data, i), cfg.batch_size, s["T"])),
                         cfg.steps, run_dir=os.path.join(run_dir, name), log_every=1, checkpoint_every=cfg.steps,
-                        progress=False)
+                        progress=False, mesh=mesh)
     rows = [r for r in res.history if r.get("kind") in ("train", "diverged")]
     g = np.array([r["grad_norm"] for r in rows], np.float64)
     loss = np.array([r["loss"] for r in rows], np.float64)
@@ -103,7 +105,7 @@ def main(argv=None):
     rows, traces = [], {}
     for setting in cfg.settings:
         for clip in (None, cfg.clip_norm):
-            row, trace = run(setting, clip, cfg, run_dir)
+            row, trace = run(setting, clip, cfg, run_dir, args.mesh)
             rows.append(row)
             traces[f"{setting}, {'clip norm ' + str(clip) if clip else 'no clipping'}"] = trace
     finite = lambda v: np.where(np.isfinite(v), v, np.nan)  # noqa: E731

@@ -24,7 +24,7 @@ import numpy as np
 
 import rnn_jax as rj
 from experiments import _common
-from rnn_jax import diagnostics, train
+from rnn_jax import diagnostics, distributed, train
 from rnn_jax.data import long_range as lr
 
 MODELS = ("tanh-xavier", "relu-he", "irnn", "tanh-orthogonal", "highway-tanh", "lstm", "gru")
@@ -125,7 +125,7 @@ def solved(task, metrics):
     return metrics["test_accuracy"] >= 0.99
 
 
-def run_one(task, T, model_name, clip, cfg, run_dir, diag=False):
+def run_one(task, T, model_name, clip, cfg, run_dir, diag=False, mesh=None):
     key = jax.random.fold_in(jax.random.key(cfg.seed), hash((task, T)) % (2**31))
     k_init, k_data, k_test = jax.random.split(key, 3)
     model = build(task, model_name, cfg.hidden)
@@ -162,9 +162,11 @@ def run_one(task, T, model_name, clip, cfg, run_dir, diag=False):
         eval_fn(params)
     sub = os.path.join(run_dir, f"{task}_T{T}", f"{model_name}_{clip}")
     with _common.Timer() as t:
-        res = train.fit(loss_fn, params, tx, lambda s: gen(jax.random.fold_in(k_data, s), cfg.batch_size, T),
+        mine = distributed.process_slice(cfg.batch_size)
+        res = train.fit(loss_fn, params, tx,
+                        lambda s: jax.tree.map(lambda a: a[mine], gen(jax.random.fold_in(k_data, s), cfg.batch_size, T)),
                         cfg.steps, run_dir=sub, eval_fn=eval_fn, eval_every=50, log_every=25, monitor="test_loss",
-                        checkpoint_every=cfg.steps, progress=False)
+                        checkpoint_every=cfg.steps, progress=False, mesh=mesh)
     final = eval_fn(res.state.params) if res.status != "diverged" else {"test_loss": float("nan"),
                                                                          "test_accuracy": float("nan")}
     row = {"task": task, "T": T, "model": model_name, "clip": clip, "status": res.status, **final,
@@ -198,7 +200,7 @@ def main(argv=None):
             for model_name in cfg.models:
                 for clip in (cfg.long_T_clips if T >= 1000 else cfg.clips):
                     diag = task == "adding" and T == cfg.diag_T and clip == "norm"
-                    row, extra = run_one(task, T, model_name, clip, cfg, run_dir, diag)
+                    row, extra = run_one(task, T, model_name, clip, cfg, run_dir, diag, args.mesh)
                     rows.append(row)
                     if extra:
                         diags[model_name] = extra

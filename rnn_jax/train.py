@@ -28,7 +28,7 @@ import optax
 from flax import serialization
 
 __all__ = ["optimizer", "TrainState", "make_step", "fit", "FitResult", "epoch_batches",
-           "save_checkpoint", "load_checkpoint", "OPTIMIZERS", "SCHEDULES"]
+           "save_checkpoint", "load_checkpoint", "sweep", "OPTIMIZERS", "SCHEDULES"]
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "adagrad", "rmsprop")
 SCHEDULES = ("constant", "cosine", "exponential", "warmup_cosine")
@@ -191,7 +191,7 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
         run_dir: Optional[str] = None, eval_fn: Optional[Callable[[Any], dict]] = None, eval_every: int = 100,
         log_every: int = 10, checkpoint_every: int = 100, resume: bool = False, monitor: str = "val_loss",
         mode: str = "min", patience: Optional[int] = None, tokens_per_batch: Optional[int] = None,
-        seeds: int = 1, progress: bool = True, desc: str = "train") -> FitResult:
+        seeds: int = 1, progress: bool = True, desc: str = "train", mesh=None) -> FitResult:
     """Train ``params`` for ``steps`` updates. Returns a :class:`FitResult`.
 
     Args:
@@ -202,34 +202,45 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
       resume: continue from ``run_dir/checkpoint.msgpack`` if it exists.
       monitor, mode, patience: early stopping on ``eval_fn``'s ``monitor`` metric.
       seeds: with ``seeds > 1``, ``params`` carries a leading seed axis (see ``jax.vmap`` over keys).
+      mesh: a :class:`jax.sharding.Mesh` with a ``data`` axis (see :mod:`rnn_jax.distributed`): the
+        batch from ``batch_fn`` (this process's part of it) is split along ``data``, the state is
+        replicated (or split along ``model``). Checkpoints are written by process 0 only.
     """
     if mode not in ("min", "max"):
         raise ValueError(f"mode: expected 'min' or 'max', got {mode!r}")
+    from rnn_jax import distributed
+
     step_fn = make_step(loss_fn, tx, seeds)
     state = (jax.vmap(lambda p: init_state(p, tx)) if seeds > 1 else (lambda p: init_state(p, tx)))(params)
+    get_batch = batch_fn if mesh is None else (lambda s: distributed.shard_batch(batch_fn(s), mesh))
+    writer = jax.process_index() == 0
     ckpt = os.path.join(run_dir, "checkpoint.msgpack") if run_dir else None
     metrics_path = os.path.join(run_dir, "metrics.jsonl") if run_dir else None
     history, best, bad_evals, start = [], None, 0, 0
     if resume and ckpt and os.path.exists(ckpt):
-        state, extra = load_checkpoint(ckpt, state)
+        state, extra = load_checkpoint(ckpt, jax.tree.map(distributed.to_host, state))
         start, best, bad_evals = int(extra["step"]), extra.get("best"), extra.get("bad_evals", 0)
         if metrics_path and os.path.exists(metrics_path):  # drop rows logged after the checkpoint
             with open(metrics_path) as f:
                 history = [r for r in map(json.loads, f) if r["step"] <= start]
             with open(metrics_path, "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in history)
-    if run_dir:
+    if mesh is not None:
+        state = distributed.place_state(state, mesh)
+    if run_dir and writer:
         os.makedirs(run_dir, exist_ok=True)
 
     def log(row):
         history.append(row)
-        if metrics_path:
+        if metrics_path and writer:
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(row) + "\n")
 
     def save(step):
         if ckpt:
-            save_checkpoint(ckpt, state, {"step": step, "best": best, "bad_evals": bad_evals})
+            host = jax.tree.map(distributed.to_host, state)  # every process takes part in gathers
+            if writer:
+                save_checkpoint(ckpt, host, {"step": step, "best": best, "bad_evals": bad_evals})
 
     def evaluate(step):
         nonlocal best, bad_evals
@@ -240,20 +251,23 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
         if value is not None and (best is None or (value < best[monitor] if mode == "min" else value > best[monitor])):
             best, bad_evals = dict(row), 0
             if run_dir:
-                save_checkpoint(os.path.join(run_dir, "best.msgpack"), state, {"step": step, "best": best})
+                host = jax.tree.map(distributed.to_host, state)
+                if writer:
+                    save_checkpoint(os.path.join(run_dir, "best.msgpack"), host, {"step": step, "best": best})
         elif value is not None:
             bad_evals += 1
         return row
 
     bar = None
-    if progress:
+    if progress and writer:
         from tqdm.auto import tqdm
         bar = tqdm(total=steps, initial=start, desc=desc, disable=not sys.stderr.isatty() and progress != "force",
                    dynamic_ncols=True)
     status, message, t_last, step = "done", f"trained {steps} steps", time.perf_counter(), start
     since = 0
     for step in range(start, steps):
-        state, m = step_fn(state, batch_fn(step))
+        state, m = step_fn(state, get_batch(step))
+        m = {k: distributed.to_host(v) for k, v in m.items()}
         since += 1
         if not bool(np.all(np.asarray(m["finite"]))):
             status = "diverged"
@@ -293,3 +307,79 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
     if status == "diverged":
         print(f"[rnn_jax] {message}", file=sys.stderr)
     return FitResult(state, status, message, history, best)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweeps: many settings in one program.
+
+def sweep(loss_fn: Callable, init_fn: Callable[[jax.Array], Any], optimizer_fn: Callable[..., optax.GradientTransformation],
+          settings: list[dict], seeds: list[int], batch_fn: Callable[[int], Any], steps: int, *, mesh=None,
+          run_dir: Optional[str] = None, log_every: int = 10) -> list[dict]:
+    """Train every (setting, seed) pair at once: one jitted step vmapped over a leading axis of size
+    ``len(settings) * len(seeds)``, which a ``mesh`` spreads over its ``data`` devices.
+
+    Args:
+      init_fn: ``key -> params``.
+      optimizer_fn: an optax optimiser factory taking the hyperparameters by keyword, e.g.
+        ``optax.adam``; each ``settings[i]`` gives its values (``{"learning_rate": 1e-3}``). The factory
+        is wrapped in ``optax.inject_hyperparams`` so the values live in the optimiser state.
+      batch_fn: ``step -> batch``, the same batch for every setting.
+    Returns one dict per (setting, seed): the setting, the seed, the final loss and the loss curve;
+    with ``run_dir`` each is also written to ``run_dir/<i>/results.json`` and its params to
+    ``run_dir/<i>/params.msgpack``.
+    """
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from rnn_jax import distributed
+
+    if not settings or not seeds:
+        raise ValueError("settings, seeds: expected at least one of each")
+    keys = sorted(settings[0])
+    for i, s in enumerate(settings):
+        if sorted(s) != keys:
+            raise ValueError(f"settings[{i}]: expected the keys {keys}, got {sorted(s)}")
+    pairs = [(s, seed) for s in settings for seed in seeds]
+    S = len(pairs)
+    tx = optax.inject_hyperparams(optimizer_fn)(**settings[0])
+    hp = {k: jnp.asarray([float(s[k]) for s, _ in pairs], jnp.float32) for k in keys}
+    params = jax.vmap(init_fn)(jnp.stack([jax.random.key(seed) for _, seed in pairs]))
+
+    def init_one(p, h):
+        st = init_state(p, tx)
+        opt = st.opt_state
+        opt.hyperparams.update({k: h[k].astype(jnp.asarray(opt.hyperparams[k]).dtype) for k in keys})
+        return TrainState(st.step, st.params, opt)
+
+    state = jax.vmap(init_one)(params, hp)
+    step_fn = make_step(loss_fn, tx, seeds=S)
+    get_batch = batch_fn
+    if mesh is not None:
+        if S % mesh.shape["data"]:
+            raise ValueError(f"settings x seeds = {S} must be divisible by the mesh's data axis {mesh.shape['data']}")
+        spread = NamedSharding(mesh, P("data"))
+        state = jax.tree.map(lambda a: jax.make_array_from_callback(a.shape, spread, lambda idx, a=np.asarray(a): a[idx]),
+                             state)
+        replicated = NamedSharding(mesh, P())
+        get_batch = lambda s: jax.tree.map(  # noqa: E731
+            lambda a: jax.make_array_from_callback(np.shape(a), replicated, lambda idx, a=np.asarray(a): a[idx]),
+            batch_fn(s))
+    curves = [[] for _ in range(S)]
+    for step in range(steps):
+        state, m = step_fn(state, get_batch(step))
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            losses = distributed.to_host(m["loss"])
+            for i in range(S):
+                curves[i].append([step + 1, float(losses[i])])
+    host = jax.tree.map(distributed.to_host, state)
+    out = []
+    for i, (setting, seed) in enumerate(pairs):
+        row = {"index": i, "setting": setting, "seed": seed, "final_loss": curves[i][-1][1], "loss_curve": curves[i]}
+        out.append(row)
+        if run_dir and jax.process_index() == 0:
+            sub = os.path.join(run_dir, str(i))
+            os.makedirs(sub, exist_ok=True)
+            with open(os.path.join(sub, "results.json"), "w") as f:
+                json.dump(row, f, indent=2)
+            save_checkpoint(os.path.join(sub, "params.msgpack"), jax.tree.map(lambda a: a[i], host.params),
+                            {"setting": setting, "seed": seed})
+    return out

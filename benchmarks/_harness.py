@@ -1,0 +1,65 @@
+"""Shared timing harness: interleaved rounds, medians, machine facts, JSON out."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+
+def machine() -> dict:
+    import jax
+
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "python": sys.version.split()[0], "jax": jax.__version__,
+            "backend": jax.default_backend()}
+    try:
+        import torch
+
+        info.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
+    except ImportError:
+        info["torch"] = None
+    try:
+        import flax
+
+        info["flax"] = flax.__version__
+    except ImportError:
+        info["flax"] = None
+    return info
+
+
+def interleaved(fns: dict, rounds: int, inner: int = 1) -> dict:
+    """Each round calls every zero-argument ``fn`` in turn: once untimed (so that switching from another
+    framework, whose worker threads may still be spinning, is not charged), then ``inner`` timed calls.
+    Returns the median (and min) seconds per call over rounds."""
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            fn()
+            t = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            times[k].append((time.perf_counter() - t) / inner)
+    return {k: {"median_s": statistics.median(v), "min_s": min(v), "runs": len(v)} for k, v in times.items()}
+
+
+def write_json(name: str, payload: dict) -> str:
+    path = os.path.join(os.path.dirname(__file__), "results", f"{name}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2)
+    return path
+
+
+def matmul_ceiling(n: int = 1024, rounds: int = 7) -> float:
+    """GFLOP/s of a float32 (n, n) @ (n, n) product in jitted JAX: the machine's practical ceiling."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    t = interleaved({"mm": lambda: f(a).block_until_ready()}, rounds)["mm"]["median_s"]
+    return 2 * n ** 3 / t / 1e9

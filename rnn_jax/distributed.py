@@ -1,0 +1,121 @@
+"""Data parallelism and multi-host training on JAX's own machinery (``jax.sharding``, ``jax.distributed``).
+
+* :func:`make_mesh` ``("data=4")`` or ``("data=2,model=2")``: a :class:`jax.sharding.Mesh` over the
+  global devices. The batch is split along ``data``; params and optimiser state are replicated, or,
+  with a ``model`` axis, their weight matrices split along their last (gate/hidden) axis.
+* :func:`initialize`: ``jax.distributed.initialize`` from arguments or the environment variables
+  ``RNN_JAX_COORDINATOR`` (host:port), ``RNN_JAX_NUM_PROCESSES``, ``RNN_JAX_PROCESS_ID``; on CPUs it
+  selects the gloo collectives so that processes on one or several hosts can train together.
+* :func:`process_slice`: the part of a global batch that this process loads (its shard of the data).
+* :func:`shard_batch` / :func:`place_state`: global arrays from process-local data.
+* :func:`to_host`: a replicated global array back to numpy on any process (for logs and checkpoints).
+
+The same training code runs unchanged on one device: :func:`rnn_jax.train.fit` takes ``mesh=None``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+__all__ = ["make_mesh", "parse_mesh", "initialize", "process_slice", "shard_batch", "place_state", "to_host",
+           "state_spec"]
+
+
+def parse_mesh(spec: str) -> dict[str, int]:
+    """``"data=4"`` or ``"data=2,model=2"`` -> ``{"data": 4, "model": 2}`` (axes in order)."""
+    axes = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, size = part.partition("=")
+        if name not in ("data", "model") or not size.isdigit() or int(size) < 1 or name in axes:
+            raise ValueError(f"mesh: expected 'data=N' or 'data=N,model=M' with positive N, M, got {spec!r}")
+        axes[name] = int(size)
+    if "data" not in axes:
+        raise ValueError(f"mesh: expected a 'data' axis, got {spec!r}")
+    return axes
+
+
+def make_mesh(spec) -> Mesh:
+    """A mesh over ``jax.devices()`` (all processes). ``spec``: a string or a dict of axis sizes."""
+    axes = parse_mesh(spec) if isinstance(spec, str) else dict(spec)
+    n = int(np.prod(list(axes.values())))
+    devices = jax.devices()
+    if n != len(devices):
+        raise ValueError(f"mesh: {axes} needs {n} devices, this run has {len(devices)} "
+                         f"({jax.process_count()} process(es) x {jax.local_device_count()} local); on CPU use "
+                         f"XLA_FLAGS=--xla_force_host_platform_device_count=N")
+    return Mesh(np.array(devices).reshape(tuple(axes.values())), tuple(axes))
+
+
+def initialize(coordinator: Optional[str] = None, num_processes: Optional[int] = None,
+               process_id: Optional[int] = None) -> bool:
+    """Join a multi-process run; returns False (and does nothing) for a single process."""
+    coordinator = coordinator or os.environ.get("RNN_JAX_COORDINATOR")
+    num_processes = num_processes or int(os.environ.get("RNN_JAX_NUM_PROCESSES", "1"))
+    if process_id is None:
+        process_id = int(os.environ.get("RNN_JAX_PROCESS_ID", "0"))
+    if num_processes <= 1:
+        return False
+    if not coordinator:
+        raise ValueError("coordinator: a multi-process run needs the coordinator's host:port "
+                         "(argument or RNN_JAX_COORDINATOR)")
+    if not 0 <= process_id < num_processes:
+        raise ValueError(f"process_id: expected a value in [0, {num_processes}), got {process_id}")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # used only by CPU devices
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+    return True
+
+
+def process_slice(global_size: int) -> slice:
+    """The contiguous part of a global batch of ``global_size`` that this process loads."""
+    n, i = jax.process_count(), jax.process_index()
+    if global_size % n:
+        raise ValueError(f"batch size {global_size} must be divisible by the number of processes {n}")
+    k = global_size // n
+    return slice(i * k, (i + 1) * k)
+
+
+def shard_batch(batch, mesh: Mesh):
+    """Process-local batch arrays (leading axis: this process's examples) -> global arrays split along ``data``."""
+    sharding = NamedSharding(mesh, P("data"))
+
+    def one(a):
+        a = np.asarray(a)
+        local_devices = len(mesh.local_devices)
+        if a.shape[0] % local_devices:
+            raise ValueError(f"batch: {a.shape[0]} examples on this process do not split over its "
+                             f"{local_devices} devices of the mesh")
+        return jax.make_array_from_process_local_data(sharding, a)
+
+    return jax.tree.map(one, batch)
+
+
+def state_spec(leaf, mesh: Mesh) -> P:
+    """Replicated, except 2-D weights whose last axis splits evenly over a ``model`` mesh axis."""
+    if "model" in mesh.axis_names and getattr(leaf, "ndim", 0) == 2 and leaf.shape[-1] % mesh.shape["model"] == 0:
+        return P(None, "model")
+    return P()
+
+
+def place_state(state, mesh: Mesh):
+    """The same state on every process -> global arrays placed by :func:`state_spec`."""
+    def one(a):
+        sharding = NamedSharding(mesh, state_spec(a, mesh))
+        a = np.asarray(to_host(a))
+        return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
+
+    return jax.tree.map(one, state)
+
+
+def to_host(x) -> Any:
+    """numpy value of a (possibly global, replicated or model-sharded) array, on any process."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        if x.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
