@@ -164,19 +164,22 @@ def many_to_many(layer: Layer, output_size: int, *, vocab_size: Optional[int] = 
     generate = None
     if vocab_size is not None and vocab_size == output_size and layer.step is not None:
         def generate(params, key, prompt, steps: int, temperature: float = 1.0):
-            """Read ``prompt (P,)``, then sample ``steps`` tokens; returns ``(steps,)`` int tokens."""
+            """Read ``prompt (P,)``, then sample ``steps`` tokens (greedy with ``key=None`` or temperature
+            0); returns ``(steps,)`` int tokens."""
             _check_tokens(prompt, vocab_size, "prompt")
             logits, state = apply(params, prompt)
             dtype = logits.dtype
 
+            keys = jax.random.split(key, steps) if key is not None else jnp.zeros((steps,))
+
             def body(carry, k):
                 state, logit = carry
-                tok = _pick(k, logit, temperature)
+                tok = _pick(k if key is not None else None, logit, temperature)
                 x = encode(params, tok[None], None)[0]
                 state, y = layer.step(params["rnn"], state, x)
                 return (state, dense(params["head"], y)), tok
 
-            _, toks = lax.scan(body, (state, logits[-1].astype(dtype)), jax.random.split(key, steps))
+            _, toks = lax.scan(body, (state, logits[-1].astype(dtype)), keys)
             return toks
 
     return Model(init, apply, generate)

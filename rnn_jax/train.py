@@ -248,7 +248,8 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
         row.update(step=step, kind="eval")
         log(row)
         value = np.mean(row[monitor]) if monitor in row else None
-        if value is not None and (best is None or (value < best[monitor] if mode == "min" else value > best[monitor])):
+        best_value = None if best is None else np.mean(best[monitor])  # the mean over seeds
+        if value is not None and (best is None or (value < best_value if mode == "min" else value > best_value)):
             best, bad_evals = dict(row), 0
             if run_dir:
                 host = jax.tree.map(distributed.to_host, state)

@@ -58,3 +58,29 @@ def test_long_range_quick_learns_and_draws_diagnostics(tmp_path):
     for f in ("reach_init.png", "reach_trained.png", "reach_heatmap_lstm.png", "results.json"):
         assert os.path.exists(os.path.join(res["run_dir"], f)), f
     assert set(res["diagnostics"]) == {"tanh-xavier", "lstm"}
+
+
+def test_classify_quick_learns(tmp_path):
+    from experiments import classify
+
+    res = classify.main(["--quick", f"--out={tmp_path}"])
+    (row,) = res["rows"]
+    assert row["dataset"] == "mnist1d" and len(row["test_accuracy_per_seed"]) == 2
+    assert row["test_accuracy_mean"] > 0.2  # chance is 0.1
+    res = classify.main([f"--out={tmp_path}", "--datasets=JapaneseVowels", "--archs=gru-bidirectional",
+                         "--steps=300", "--hidden=32", "--seeds=2"])
+    assert res["rows"][0]["test_accuracy_mean"] > 0.6  # 9 speakers: chance is 0.11
+
+
+def test_char_lm_quick_learns(tmp_path):
+    import math
+
+    from experiments import char_lm
+
+    res = char_lm.main([f"--out={tmp_path}", "--corpora=hello,ptb", "--models=gru", "--hidden=48", "--steps=150",
+                        "--eval_chars=3000", "--ngram_orders=2", "--sample_len=40", "--temperatures=1.0"])
+    assert res["hello"]["predicted_next"] == "ello" and res["hello"]["greedy_from_h"] == "hello"
+    (row,) = res["rows"]
+    assert row["test_bits_per_char"] < 0.8 * math.log2(50)  # uniform over PTB's 50 characters: 5.64 bits
+    assert len(row["samples"]["1.0"]) == len("the ") + 40
+    assert os.path.exists(os.path.join(res["run_dir"], "samples.md"))

@@ -41,6 +41,7 @@ def test_many_to_many_token_inputs_and_generation(key):
     logits, _ = model.apply(params, prompt)
     assert logits.shape == (3, V)
     greedy = model.generate(params, key, prompt, 6, temperature=0.0)
+    np.testing.assert_array_equal(model.generate(params, None, prompt, 6), greedy)  # key=None is greedy too
     seq = prompt
     for tok in greedy:  # each greedy token is the arg-max of the offline model on everything before it
         nxt = jnp.argmax(model.apply(params, seq)[0][-1])

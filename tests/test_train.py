@@ -124,6 +124,17 @@ def test_seeds_train_in_one_program(key):
         np.testing.assert_allclose(b[1], a, rtol=2e-5, atol=1e-6)
 
 
+def test_evaluation_with_several_seeds_uses_the_mean(key, tmp_path):
+    model, loss_fn, batch_fn = _setup(key)
+    stacked = jax.vmap(model.init)(jax.random.split(key, 2))
+    scores = iter([[0.5, 0.1], [0.2, 0.6], [0.9, 0.0]])  # means 0.3, 0.4, 0.45: always improving
+
+    res = train.fit(loss_fn, stacked, train.optimizer("adam", 1e-3), batch_fn, 15, seeds=2, eval_every=5,
+                    eval_fn=lambda p: {"acc": next(scores)}, monitor="acc", mode="max", patience=1,
+                    run_dir=str(tmp_path), progress=False)
+    assert res.status == "done" and res.best["acc"] == [0.9, 0.0]
+
+
 def test_early_stopping(key, tmp_path):
     model, loss_fn, batch_fn = _setup(key)
     calls = []
