@@ -2,6 +2,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 
@@ -84,3 +85,22 @@ def test_char_lm_quick_learns(tmp_path):
     assert row["test_bits_per_char"] < 0.8 * math.log2(50)  # uniform over PTB's 50 characters: 5.64 bits
     assert len(row["samples"]["1.0"]) == len("the ") + 40
     assert os.path.exists(os.path.join(res["run_dir"], "samples.md"))
+
+
+def test_translate_quick_learns(tmp_path):
+    from experiments import translate
+
+    res = translate.main([f"--out={tmp_path}", "--n_train=1500", "--n_test=200", "--hidden=48", "--steps=250"])
+    assert res["test_char_accuracy"] > 0.6  # 11 symbols: chance is ~0.1
+    assert set(res["exact_match_by_style"]) <= {"short", "medium", "long", "full"}
+
+
+def test_dates_are_disjoint_and_well_formed():
+    from rnn_jax.data import dates
+
+    tr, te = dates.make(500, 100, seed=3)
+    assert not set(tr.tgt_text) & set(te.tgt_text)
+    assert all(t[4] == "-" and t[7] == "-" for t in tr.tgt_text)
+    assert (tr.tgt_in[:, 0] == dates.BOS).all() and (tr.tgt_out[:, -1] == dates.EOS).all()
+    np.testing.assert_array_equal(tr.tgt_in[:, 1:], tr.tgt_out[:, :-1])
+    assert (tr.src_len == [len(s) for s in tr.src_text]).all()
