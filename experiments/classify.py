@@ -32,7 +32,7 @@ class Config:
     datasets: tuple[str, ...] = DATASETS   # which data sets
     archs: tuple[str, ...] = ARCHS         # which architectures
     hidden: int = 128                      # units per GRU layer (per direction)
-    steps: int = 3000                      # Adam updates (MNIST-1D); the small UCR sets use steps // 3
+    steps: int = 1500                      # Adam updates (MNIST-1D); the small UCR sets use steps // 3
     batch_size: int = 100                  # sequences per update
     lr: float = 2e-3                       # peak learning rate (cosine decay to 0)
     clip_norm: float = 1.0                 # gradient clipping by global norm

@@ -68,6 +68,13 @@ def test_classify_quick_learns(tmp_path):
     (row,) = res["rows"]
     assert row["dataset"] == "mnist1d" and len(row["test_accuracy_per_seed"]) == 2
     assert row["test_accuracy_mean"] > 0.2  # chance is 0.1
+
+
+def test_classify_variable_length_ucr_set(tmp_path):
+    pytest.importorskip("aeon", reason="the UCR/UEA files ship with aeon, which the light test extra leaves out "
+                                       "(pip install -e '.[experiments]'); CI installs it")
+    from experiments import classify
+
     res = classify.main([f"--out={tmp_path}", "--datasets=JapaneseVowels", "--archs=gru-bidirectional",
                          "--steps=300", "--hidden=32", "--seeds=2"])
     assert res["rows"][0]["test_accuracy_mean"] > 0.6  # 9 speakers: chance is 0.11
