@@ -268,9 +268,9 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
     since = 0
     for step in range(start, steps):
         state, m = step_fn(state, get_batch(step))
-        m = {k: distributed.to_host(v) for k, v in m.items()}
         since += 1
-        if not bool(np.all(np.asarray(m["finite"]))):
+        if not bool(np.all(distributed.to_host(m["finite"]))):  # the one value fetched every step
+            m = {k: distributed.to_host(v) for k, v in m.items()}
             status = "diverged"
             message = (f"step {step}: loss or gradient is not finite (loss={_to_py(m['loss'])}, "
                        f"grad_norm={_to_py(m['grad_norm'])}); stopped, the last good checkpoint is kept")
@@ -280,7 +280,7 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
         done = step + 1
         if done % log_every == 0 or done == steps:
             now = time.perf_counter()
-            row = {k: _to_py(v) for k, v in m.items() if k != "finite"}
+            row = {k: _to_py(distributed.to_host(v)) for k, v in m.items() if k != "finite"}
             row.update(step=done, kind="train", steps_per_s=since / (now - t_last))
             if tokens_per_batch:
                 row["tokens_per_s"] = since * tokens_per_batch / (now - t_last)
