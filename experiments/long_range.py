@@ -219,8 +219,9 @@ def main(argv=None):
                 diagnostics.plot_heatmap(diags[m]["heat"], diags[m]["heat_steps"],
                                          os.path.join(run_dir, f"reach_heatmap_{m}.png"),
                                          f"{m}, adding T={cfg.diag_T}: ||dE_T/dh_k|| over training")
-        results["diagnostics"] = {m: {"reach_init_first_over_last": float(d["reach_init"][0] / d["reach_init"][-1]),
-                                      "reach_trained_first_over_last": float(d["reach_trained"][0] / d["reach_trained"][-1]),
+        results["diagnostics"] = {m: {"reach_init": np.asarray(d["reach_init"]).tolist(),
+                                      "reach_trained": np.asarray(d["reach_trained"]).tolist(),
+                                      "heat": [np.asarray(h).tolist() for h in d["heat"]], "heat_steps": d["heat_steps"],
                                       "spectrum_init": d["spectrum_init"], "spectrum_trained": d["spectrum_trained"]}
                                   for m, d in diags.items()}
     _common.save_results(run_dir, results)

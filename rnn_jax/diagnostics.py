@@ -98,10 +98,18 @@ def plot_reach(curves: dict, path: str, title: str = "", ylabel: str = "||dE_T /
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
+    smallest = np.inf
     for name, v in curves.items():
         v = np.asarray(v, np.float64)
-        ax.plot(np.arange(len(v)) - (len(v) - 1), np.maximum(v, 1e-300), label=name)
+        zero = v <= 0  # exactly zero (dead units, or float underflow): not drawable on a log axis
+        label = f"{name} (0 beyond {int(np.argmax(~zero[::-1]) if zero.all() else len(v) - 1 - np.flatnonzero(zero).max())} steps)" \
+            if zero.any() else name
+        ax.plot(np.arange(len(v)) - (len(v) - 1), np.where(zero, np.nan, v), label=label)
+        if (~zero).any():
+            smallest = min(smallest, v[~zero].min())
     ax.set_yscale("log")
+    if np.isfinite(smallest):
+        ax.set_ylim(bottom=smallest / 10)
     ax.set_xlabel("k - T (steps before the end)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
