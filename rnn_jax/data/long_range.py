@@ -42,7 +42,7 @@ def adding(key, n: int, T: int, dtype=jnp.float32):
 def copy_memory(key, n: int, T: int, n_symbols: int = 10):
     """``tokens (n, T + 2 * n_symbols)`` int32 input, ``targets`` of the same shape."""
     L = T + 2 * n_symbols
-    sym = jax.random.randint(key, (n, n_symbols), 1, 9)
+    sym = jax.random.randint(key, (n, n_symbols), 1, 9, dtype=jnp.int32)
     x = jnp.zeros((n, L), jnp.int32).at[:, :n_symbols].set(sym).at[:, T + n_symbols - 1].set(9)
     y = jnp.zeros((n, L), jnp.int32).at[:, L - n_symbols:].set(sym)
     return x, y
