@@ -35,9 +35,9 @@ GRID = [  # (B, T, I, H)
 QUICK = [(1, 50, 16, 64), (16, 50, 32, 128)]
 
 
-def jax_fns(cell_name, B, T, I, H, x):
+def jax_fns(cell_name, B, T, I, H, x, fused=None, unroll=1):
     cell = {"elman": lambda: rj.elman(H), "lstm": lambda: rj.lstm(H), "gru": lambda: rj.gru(H)}[cell_name]()
-    layer = rj.rnn(cell)
+    layer = rj.rnn(cell, fused=fused, unroll=unroll)
     params = layer.init(jax.random.key(0), I)
 
     def loss(p, x):
@@ -87,7 +87,8 @@ def torch_fns(cell_name, B, T, I, H, x):
 
 def bench_size(cell_name, B, T, I, H, rounds, frameworks):
     x = jax.random.normal(jax.random.key(1), (B, T, I), jnp.float32)
-    makers = {"rnn_jax": jax_fns, "flax": flax_fns, "torch": torch_fns}
+    makers = {"rnn_jax": jax_fns, "scan": lambda *a: jax_fns(*a, fused=False), "flax": flax_fns,
+              "torch": torch_fns}
     fns, compile_s = {}, {}
     for fw in frameworks:
         fwd, fb = makers[fw](cell_name, B, T, I, H, x)
@@ -109,7 +110,7 @@ def bench_size(cell_name, B, T, I, H, rounds, frameworks):
             row[f"{fw}_first_call_s"] = compile_s[(fw, mode)]
             row[f"{fw}_gflops"] = flops / m / 1e9
         for fw in frameworks:
-            if fw != "rnn_jax":
+            if fw not in ("rnn_jax", "scan"):
                 row[f"ratio_vs_{fw}"] = row["rnn_jax_ms"] / row[f"{fw}_ms"]
         rows.append(row)
     return rows
@@ -120,8 +121,9 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--cells", default="elman,lstm,gru")
+    p.add_argument("--sizes", default=None, help="B,T,I,H;B,T,I,H;... instead of the grid")
     args = p.parse_args(argv)
-    frameworks = ["rnn_jax", "flax"]
+    frameworks = ["rnn_jax", "scan", "flax"]
     try:
         import torch
 
@@ -130,6 +132,8 @@ def main(argv=None):
     except ImportError:
         print("torch not installed: comparing with Flax only (pip install -e '.[torch]')")
     grid = QUICK if args.quick else GRID
+    if args.sizes:
+        grid = [tuple(int(v) for v in size.split(",")) for size in args.sizes.split(";")]
     ceiling = _harness.matmul_ceiling()
     rows = []
     for cell in args.cells.split(","):
@@ -141,7 +145,8 @@ def main(argv=None):
                             for m in rows[-2:]), flush=True)
     out = {"benchmark": "throughput", "machine": _harness.machine(), "dtype": "float32",
            "matmul_ceiling_gflops": ceiling, "rounds": args.rounds, "grid": grid, "rows": rows}
-    path = _harness.write_json("throughput_quick" if args.quick else "throughput", out)
+    name = "throughput_quick" if args.quick else ("throughput_sizes" if args.sizes else "throughput")
+    path = _harness.write_json(name, out)
     print_table(out)
     print(f"\nwrote {path}")
     return out
@@ -152,16 +157,16 @@ def print_table(out):
     fws = [k[:-3] for k in rows[0] if k.endswith("_ms")]
     print(f"\nmatmul ceiling: {out['matmul_ceiling_gflops']:.1f} GFLOP/s (float32 1024^3, jitted JAX)")
     head = f"{'cell':<6}{'B':>4}{'T':>6}{'I':>5}{'H':>5} {'mode':<8}" + "".join(f"{fw + ' ms':>12}" for fw in fws)
-    head += "".join(f"{'/' + fw:>10}" for fw in fws if fw != "rnn_jax") + f"{'GFLOP/s':>9}"
+    head += "".join(f"{'/' + fw:>10}" for fw in fws if fw not in ("rnn_jax", "scan")) + f"{'GFLOP/s':>9}"
     print(head)
     for r in rows:
         line = f"{r['cell']:<6}{r['B']:>4}{r['T']:>6}{r['I']:>5}{r['H']:>5} {r['mode']:<8}"
         line += "".join(f"{r[fw + '_ms']:>12.2f}" for fw in fws)
-        line += "".join(f"{r['ratio_vs_' + fw]:>10.2f}" for fw in fws if fw != "rnn_jax")
+        line += "".join(f"{r['ratio_vs_' + fw]:>10.2f}" for fw in fws if fw not in ("rnn_jax", "scan"))
         line += f"{r['rnn_jax_gflops']:>9.1f}"
         print(line)
     for fw in fws:
-        if fw == "rnn_jax":
+        if fw in ("rnn_jax", "scan"):
             continue
         for cell in dict.fromkeys(r["cell"] for r in rows):
             for mode in ("fwd", "fwd+bwd"):

@@ -16,7 +16,7 @@ Gate blocks are joined along the last axis in the order given in each docstring.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Union
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +43,9 @@ class Cell(NamedTuple):
       hidden_size: H.
       output_size: O, the size of ``y`` (H for all cells but Jordan's).
       name: a short name for messages and tables.
+      fused: the kind of fused batched recurrence with a hand-written backward pass
+        (:mod:`rnn_jax.fused`) this cell's step equals, or None for cells that only the generic
+        unroller runs.
     """
 
     init: Callable[..., Params]
@@ -54,6 +57,7 @@ class Cell(NamedTuple):
     hidden_size: int
     output_size: int
     name: str
+    fused: Optional[str] = None
 
 
 class LSTMState(NamedTuple):
@@ -103,7 +107,7 @@ def _make_step(project, step_projected):
 
 
 def _recurrent_cell(name, hidden_size, n_gates, init_fn, step_projected, *, carry_fn=None,
-                    output_size=None):
+                    output_size=None, fused=None):
     """Assemble a Cell whose input projection is ``x @ W_i + b_i`` over ``n_gates`` fused blocks."""
 
     def project(params, x):
@@ -115,7 +119,7 @@ def _recurrent_cell(name, hidden_size, n_gates, init_fn, step_projected, *, carr
     return Cell(init=init_fn, initial_carry=initial_carry, step=_make_step(project, step_projected),
                 project=project, step_projected=step_projected,
                 input_size=lambda params: params["W_i"].shape[0], hidden_size=hidden_size,
-                output_size=output_size or hidden_size, name=name)
+                output_size=output_size or hidden_size, name=name, fused=fused)
 
 
 def _gated_init(hidden_size, n_gates, kernel_init, recurrent_init, bias_init, bias_fix=None):
@@ -170,7 +174,8 @@ def elman(hidden_size: int, activation: Activation = "tanh", *, kernel_init="glo
         h = g(gx + h @ params["W_h"])  # (H,)
         return h, h
 
-    return _recurrent_cell("elman", H, 1, init, step_projected)
+    fused = f"elman_{activation}" if activation in ("tanh", "relu", "sigmoid") else None
+    return _recurrent_cell("elman", H, 1, init, step_projected, fused=fused)
 
 
 def jordan(hidden_size: int, output_size: int, activation: Activation = "tanh",
@@ -245,7 +250,8 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, *, kernel_init="glorot_unif
         return LSTMState(h, c), h
 
     return _recurrent_cell("lstm", H, 4, init, step_projected,
-                           carry_fn=lambda dtype: LSTMState(jnp.zeros((H,), dtype), jnp.zeros((H,), dtype)))
+                           carry_fn=lambda dtype: LSTMState(jnp.zeros((H,), dtype), jnp.zeros((H,), dtype)),
+                           fused="lstm")
 
 
 def gru(hidden_size: int, *, kernel_init="glorot_uniform", recurrent_init="orthogonal",
@@ -275,4 +281,4 @@ def gru(hidden_size: int, *, kernel_init="glorot_uniform", recurrent_init="ortho
         h = (1.0 - z) * n + z * h  # (H,)
         return h, h
 
-    return _recurrent_cell("gru", H, 3, init, step_projected)
+    return _recurrent_cell("gru", H, 3, init, step_projected, fused="gru")

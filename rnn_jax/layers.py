@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from rnn_jax import _checks
 from rnn_jax._ops import affine
+from rnn_jax import fused as _fused
 from rnn_jax.cells import Cell
 from rnn_jax.unroll import flip_valid, unroll
 
@@ -38,6 +39,9 @@ class Layer(NamedTuple):
       step: ``(params, state, x (I,)) -> (state, y (O,))`` for online use, or None when the layer
         needs the future (bidirectional, reversed).
       name: for messages and tables.
+      batched: ``(params, xs (B, T, I), lengths (B,) | None, initial_state | None) -> (ys (B, T, O),
+        finals)``: a batch-major implementation equal to ``jax.vmap(apply)``, used by
+        :func:`apply_batch`; None when the layer has none (``apply_batch`` then vmaps ``apply``).
     """
 
     init: Callable[..., Any]
@@ -47,6 +51,7 @@ class Layer(NamedTuple):
     initial_state: Callable[..., Any]
     step: Optional[Callable[..., tuple[Any, jax.Array]]]
     name: str
+    batched: Optional[Callable[..., tuple[jax.Array, Any]]] = None
 
 
 def _check_call(layer_init, input_size, params, xs, length):
@@ -58,22 +63,44 @@ def _check_call(layer_init, input_size, params, xs, length):
 
 
 def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool, int] = False,
-        hoist_input: bool = False) -> Layer:
+        hoist_input: bool = False, fused: Optional[bool] = None) -> Layer:
     """A layer that runs ``cell`` over the sequence with :func:`rnn_jax.unroll.unroll`.
 
     ``reverse``, ``unroll``, ``remat`` and ``hoist_input`` are passed to the unroller.
+
+    ``fused``: batches through :func:`apply_batch` use the fused recurrence of :mod:`rnn_jax.fused`
+    (hoisted input product, hand-written backward pass, weight gradients as single products) when
+    the cell has one (Elman tanh/relu/sigmoid, LSTM, GRU). ``None`` (default): when available and
+    ``remat`` is off; ``True``: always (an error for other cells); ``False``: never. The per-sequence
+    ``apply`` is always the generic unroller; both compute the same values and gradients.
     """
     if not isinstance(cell, Cell):
         raise ValueError(f"cell: expected an rnn_jax Cell (e.g. rnn_jax.lstm(H)), got {type(cell).__name__}")
+    if fused not in (None, True, False):
+        raise ValueError(f"fused: expected None, True or False, got {fused!r}")
+    if fused and cell.fused not in _fused.FUSED_KINDS:
+        raise ValueError(f"fused=True: cell {cell.name!r} has no fused recurrence; fused cells are "
+                         f"{_fused.FUSED_KINDS}")
+    if fused and remat:
+        raise ValueError("fused=True with remat: the fused recurrence keeps every step's gates; "
+                         "use remat with fused=False")
     unroll_factor = unroll
 
     def apply(params, xs, length=None, initial_state=None):
         return _unroll(cell, params, xs, length=length, initial_carry=initial_state, reverse=reverse,
                        unroll=unroll_factor, remat=remat, hoist_input=hoist_input)
 
+    batched = None
+    if fused or (fused is None and not remat and cell.fused in _fused.FUSED_KINDS):
+        def batched(params, xs, lengths=None, initial_state=None):
+            _checks.check_params(_checks.expected_params(cell.init, xs.shape[2], xs.dtype), params)
+            _checks.check_same_dtype(xs, params)
+            return _fused.unroll_batch(cell, params, xs, lengths=lengths, initial_carry=initial_state,
+                                       reverse=reverse, unroll=unroll_factor)
+
     return Layer(init=cell.init, apply=apply, output_size=cell.output_size, input_size=cell.input_size,
                  initial_state=cell.initial_carry, step=None if reverse else cell.step,
-                 name=("reversed " if reverse else "") + cell.name)
+                 name=("reversed " if reverse else "") + cell.name, batched=batched)
 
 
 _unroll = unroll
@@ -130,8 +157,25 @@ def bidirectional(fwd: Layer, bwd: Layer, merge: Union[str, Callable] = "concat"
         ys_b = flip_valid(ys_b, length)                                         # (T, O_b), aligned
         return merge_fn(ys_f, ys_b), (fin_f, fin_b)
 
+    batched = None
+    if fwd.batched is not None and bwd.batched is not None:
+        def batched(params, xs, lengths=None, initial_state=None):
+            s_f, s_b = (None, None) if initial_state is None else initial_state
+            flip = _flip_batch(lengths)
+            ys_f, fin_f = fwd.batched(params["fwd"], xs, lengths, s_f)
+            ys_b, fin_b = bwd.batched(params["bwd"], flip(xs), lengths, s_b)
+            return merge_fn(ys_f, flip(ys_b)), (fin_f, fin_b)
+
     return Layer(init=init, apply=apply, output_size=out, input_size=input_size,
-                 initial_state=initial_state, step=None, name=f"bidirectional({fwd.name}, {bwd.name})")
+                 initial_state=initial_state, step=None, name=f"bidirectional({fwd.name}, {bwd.name})",
+                 batched=batched)
+
+
+def _flip_batch(lengths):
+    """Reverse the valid prefix of every sequence of a batch ``(B, T, ...)``."""
+    if lengths is None:
+        return lambda a: a[:, ::-1]
+    return lambda a: jnp.swapaxes(_fused.flip_valid_batch(jnp.swapaxes(a, 0, 1), lengths), 0, 1)
 
 
 SKIPS = (None, "residual", "highway")
@@ -213,16 +257,29 @@ def stack(*layers: Layer, skip: Optional[str] = None, highway_bias: float = -1.0
                 new_states.append(s)
             return tuple(new_states), h
 
+    batched = None
+    if all(layer.batched is not None for layer in layers):
+        def batched(params, xs, lengths=None, initial_state=None):
+            states = (None,) * len(layers) if initial_state is None else initial_state
+            h, finals = xs, []
+            for i, (layer, p, s) in enumerate(zip(layers, params["layers"], states)):
+                ys, fin = layer.batched(p, h, lengths, s)  # (B, T, O_i)
+                h = connect(params, i, h, ys)
+                finals.append(fin)
+            return h, tuple(finals)
+
     return Layer(init=init, apply=apply, output_size=layers[-1].output_size, input_size=input_size,
                  initial_state=initial_state, step=step,
-                 name=f"stack[{', '.join(l.name for l in layers)}]" + (f"/{skip}" if skip else ""))
+                 name=f"stack[{', '.join(l.name for l in layers)}]" + (f"/{skip}" if skip else ""),
+                 batched=batched)
 
 
 def apply_batch(layer: Layer, params, xs: jax.Array, lengths: Optional[jax.Array] = None,
                 initial_state: Any = None):
     """``layer.apply`` over a batch ``xs (B, T, I)`` with ``lengths (B,)``; returns ``(ys (B, T, O), finals)``.
 
-    Checks the batch's shapes and (concrete) lengths before tracing, then vmaps.
+    Checks the batch's shapes and (concrete) lengths before tracing, then runs ``layer.batched``
+    (the fused recurrences of :mod:`rnn_jax.fused`) when the layer has it, else vmaps ``layer.apply``.
     """
     shape = getattr(xs, "shape", None)
     if shape is None or len(shape) != 3:
@@ -232,6 +289,8 @@ def apply_batch(layer: Layer, params, xs: jax.Array, lengths: Optional[jax.Array
     if shape[2] != I:
         raise ValueError(f"xs: expected shape (B, T, {I}) (feature size {I}), got {_checks.shape_str(shape)}")
     _checks.check_lengths(lengths, shape[0], shape[1])
+    if layer.batched is not None:
+        return layer.batched(params, xs, None if lengths is None else jnp.asarray(lengths), initial_state)
     in_axes = (None, 0, None if lengths is None else 0, None if initial_state is None else 0)
     return jax.vmap(layer.apply, in_axes=in_axes)(params, xs, lengths, initial_state)
 
