@@ -34,8 +34,8 @@ from jax import lax
 
 from rnn_jax.cells import Cell, LSTMState
 
-__all__ = ["unroll_batch", "elman_recurrence", "lstm_recurrence", "gru_recurrence", "flip_valid_batch",
-           "FUSED_KINDS"]
+__all__ = ["unroll_batch", "choose_layout", "elman_recurrence", "lstm_recurrence", "gru_recurrence",
+           "flip_valid_batch", "FUSED_KINDS"]
 
 _ACT = {"tanh": jnp.tanh, "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid}
 _DERIV = {  # g'(a) written with s = g(a)
@@ -69,50 +69,94 @@ def _add(a, b):
     return a if b is None else a + b
 
 
-def _weight_grad(S_prev, dZ):
-    """``sum_{t,b} S_prev[t,b]^T dZ[t,b]``: one product over all timesteps and examples."""
-    return jnp.einsum("tbh,tbg->hg", S_prev, dZ)
+class _Layout:
+    """Where the batch axis of a step's arrays lies.
+
+    ``"batch"``: states ``(B, H)``, gates ``(B, G*H)``, step product ``h @ W_h``.
+    ``"feature"``: states ``(H, B)``, gates ``(G*H, B)``, step product ``W_h^T @ h``; for small
+    batches this is the faster product on CPUs (measured in benchmarks/README.md).
+    """
+
+    def __init__(self, name):
+        self.name = name
+        self.fm = name == "feature"
+        self.axis = 0 if self.fm else 1  # gate axis of a step's arrays
+
+    def mats(self, W_h):
+        """(forward matrix, backward matrix): both orientations of ``W_h`` made once, outside the loops."""
+        return (W_h.T, W_h) if self.fm else (W_h, W_h.T)
+
+    def mm(self, h, M):
+        return M @ h if self.fm else h @ M
+
+    def gate(self, z, k, H):
+        return z[k * H:(k + 1) * H] if self.fm else z[:, k * H:(k + 1) * H]
+
+    def cat(self, parts):
+        return jnp.concatenate(parts, axis=self.axis)
+
+    def weight_grad(self, S_prev, dZ):
+        """``sum_{t,b} s_{t-1} dz_t^T``: one product over all timesteps and examples."""
+        return jnp.einsum("thb,tgb->hg" if self.fm else "tbh,tbg->hg", S_prev, dZ)
+
+    def bias_grad(self, dZ):
+        return dZ.sum((0, 2) if self.fm else (0, 1))
+
+    def bias(self, b, like):
+        return jnp.broadcast_to(b[:, None] if self.fm else b, like.shape)
+
+
+_LAYOUTS = {"batch": _Layout("batch"), "feature": _Layout("feature")}
 
 
 # ----------------------------------------------------------------------------------------------------
 # Elman: h_t = g(gx_t + h_{t-1} W_h)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def elman_recurrence(activation: str, unroll: int, W_h, gx, h0, mask):
-    """Elman recurrence over time-major ``gx (T, B, H)`` (input projection, bias included).
-
-    ``mask``: ``(T, B, 1)`` booleans or None. Returns ``(ys (T, B, H), h_T (B, H))``.
-    """
-    return _elman_fwd(activation, unroll, W_h, gx, h0, mask)[0]
-
-
-def _elman_fwd(activation, unroll, W_h, gx, h0, mask):
+def _elman_run(activation, unroll, L, W_h, b, gx, h0, mask, keep):
     g = _ACT[activation]
+    M = L.mats(W_h)[0]
 
     def step(h, inp):
         gx_t, m_t = inp
-        h = _keep(m_t, g(gx_t + h @ W_h), h)
+        h = _keep(m_t, g(gx_t + L.mm(h, M) + L.bias(b, gx_t)), h)
         return h, h
 
     hT, Hs = lax.scan(step, h0, (gx, mask), unroll=unroll)  # Hs: the carries
-    ys = _zero_unless(mask, Hs)
-    return (ys, hT), (W_h, Hs, h0, mask)
+    out = (_zero_unless(mask, Hs), hT)
+    return (out, (W_h, Hs, h0, mask)) if keep else out
 
 
-def _elman_bwd(activation, unroll, res, cts):
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def elman_recurrence(activation: str, unroll: int, layout: str, W_h, b, gx, h0, mask):
+    """Elman recurrence over time-major ``gx`` (the input product ``x W_i``; the bias ``b`` is added
+    inside the step, where it costs no extra pass over memory).
+
+    Shapes per ``layout``: ``"batch"``: ``gx (T, B, H)``, ``h0 (B, H)``, ``mask (T, B, 1)`` booleans or
+    None; ``"feature"``: ``gx (T, H, B)``, ``h0 (H, B)``, ``mask (T, 1, B)``. Returns ``(ys, h_T)``
+    in the same layout.
+    """
+    return _elman_run(activation, unroll, _LAYOUTS[layout], W_h, b, gx, h0, mask, keep=False)
+
+
+def _elman_fwd(activation, unroll, layout, W_h, b, gx, h0, mask):
+    return _elman_run(activation, unroll, _LAYOUTS[layout], W_h, b, gx, h0, mask, keep=True)
+
+
+def _elman_bwd(activation, unroll, layout, res, cts):
+    L = _LAYOUTS[layout]
     W_h, Hs, h0, mask = res
     dys, dhT = cts
     deriv = _DERIV[activation]
-    W_hT = W_h.T
+    M = L.mats(W_h)[1]
 
     def step(dh, inp):
         dy, s, m_t = inp
         da = _zero_unless(m_t, (dy + dh) * deriv(s))  # dE/da_t
-        return _add(da @ W_hT, _pass(m_t, dh)), da
+        return _add(L.mm(da, M), _pass(m_t, dh)), da
 
     dh0, dA = lax.scan(step, dhT, (dys, Hs, mask), reverse=True, unroll=unroll)
-    return _weight_grad(_shift(Hs, h0), dA), dA, dh0, None
+    return L.weight_grad(_shift(Hs, h0), dA), L.bias_grad(dA), dA, dh0, None
 
 
 elman_recurrence.defvjp(_elman_fwd, _elman_bwd)
@@ -122,40 +166,45 @@ elman_recurrence.defvjp(_elman_fwd, _elman_bwd)
 # LSTM (i, f, g, o): z = gx_t + h W_h; c' = f c + i g; h' = o tanh(c')
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(0,))
-def lstm_recurrence(unroll: int, W_h, gx, carry0, mask):
-    """LSTM recurrence over time-major ``gx (T, B, 4H)`` (input projection plus both biases).
-
-    ``carry0``: ``LSTMState(h (B, H), c (B, H))``. Returns ``(ys (T, B, H), LSTMState)``.
-    """
-    return _lstm_fwd(unroll, W_h, gx, carry0, mask)[0]
-
-
-def _lstm_fwd(unroll, W_h, gx, carry0, mask):
+def _lstm_run(unroll, L, W_h, b, gx, carry0, mask, keep):
     H = W_h.shape[0]
+    M = L.mats(W_h)[0]
 
     def step(carry, inp):
         h, c = carry
         gx_t, m_t = inp
-        z = gx_t + h @ W_h
-        i = jax.nn.sigmoid(z[..., :H])
-        f = jax.nn.sigmoid(z[..., H:2 * H])
-        g = jnp.tanh(z[..., 2 * H:3 * H])
-        o = jax.nn.sigmoid(z[..., 3 * H:])
+        z = gx_t + L.mm(h, M) + L.bias(b, gx_t)
+        i = jax.nn.sigmoid(L.gate(z, 0, H))
+        f = jax.nn.sigmoid(L.gate(z, 1, H))
+        g = jnp.tanh(L.gate(z, 2, H))
+        o = jax.nn.sigmoid(L.gate(z, 3, H))
         c_new = f * c + i * g
         h_new = o * jnp.tanh(c_new)
         h, c = _keep(m_t, h_new, h), _keep(m_t, c_new, c)
-        return (h, c), (h, c, i, f, g, o)
+        return (h, c), ((h, c, i, f, g, o) if keep else h)
 
-    (hT, cT), (Hs, Cs, I, F, G, O) = lax.scan(step, (carry0.h, carry0.c), (gx, mask), unroll=unroll)
-    ys = _zero_unless(mask, Hs)
-    return (ys, LSTMState(hT, cT)), (W_h, Hs, Cs, I, F, G, O, carry0, mask)
+    (hT, cT), res = lax.scan(step, (carry0.h, carry0.c), (gx, mask), unroll=unroll)
+    Hs = res[0] if keep else res
+    out = (_zero_unless(mask, Hs), LSTMState(hT, cT))
+    return (out, (W_h,) + res + (carry0, mask)) if keep else out
 
 
-def _lstm_bwd(unroll, res, cts):
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def lstm_recurrence(unroll: int, layout: str, W_h, b, gx, carry0, mask):
+    """LSTM recurrence over time-major ``gx`` (``(T, B, 4H)`` or, feature-major, ``(T, 4H, B)``;
+    the input product), bias ``b = b_i + b_h``. ``carry0``: ``LSTMState(h, c)``. Returns ``(ys, LSTMState)``."""
+    return _lstm_run(unroll, _LAYOUTS[layout], W_h, b, gx, carry0, mask, keep=False)
+
+
+def _lstm_fwd(unroll, layout, W_h, b, gx, carry0, mask):
+    return _lstm_run(unroll, _LAYOUTS[layout], W_h, b, gx, carry0, mask, keep=True)
+
+
+def _lstm_bwd(unroll, layout, res, cts):
+    L = _LAYOUTS[layout]
     W_h, Hs, Cs, I, F, G, O, carry0, mask = res
     dys, dcarryT = cts
-    W_hT = W_h.T
+    M = L.mats(W_h)[1]
 
     def step(dcarry, inp):
         dh_c, dc_c = dcarry
@@ -163,16 +212,16 @@ def _lstm_bwd(unroll, res, cts):
         dh = _zero_unless(m_t, dy + dh_c)  # cotangent of the new h
         tc = jnp.tanh(c)
         dc = _zero_unless(m_t, dc_c) + dh * o * (1.0 - tc * tc)  # cotangent of the new c
-        dz = jnp.concatenate([dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
-                              dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o)], axis=-1)
-        dh_prev = _add(dz @ W_hT, _pass(m_t, dh_c))
+        dz = L.cat([dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
+                    dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o)])
+        dh_prev = _add(L.mm(dz, M), _pass(m_t, dh_c))
         dc_prev = _add(dc * f, _pass(m_t, dc_c))
         return (dh_prev, dc_prev), dz
 
     C_prev = _shift(Cs, carry0.c)
     (dh0, dc0), dZ = lax.scan(step, (dcarryT.h, dcarryT.c), (dys, Cs, C_prev, I, F, G, O, mask),
                               reverse=True, unroll=unroll)
-    return _weight_grad(_shift(Hs, carry0.h), dZ), dZ, LSTMState(dh0, dc0), None
+    return L.weight_grad(_shift(Hs, carry0.h), dZ), L.bias_grad(dZ), dZ, LSTMState(dh0, dc0), None
 
 
 lstm_recurrence.defvjp(_lstm_fwd, _lstm_bwd)
@@ -182,37 +231,43 @@ lstm_recurrence.defvjp(_lstm_fwd, _lstm_bwd)
 # GRU (r, z, n): gh = h W_h + b_h; r, z = sigma(gx + gh); n = tanh(gx_n + r gh_n); h' = (1-z) n + z h
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(0,))
-def gru_recurrence(unroll: int, W_h, b_h, gx, h0, mask):
-    """GRU recurrence over time-major ``gx (T, B, 3H)`` (input projection with ``b_i``).
-
-    Returns ``(ys (T, B, H), h_T (B, H))``.
-    """
-    return _gru_fwd(unroll, W_h, b_h, gx, h0, mask)[0]
-
-
-def _gru_fwd(unroll, W_h, b_h, gx, h0, mask):
+def _gru_run(unroll, L, W_h, b_i, b_h, gx, h0, mask, keep):
     H = W_h.shape[0]
+    M = L.mats(W_h)[0]
 
     def step(h, inp):
         gx_t, m_t = inp
-        gh = h @ W_h + jnp.broadcast_to(b_h, gx_t.shape)
-        r = jax.nn.sigmoid(gx_t[..., :H] + gh[..., :H])
-        z = jax.nn.sigmoid(gx_t[..., H:2 * H] + gh[..., H:2 * H])
-        hn = gh[..., 2 * H:]
-        n = jnp.tanh(gx_t[..., 2 * H:] + r * hn)
+        gx_t = gx_t + L.bias(b_i, gx_t)
+        gh = L.mm(h, M) + L.bias(b_h, gx_t)
+        r = jax.nn.sigmoid(L.gate(gx_t, 0, H) + L.gate(gh, 0, H))
+        z = jax.nn.sigmoid(L.gate(gx_t, 1, H) + L.gate(gh, 1, H))
+        hn = L.gate(gh, 2, H)
+        n = jnp.tanh(L.gate(gx_t, 2, H) + r * hn)
         h = _keep(m_t, (1.0 - z) * n + z * h, h)
-        return h, (h, r, z, n, hn)
+        return h, ((h, r, z, n, hn) if keep else h)
 
-    hT, (Hs, R, Z, N, HN) = lax.scan(step, h0, (gx, mask), unroll=unroll)
-    ys = _zero_unless(mask, Hs)
-    return (ys, hT), (W_h, Hs, R, Z, N, HN, h0, mask)
+    hT, res = lax.scan(step, h0, (gx, mask), unroll=unroll)
+    Hs = res[0] if keep else res
+    out = (_zero_unless(mask, Hs), hT)
+    return (out, (W_h,) + res + (h0, mask)) if keep else out
 
 
-def _gru_bwd(unroll, res, cts):
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def gru_recurrence(unroll: int, layout: str, W_h, b_i, b_h, gx, h0, mask):
+    """GRU recurrence over time-major ``gx`` (``(T, B, 3H)`` or, feature-major, ``(T, 3H, B)``;
+    the input product), biases ``b_i`` and ``b_h``. Returns ``(ys, h_T)``."""
+    return _gru_run(unroll, _LAYOUTS[layout], W_h, b_i, b_h, gx, h0, mask, keep=False)
+
+
+def _gru_fwd(unroll, layout, W_h, b_i, b_h, gx, h0, mask):
+    return _gru_run(unroll, _LAYOUTS[layout], W_h, b_i, b_h, gx, h0, mask, keep=True)
+
+
+def _gru_bwd(unroll, layout, res, cts):
+    L = _LAYOUTS[layout]
     W_h, Hs, R, Z, N, HN, h0, mask = res
     dys, dhT = cts
-    W_hT = W_h.T
+    M = L.mats(W_h)[1]
     H_prev = _shift(Hs, h0)
 
     def step(dh_c, inp):
@@ -221,14 +276,14 @@ def _gru_bwd(unroll, res, cts):
         dan = dh * (1.0 - z) * (1.0 - n * n)
         dar = dan * hn * r * (1.0 - r)
         daz = dh * (h_prev - n) * z * (1.0 - z)
-        dgh = jnp.concatenate([dar, daz, dan * r], axis=-1)
-        dh_prev = _add(dgh @ W_hT + dh * z, _pass(m_t, dh_c))
+        dgh = L.cat([dar, daz, dan * r])
+        dh_prev = _add(L.mm(dgh, M) + dh * z, _pass(m_t, dh_c))
         return dh_prev, (dgh, dan)
 
     dh0, (dGH, dAN) = lax.scan(step, dhT, (dys, H_prev, R, Z, N, HN, mask), reverse=True, unroll=unroll)
     H = W_h.shape[0]
-    dGX = jnp.concatenate([dGH[..., :2 * H], dAN], axis=-1)
-    return _weight_grad(H_prev, dGH), dGH.sum((0, 1)), dGX, dh0, None
+    dGX = jnp.concatenate([dGH[:, :2 * H] if L.fm else dGH[..., :2 * H], dAN], axis=1 if L.fm else 2)
+    return L.weight_grad(H_prev, dGH), L.bias_grad(dGX), L.bias_grad(dGH), dGX, dh0, None
 
 
 gru_recurrence.defvjp(_gru_fwd, _gru_bwd)
@@ -248,32 +303,55 @@ def flip_valid_batch(xs, lengths):
 
 
 def unroll_batch(cell: Cell, params, xs: jax.Array, *, lengths: Optional[jax.Array] = None,
-                 initial_carry=None, reverse: bool = False, unroll: int = 1):
+                 initial_carry=None, reverse: bool = False, unroll: int = 1, layout: str = "auto"):
     """Run a fusable cell (``cell.fused`` in :data:`FUSED_KINDS`) over a batch ``xs (B, T, I)``.
 
     Same results as ``jax.vmap`` of :func:`rnn_jax.unroll` (tested to 1e-10 in float64, values and
     gradients); returns ``(ys (B, T, H), final_carry)`` with batched carry leaves ``(B, H)``.
+    ``layout``: ``"batch"``, ``"feature"`` or ``"auto"`` (:func:`choose_layout`).
     """
     kind = cell.fused
     if kind not in FUSED_KINDS:
         raise ValueError(f"cell: {cell.name!r} has no fused recurrence (fused={kind!r}); "
                          f"use rnn_jax.unroll under jax.vmap")
     B, T, _ = xs.shape
-    H = cell.hidden_size
+    if layout == "auto":
+        layout = choose_layout(kind, B, cell.hidden_size)
+    if layout not in _LAYOUTS:
+        raise ValueError(f"layout: expected 'auto', 'batch' or 'feature', got {layout!r}")
+    L = _LAYOUTS[layout]
     xs_tm = jnp.swapaxes(xs, 0, 1)  # (T, B, I): the small tensor is the one transposed
     if reverse:
         xs_tm = xs_tm[::-1] if lengths is None else flip_valid_batch(xs_tm, lengths)
-    gx = cell.project(params, xs_tm)  # (T, B, G*H): every timestep in one product
-    mask = None if lengths is None else (jnp.arange(T)[:, None] < lengths[None, :])[..., None]
+    if L.fm:  # (T, G*H, B): every timestep in one product
+        gx = jnp.einsum("tbi,ig->tgb", xs_tm, params["W_i"])
+    else:     # (T, B, G*H)
+        gx = xs_tm @ params["W_i"]
+    mask = None
+    if lengths is not None:
+        mask = jnp.arange(T)[:, None] < lengths[None, :]  # (T, B)
+        mask = mask[:, None, :] if L.fm else mask[..., None]
     if initial_carry is None:
         initial_carry = jax.tree.map(lambda a: jnp.zeros((B,) + a.shape, a.dtype), cell.initial_carry(xs.dtype))
+    to_l = (lambda a: a.T) if L.fm else (lambda a: a)
+    carry0 = jax.tree.map(to_l, initial_carry)
     if kind.startswith("elman"):
-        ys, carry = elman_recurrence(kind[len("elman_"):], unroll, params["W_h"], gx, initial_carry, mask)
+        ys, carry = elman_recurrence(kind[len("elman_"):], unroll, layout, params["W_h"], params["b_i"], gx,
+                                     carry0, mask)
     elif kind == "lstm":
-        gx = gx + jnp.broadcast_to(params["b_h"], gx.shape)
-        ys, carry = lstm_recurrence(unroll, params["W_h"], gx, LSTMState(*initial_carry), mask)
+        ys, carry = lstm_recurrence(unroll, layout, params["W_h"], params["b_i"] + params["b_h"], gx,
+                                    LSTMState(*carry0), mask)
     else:
-        ys, carry = gru_recurrence(unroll, params["W_h"], params["b_h"], gx, initial_carry, mask)
+        ys, carry = gru_recurrence(unroll, layout, params["W_h"], params["b_i"], params["b_h"], gx, carry0, mask)
+    ys = jnp.transpose(ys, (2, 0, 1)) if L.fm else jnp.swapaxes(ys, 0, 1)  # (B, T, H)
     if reverse:
-        ys = ys[::-1] if lengths is None else flip_valid_batch(ys, lengths)
-    return jnp.swapaxes(ys, 0, 1), carry
+        ys = ys[:, ::-1] if lengths is None else jnp.swapaxes(flip_valid_batch(jnp.swapaxes(ys, 0, 1), lengths), 0, 1)
+    return ys, jax.tree.map(to_l, carry)
+
+
+def choose_layout(kind: str, batch: int, hidden: int) -> str:
+    """The step layout measured faster on CPUs for this size (benchmarks/layout.py); GPUs and TPUs
+    get ``"batch"``, the layout their libraries use."""
+    if jax.default_backend() != "cpu":
+        return "batch"
+    return "feature"

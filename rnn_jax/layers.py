@@ -63,7 +63,7 @@ def _check_call(layer_init, input_size, params, xs, length):
 
 
 def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool, int] = False,
-        hoist_input: bool = False, fused: Optional[bool] = None) -> Layer:
+        hoist_input: bool = False, fused: Optional[bool] = None, layout: str = "auto") -> Layer:
     """A layer that runs ``cell`` over the sequence with :func:`rnn_jax.unroll.unroll`.
 
     ``reverse``, ``unroll``, ``remat`` and ``hoist_input`` are passed to the unroller.
@@ -73,6 +73,8 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
     the cell has one (Elman tanh/relu/sigmoid, LSTM, GRU). ``None`` (default): when available and
     ``remat`` is off; ``True``: always (an error for other cells); ``False``: never. The per-sequence
     ``apply`` is always the generic unroller; both compute the same values and gradients.
+    ``layout``: the fused recurrence's step layout, ``"batch"`` (states ``(B, H)``), ``"feature"``
+    (states ``(H, B)``) or ``"auto"`` (:func:`rnn_jax.fused.choose_layout`, from measurements).
     """
     if not isinstance(cell, Cell):
         raise ValueError(f"cell: expected an rnn_jax Cell (e.g. rnn_jax.lstm(H)), got {type(cell).__name__}")
@@ -81,6 +83,8 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
     if fused and cell.fused not in _fused.FUSED_KINDS:
         raise ValueError(f"fused=True: cell {cell.name!r} has no fused recurrence; fused cells are "
                          f"{_fused.FUSED_KINDS}")
+    if layout not in ("auto", "batch", "feature"):
+        raise ValueError(f"layout: expected 'auto', 'batch' or 'feature', got {layout!r}")
     if fused and remat:
         raise ValueError("fused=True with remat: the fused recurrence keeps every step's gates; "
                          "use remat with fused=False")
@@ -96,7 +100,7 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
             _checks.check_params(_checks.expected_params(cell.init, xs.shape[2], xs.dtype), params)
             _checks.check_same_dtype(xs, params)
             return _fused.unroll_batch(cell, params, xs, lengths=lengths, initial_carry=initial_state,
-                                       reverse=reverse, unroll=unroll_factor)
+                                       reverse=reverse, unroll=unroll_factor, layout=layout)
 
     return Layer(init=cell.init, apply=apply, output_size=cell.output_size, input_size=cell.input_size,
                  initial_state=cell.initial_carry, step=None if reverse else cell.step,

@@ -59,15 +59,17 @@ def _check(make, key, lengths=None, initial=False):
 
 
 @pytest.mark.parametrize("name", FUSABLE)
+@pytest.mark.parametrize("layout", ["batch", "feature"])
 @pytest.mark.parametrize("lengths", [None, [7, 3, 0]], ids=["full", "lengths"])
-def test_fused_equals_unroller(name, lengths, key):
-    _check(lambda f: rj.rnn(CELLS[name](H), fused=f), key,
+def test_fused_equals_unroller(name, layout, lengths, key):
+    _check(lambda f: rj.rnn(CELLS[name](H), fused=f, layout=layout), key,
            None if lengths is None else jnp.array(lengths))
 
 
 @pytest.mark.parametrize("name", FUSABLE)
-def test_fused_reverse_initial_state_unroll(name, key):
-    _check(lambda f: rj.rnn(CELLS[name](H), reverse=True, unroll=3, fused=f), key,
+@pytest.mark.parametrize("layout", ["batch", "feature"])
+def test_fused_reverse_initial_state_unroll(name, layout, key):
+    _check(lambda f: rj.rnn(CELLS[name](H), reverse=True, unroll=3, fused=f, layout=layout), key,
            jnp.array([7, 5, 2]), initial=True)
 
 
@@ -92,6 +94,8 @@ def test_fused_errors():
         rj.rnn(rj.jordan(4, 2), fused=True)
     with pytest.raises(ValueError, match="fused=True with remat"):
         rj.rnn(rj.lstm(4), fused=True, remat=4)
+    with pytest.raises(ValueError, match="layout: expected 'auto'"):
+        rj.rnn(rj.lstm(4), layout="time")
     with pytest.raises(ValueError, match="fused: expected None, True or False"):
         rj.rnn(rj.lstm(4), fused="yes")
     layer = rj.rnn(rj.gru(4))
