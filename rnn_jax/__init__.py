@@ -3,11 +3,11 @@
 Cells (one step, one example) -> layers (one sequence, lax.scan) -> models (the seeds' configurations)
 -> losses (one sequence, masked) -> optax. Batch with jax.vmap.
 """
-from rnn_jax import gradcheck, initializers, interop, losses
+from rnn_jax import fused, gradcheck, initializers, interop, losses, parallel
 from rnn_jax.cells import Cell, JordanState, LSTMState, elman, gru, jordan, lstm, resolve_activation
 from rnn_jax.layers import (Layer, apply_batch, bidirectional, rnn, stack, stream_init, stream_step)
 from rnn_jax.models import (Model, encoder_decoder, many_to_many, many_to_one, one_to_many)
-from rnn_jax.unroll import flip_valid, sequence_mask, unroll
+from rnn_jax.unroll import flip_valid, sequence_mask, unroll, unroll_reduce
 
 __version__ = "0.1.0"
 
@@ -15,5 +15,6 @@ __all__ = [
     "Cell", "LSTMState", "JordanState", "elman", "jordan", "lstm", "gru", "resolve_activation",
     "Layer", "rnn", "bidirectional", "stack", "apply_batch", "stream_init", "stream_step",
     "Model", "many_to_one", "many_to_many", "encoder_decoder", "one_to_many",
-    "unroll", "flip_valid", "sequence_mask", "gradcheck", "initializers", "interop", "losses",
+    "unroll", "unroll_reduce", "flip_valid", "sequence_mask", "gradcheck", "initializers", "interop", "losses",
+    "fused", "parallel",
 ]

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from rnn_jax import _checks
 from rnn_jax._ops import affine
 from rnn_jax import fused as _fused
+from rnn_jax import parallel as _parallel
 from rnn_jax.cells import Cell
 from rnn_jax.unroll import flip_valid, unroll
 
@@ -63,7 +64,8 @@ def _check_call(layer_init, input_size, params, xs, length):
 
 
 def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool, int] = False,
-        hoist_input: bool = False, fused: Optional[bool] = None, layout: str = "auto") -> Layer:
+        hoist_input: bool = False, fused: Optional[bool] = None, layout: str = "auto",
+        parallel: Optional[str] = None) -> Layer:
     """A layer that runs ``cell`` over the sequence with :func:`rnn_jax.unroll.unroll`.
 
     ``reverse``, ``unroll``, ``remat`` and ``hoist_input`` are passed to the unroller.
@@ -75,6 +77,9 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
     ``apply`` is always the generic unroller; both compute the same values and gradients.
     ``layout``: the fused recurrence's step layout, ``"batch"`` (states ``(B, H)``), ``"feature"``
     (states ``(H, B)``) or ``"auto"`` (:func:`rnn_jax.fused.choose_layout`, from measurements).
+
+    ``parallel``: ``"newton"`` or ``"diagonal"`` evaluates the sequence in parallel over time with
+    :func:`rnn_jax.parallel.deer` (falling back to the scan when it does not converge); None: the scan.
     """
     if not isinstance(cell, Cell):
         raise ValueError(f"cell: expected an rnn_jax Cell (e.g. rnn_jax.lstm(H)), got {type(cell).__name__}")
@@ -85,17 +90,24 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
                          f"{_fused.FUSED_KINDS}")
     if layout not in ("auto", "batch", "feature"):
         raise ValueError(f"layout: expected 'auto', 'batch' or 'feature', got {layout!r}")
+    if parallel is not None and parallel not in _parallel.METHODS:
+        raise ValueError(f"parallel: expected None or one of {_parallel.METHODS}, got {parallel!r}")
+    if fused and parallel:
+        raise ValueError("fused=True with parallel: choose one evaluation of the recurrence")
     if fused and remat:
         raise ValueError("fused=True with remat: the fused recurrence keeps every step's gates; "
                          "use remat with fused=False")
     unroll_factor = unroll
 
     def apply(params, xs, length=None, initial_state=None):
+        if parallel:
+            return _parallel.deer(cell, params, xs, length=length, initial_carry=initial_state,
+                                  reverse=reverse, method=parallel)[:2]
         return _unroll(cell, params, xs, length=length, initial_carry=initial_state, reverse=reverse,
                        unroll=unroll_factor, remat=remat, hoist_input=hoist_input)
 
     batched = None
-    if fused or (fused is None and not remat and cell.fused in _fused.FUSED_KINDS):
+    if fused or (fused is None and not remat and not parallel and cell.fused in _fused.FUSED_KINDS):
         def batched(params, xs, lengths=None, initial_state=None):
             _checks.check_params(_checks.expected_params(cell.init, xs.shape[2], xs.dtype), params)
             _checks.check_same_dtype(xs, params)

@@ -119,3 +119,29 @@ def test_remat_chunk_longer_than_sequence_and_not_dividing(key):
     for k in (2, 5, T, 50):
         ys, _ = rj.unroll(cell, params, xs, remat=k)
         np.testing.assert_allclose(ys, ref, rtol=1e-13)
+
+
+@pytest.mark.parametrize("remat", [False, True, 4, 5])
+def test_unroll_reduce_equals_sum_over_unroll(remat, key):
+    """The streaming loss (no stacked outputs, chunked checkpoints) equals the loss on unroll's outputs."""
+    cell = rj.lstm(3)
+    k1, k2, k3 = jax.random.split(key, 3)
+    params = rj.lstm(3).init(k1, 2, jnp.float64)
+    xs = jax.random.normal(k2, (11, 2), jnp.float64)
+    tg = jax.random.normal(k3, (11, 3), jnp.float64)
+
+    def per_step(y, t):
+        return jnp.sum((y - t) ** 2)
+
+    def ref(p):
+        ys, fin = rj.unroll(cell, p, xs)
+        return jnp.sum((ys - tg) ** 2), fin
+
+    def red(p):
+        return rj.unroll_reduce(cell, p, xs, per_step, targets=tg, remat=remat)
+
+    (v, fin), g = jax.value_and_grad(red, has_aux=True)(params)
+    (rv, rfin), rg = jax.value_and_grad(ref, has_aux=True)(params)
+    assert abs(float(v - rv)) < 1e-12 * abs(float(rv))
+    for a, b in zip(jax.tree_util.tree_leaves((fin, g)), jax.tree_util.tree_leaves((rfin, rg))):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)

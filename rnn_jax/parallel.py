@@ -1,0 +1,195 @@
+"""Parallel-in-time evaluation of a nonlinear RNN: Newton iterations over the whole sequence (DEER).
+
+A recurrence ``s_t = f(s_{t-1}, x_t)`` is a system of ``T`` equations in the unknown states
+``S = (s_0, ..., s_{T-1})``. Lim et al. (ICLR 2024, "DEER") solve it with Newton's method: linearise
+every step around the current guess,
+
+.. math::  s_t \\approx f(\\bar s_{t-1}, x_t) + J_t (s_{t-1} - \\bar s_{t-1}),
+           \\qquad J_t = \\partial f / \\partial s \\, (\\bar s_{t-1}, x_t),
+
+and solve the resulting LINEAR recurrence ``s_t = J_t s_{t-1} + b_t`` for all ``t`` at once with
+``jax.lax.associative_scan`` (depth ``log T``; the pairs ``(A, b)`` compose as
+``(A_2 A_1, A_2 b_1 + b_2)``). Each iteration is parallel over time; after ``k`` iterations at least
+the first ``k`` states are exact, so Newton converges in at most ``T`` iterations and usually in a few.
+
+``method="newton"`` uses the full ``D x D`` Jacobians (``D`` = size of the flattened carry), costing
+``O(T D^3)`` work per iteration. ``method="diagonal"`` keeps only their diagonals (the quasi-Newton
+variant of Gonzalez et al., NeurIPS 2024): ``O(T D)`` memory and work per iteration, more iterations.
+
+Gradients do not differentiate through the iterations: at the solution, the adjoint of the recurrence
+``lambda_t = dE/ds_t + J_{t+1}^T lambda_{t+1}`` is itself a linear recurrence, solved in parallel by
+the same associative scan (full Jacobians, exact), and the parameter gradients are one ``vjp`` of the
+step vmapped over all timesteps (implicit differentiation, as in the DEER paper).
+
+If the iterations have not converged after ``max_iters`` (``max |S_new - S| > tol``), the sequential
+``lax.scan`` result is returned instead (``fallback=True``), so the answer is always the RNN's.
+On a CPU the sequential scan is usually faster; the parallel form pays off on accelerators with long
+sequences and small states (see benchmarks/README.md).
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+from jax import lax
+
+from rnn_jax import _checks
+from rnn_jax.cells import Cell
+from rnn_jax.unroll import flip_valid
+
+__all__ = ["deer", "linear_recurrence", "DeerInfo", "METHODS"]
+
+METHODS = ("newton", "diagonal")
+
+
+class DeerInfo(NamedTuple):
+    """What the Newton solve did: ``iterations`` run, ``converged`` (False: the sequential result was
+    returned), ``residual`` = the last ``max |S_new - S|``."""
+
+    iterations: jax.Array
+    converged: jax.Array
+    residual: jax.Array
+
+
+def linear_recurrence(A, b, s0):
+    """All ``s_t = A_t s_{t-1} + b_t`` (``t = 0..T-1``, ``s_{-1} = s0``) by ``lax.associative_scan``.
+
+    ``A``: ``(T, D, D)`` matrices or ``(T, D)`` diagonals; ``b``: ``(T, D)``; returns ``(T, D)``.
+    """
+    diag = A.ndim == 2
+    if diag:
+        b = b.at[0].add(A[0] * s0)
+
+        def combine(e1, e2):
+            (A1, b1), (A2, b2) = e1, e2
+            return A2 * A1, A2 * b1 + b2
+    else:
+        b = b.at[0].add(A[0] @ s0)
+
+        def combine(e1, e2):
+            (A1, b1), (A2, b2) = e1, e2
+            return A2 @ A1, jnp.einsum("...ij,...j->...i", A2, b1) + b2
+
+    return lax.associative_scan(combine, (A, b))[1]
+
+
+def _flat_step(cell, params, unravel):
+    """``f(s_prev (D,), (x, valid)) -> s (D,)`` on the flattened carry; invalid steps keep ``s_prev``."""
+    def f(s, inp):
+        x, valid = inp
+        new = jax.flatten_util.ravel_pytree(cell.step(params, unravel(s), x)[0])[0]
+        return jnp.where(valid, new, s)
+    return f
+
+
+def _jacobians(f, S_prev, inputs, diagonal):
+    J = jax.vmap(jax.jacfwd(f), in_axes=(0, 0))(S_prev, inputs)  # (T, D, D)
+    return jnp.diagonal(J, axis1=1, axis2=2) if diagonal else J
+
+
+def _shift(S, s0):
+    return jnp.concatenate([s0[None], S[:-1]], 0)
+
+
+def _newton(f, s0, inputs, T, method, max_iters, tol):
+    """Newton (or diagonal quasi-Newton) solve of S = F(S); returns (S, iterations, residual)."""
+    diagonal = method == "diagonal"
+    F = jax.vmap(f)
+
+    def cond(state):
+        _, it, res = state
+        return (it < max_iters) & (res > tol)
+
+    def body(state):
+        S, it, _ = state
+        S_prev = _shift(S, s0)
+        A = _jacobians(f, S_prev, inputs, diagonal)
+        Ax = A * S_prev if diagonal else jnp.einsum("tij,tj->ti", A, S_prev)
+        b = F(S_prev, inputs) - Ax
+        S_new = linear_recurrence(A, b, s0)
+        S_new = jnp.where(jnp.isfinite(S_new), S_new, S)  # a diverging linearisation does not poison S
+        return S_new, it + 1, jnp.max(jnp.abs(S_new - S))
+
+    S0 = jnp.zeros((T,) + s0.shape, s0.dtype)
+    inf = jnp.array(jnp.inf, s0.dtype)
+    S, it, res = lax.while_loop(cond, body, (S0, jnp.array(0, jnp.int32), inf))
+    return S, it, res
+
+
+def _sequential(f, s0, inputs):
+    return lax.scan(lambda s, inp: (f(s, inp),) * 2, s0, inputs)[1]
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0, 4, 5, 6, 7))
+def _solve(make_f, params, s0, inputs, method, max_iters, tol, fallback):
+    return _solve_fwd(make_f, params, s0, inputs, method, max_iters, tol, fallback)[0]
+
+
+def _solve_fwd(make_f, params, s0, inputs, method, max_iters, tol, fallback):
+    f = make_f(params)
+    T = inputs[0].shape[0]
+    S, it, res = _newton(f, s0, inputs, T, method, max_iters, tol)
+    converged = res <= tol
+    if fallback:
+        S = lax.cond(converged, lambda: S, lambda: _sequential(f, s0, inputs))
+    return (S, DeerInfo(it, converged, res)), (params, s0, inputs, S)
+
+
+def _solve_bwd(make_f, method, max_iters, tol, fallback, res, cts):
+    params, s0, inputs, S = res
+    dS = cts[0]
+    S_prev = _shift(S, s0)
+    f_of = lambda p, s, inp: make_f(p)(s, inp)  # noqa: E731
+    J = jax.vmap(jax.jacfwd(f_of, argnums=1), in_axes=(None, 0, 0))(params, S_prev, inputs)  # (T, D, D)
+    # adjoint, reversed in time: lam_t = dS_t + J_{t+1}^T lam_{t+1}
+    JT_next = jnp.swapaxes(jnp.concatenate([J[1:], jnp.zeros_like(J[:1])], 0), 1, 2)
+    lam = linear_recurrence(JT_next[::-1], dS[::-1], jnp.zeros_like(s0))[::-1]
+    _, vjp = jax.vjp(lambda p, s, inp: jax.vmap(f_of, in_axes=(None, 0, 0))(p, s, inp), params, S_prev, inputs)
+    dparams, dS_prev, dinputs = vjp(lam)
+    return dparams, dS_prev[0], dinputs
+
+
+_solve.defvjp(_solve_fwd, _solve_bwd)
+
+
+def deer(cell: Cell, params, xs: jax.Array, *, length=None, initial_carry=None, reverse: bool = False,
+         method: str = "newton", max_iters: int = 100, tol: float = None, fallback: bool = True,
+         check: bool = True):
+    """Run ``cell`` over ONE sequence ``xs (T, I)`` in parallel over time (Newton / DEER).
+
+    Same signature and semantics as :func:`rnn_jax.unroll` (lengths, reverse, initial carry); returns
+    ``(ys (T, O), final_carry, info)`` with ``info`` a :class:`DeerInfo`. ``tol`` defaults to 1e-5
+    (float32) or 1e-10 (float64), on ``max |S_new - S|``. Batch with ``jax.vmap``.
+    """
+    if check:
+        _checks.check_sequence(xs, cell.input_size(params))
+        _checks.check_params(_checks.expected_params(cell.init, xs.shape[1], xs.dtype), params)
+        _checks.check_same_dtype(xs, params)
+        _checks.check_length(length, xs.shape[0])
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
+        raise ValueError(f"max_iters: expected an int >= 1, got {max_iters!r}")
+    T = xs.shape[0]
+    if tol is None:
+        tol = 1e-10 if xs.dtype == jnp.float64 else 1e-5
+    carry0 = cell.initial_carry(xs.dtype) if initial_carry is None else initial_carry
+    s0, unravel = jax.flatten_util.ravel_pytree(carry0)
+    n_valid = T if length is None else length
+    if reverse:
+        xs = flip_valid(xs, n_valid) if length is not None else xs[::-1]
+    valid = jnp.arange(T) < n_valid
+
+    def make_f(p):
+        return _flat_step(cell, p, unravel)
+
+    S, info = _solve(make_f, params, s0, (xs, valid), method, max_iters, float(tol), fallback)
+    S_prev = _shift(S, s0)
+    ys = jax.vmap(lambda s, x: cell.step(params, unravel(s), x)[1])(S_prev, xs)
+    ys = jnp.where(valid[:, None], ys, jnp.zeros_like(ys))
+    if reverse:
+        ys = flip_valid(ys, n_valid) if length is not None else ys[::-1]
+    return ys, unravel(S[-1]), info
