@@ -46,7 +46,9 @@ def interleaved(fns: dict, rounds: int, inner: int = 1) -> dict:
 
 
 def write_json(name: str, payload: dict) -> str:
-    path = os.path.join(os.path.dirname(__file__), "results", f"{name}.json")
+    """Write ``results/NAME.json`` (or into ``$RNN_JAX_BENCH_OUT`` when set)."""
+    out_dir = os.environ.get("RNN_JAX_BENCH_OUT") or os.path.join(os.path.dirname(__file__), "results")
+    path = os.path.join(out_dir, f"{name}.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump(payload, f, indent=2)
@@ -63,3 +65,10 @@ def matmul_ceiling(n: int = 1024, rounds: int = 7) -> float:
     f(a).block_until_ready()
     t = interleaved({"mm": lambda: f(a).block_until_ready()}, rounds)["mm"]["median_s"]
     return 2 * n ** 3 / t / 1e9
+
+
+def timed_once(fn) -> float:
+    """Seconds of one call (the first call of a jitted function: compile included)."""
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t

@@ -65,14 +65,15 @@ def flax_fns(cell_name, B, T, I, H, x):
             lambda: jax.block_until_ready(fb(variables, x)))
 
 
-def torch_fns(cell_name, B, T, I, H, x):
+def torch_fns(cell_name, B, T, I, H, x, device="cpu"):
     import torch
 
     torch.manual_seed(0)
     module = {"elman": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell_name](I, H, batch_first=True)
-    xt = torch.tensor(np.asarray(x))
+    module = module.to(device)
+    xt = torch.tensor(np.asarray(x)).to(device)
 
-    def fwd():
+    def fwd():  # .item() waits for the device
         with torch.no_grad():
             return (module(xt)[0] ** 2).mean().item()
 
@@ -80,15 +81,17 @@ def torch_fns(cell_name, B, T, I, H, x):
         module.zero_grad(set_to_none=True)
         loss = (module(xt)[0] ** 2).mean()
         loss.backward()
+        if device != "cpu":
+            torch.cuda.synchronize()
         return loss.item()
 
     return fwd, fb
 
 
-def bench_size(cell_name, B, T, I, H, rounds, frameworks):
+def bench_size(cell_name, B, T, I, H, rounds, frameworks, device="cpu"):
     x = jax.random.normal(jax.random.key(1), (B, T, I), jnp.float32)
     makers = {"rnn_jax": jax_fns, "scan": lambda *a: jax_fns(*a, fused=False), "flax": flax_fns,
-              "torch": torch_fns}
+              "torch": lambda *a: torch_fns(*a, device=device)}
     fns, compile_s = {}, {}
     for fw in frameworks:
         fwd, fb = makers[fw](cell_name, B, T, I, H, x)

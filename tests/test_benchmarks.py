@@ -1,0 +1,78 @@
+"""The benchmark scripts run end to end in their quick modes and write what they promise.
+
+No timing is asserted (speed is reported by the scripts, not tested); these check that each script
+runs, that its rows are complete, and the facts it reports that do not depend on the machine's speed.
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(module, *args, tmp_path):
+    env = dict(os.environ, RNN_JAX_BENCH_OUT=str(tmp_path), XLA_FLAGS="")
+    p = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p.stdout
+
+
+def _positive(v):
+    return isinstance(v, float) and math.isfinite(v) and v > 0
+
+
+def test_throughput_quick(tmp_path):
+    out = _run("benchmarks.throughput", "--quick", "--rounds", "1", "--cells", "gru,lstm", tmp_path=tmp_path)
+    data = json.loads((tmp_path / "throughput_quick.json").read_text())
+    assert data["machine"]["jax"] and data["dtype"] == "float32"
+    assert _positive(data["matmul_ceiling_gflops"])
+    assert len(data["rows"]) == 2 * 2 * 2  # cells x sizes x modes
+    for row in data["rows"]:
+        for fw in ("rnn_jax", "scan", "flax"):
+            assert _positive(row[f"{fw}_ms"]) and _positive(row[f"{fw}_first_call_s"])
+        assert _positive(row["ratio_vs_flax"])
+    assert "geometric mean rnn_jax/flax gru fwd+bwd" in out
+
+
+def test_choices_quick(tmp_path):
+    _run("benchmarks.choices", "--quick", "--rounds", "1", "--cells", "elman", tmp_path=tmp_path)
+    rows = json.loads((tmp_path / "choices_quick.json").read_text())["rows"]
+    assert len(rows) == 2
+    for row in rows:
+        assert len(row["ms"]) == 8 and row["best"] in row["ms"]
+
+
+def test_deer_quick_converges(tmp_path):
+    _run("benchmarks.deer", "--quick", "--rounds", "1", tmp_path=tmp_path)
+    rows = json.loads((tmp_path / "deer_quick.json").read_text())["rows"]
+    assert {r["mode"] for r in rows} == {"fwd", "fwd+bwd"}
+    for r in rows:
+        assert r["iterations"]["newton"]["converged"] and r["iterations"]["diagonal"]["converged"]
+        assert r["iterations"]["newton"]["max"] <= r["T"]
+        assert _positive(r["newton_ms"]) and _positive(r["scan_ms"])
+
+
+def test_scaling_quick_remat_gives_the_same_loss(tmp_path):
+    _run("benchmarks.scaling", "--quick", tmp_path=tmp_path)
+    rows = json.loads((tmp_path / "scaling_quick.json").read_text())["rows"]
+    assert len(rows) == 4 and not any("error" in r for r in rows)
+    for T in (1000, 10000):
+        plain, remat = [r for r in rows if r["T"] == T]
+        assert plain["remat"] is False and remat["remat"] > 1
+        assert remat["loss"] == pytest.approx(plain["loss"], rel=1e-5)
+        assert plain["peak_rss_mib"] >= plain["rss_before_mib"] > 0
+
+
+def test_accelerator_exits_cleanly_without_gpu(tmp_path):
+    import jax
+
+    if jax.default_backend() != "cpu":
+        pytest.skip("a GPU is present: the accelerator benchmark would run in full")
+    out = _run("benchmarks.accelerator", tmp_path=tmp_path)
+    assert "no GPU visible to JAX" in out
+    assert not (tmp_path / "accelerator.json").exists()
