@@ -1,12 +1,13 @@
-"""Which step layout and scan unroll factor make the fused recurrences fastest, per cell and size?
+"""Which step layout, input hoisting and scan unroll factor make the fused recurrences fastest?
 
-    python -m benchmarks.choices            # writes benchmarks/results/choices.json
+    python -m benchmarks.choices            # layout x hoist, fwd and fwd+bwd: results/choices.json
+    python -m benchmarks.choices --unrolls 1,2,4,8 --hoist 1   # layout x unroll: results/choices_unroll.json
     python -m benchmarks.choices --quick
 
-Times ``jax.jit`` of forward+backward (loss = mean of squared outputs, gradient of every weight) of
-``rnn_jax.rnn(cell, layout=..., unroll=...)`` through ``apply_batch``, all settings of one size
-interleaved round by round, medians. The winners are what :func:`rnn_jax.fused.choose_layout` and
-:func:`rnn_jax.fused.choose_unroll` encode for CPUs.
+Times ``jax.jit`` of the forward (loss = mean of squared outputs) and of forward+backward (gradient
+of every weight) of ``rnn_jax.rnn(cell, layout=..., hoist_input=..., unroll=...)`` through
+``apply_batch``, all settings of one size interleaved round by round, medians. The winners are what
+:func:`rnn_jax.fused.choose_layout` and :func:`rnn_jax.fused.choose_hoist` encode for CPUs.
 """
 from __future__ import annotations
 
@@ -21,18 +22,24 @@ from benchmarks.throughput import GRID
 
 CELLS = {"elman": rj.elman, "lstm": rj.lstm, "gru": rj.gru}
 LAYOUTS = ("batch", "feature")
-UNROLLS = (1, 2, 4, 8)
+
+
+def name_of(setting):
+    layout, hoist, unroll, mode = setting
+    return f"{layout}/{'hoisted' if hoist else 'in-loop'}/u{unroll}/{mode}"
 
 
 def settings_fns(cell_name, B, T, I, H, settings):
     x = jax.random.normal(jax.random.key(1), (B, T, I), jnp.float32)
     fns = {}
-    for layout, unroll in settings:
-        layer = rj.rnn(CELLS[cell_name](H), layout=layout, unroll=unroll)
+    for setting in settings:
+        layout, hoist, unroll, mode = setting
+        layer = rj.rnn(CELLS[cell_name](H), layout=layout, unroll=unroll, hoist_input=hoist)
         params = layer.init(jax.random.key(0), I)
-        fb = jax.jit(jax.value_and_grad(lambda p, x, layer=layer: jnp.mean(rj.apply_batch(layer, p, x)[0] ** 2)))
-        jax.block_until_ready(fb(params, x))
-        fns[(layout, unroll)] = (lambda fb=fb, p=params: jax.block_until_ready(fb(p, x)))
+        loss = (lambda p, x, layer=layer: jnp.mean(rj.apply_batch(layer, p, x)[0] ** 2))
+        f = jax.jit(jax.value_and_grad(loss) if mode == "fwd+bwd" else loss)
+        jax.block_until_ready(f(params, x))
+        fns[name_of(setting)] = (lambda f=f, p=params: jax.block_until_ready(f(p, x)))
     return fns
 
 
@@ -41,21 +48,29 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--cells", default="elman,lstm,gru")
+    p.add_argument("--unrolls", default="1")
+    p.add_argument("--hoist", default="1,0", help="1: hoisted, 0: in-loop")
+    p.add_argument("--modes", default="fwd,fwd+bwd")
     args = p.parse_args(argv)
     grid = [(1, 50, 16, 64), (16, 50, 32, 128)] if args.quick else GRID
-    settings = [(l, u) for l in LAYOUTS for u in UNROLLS]
+    unrolls = [int(u) for u in args.unrolls.split(",")]
+    hoists = [bool(int(h)) for h in args.hoist.split(",")]
+    modes = args.modes.split(",")
+    settings = [(l, h, u, m) for m in modes for l in LAYOUTS for h in hoists for u in unrolls]
     rows = []
     for cell in args.cells.split(","):
         for B, T, I, H in grid:
             timed = _harness.interleaved(settings_fns(cell, B, T, I, H, settings), args.rounds)
-            ms = {f"{l}/u{u}": 1e3 * timed[(l, u)]["median_s"] for l, u in settings}
-            best = min(ms, key=ms.get)
-            rows.append({"cell": cell, "B": B, "T": T, "I": I, "H": H, "ms": ms, "best": best})
-            print(f"{cell:<6}{B:>4}{T:>6}{I:>5}{H:>5}  " + "  ".join(f"{k} {v:7.2f}" for k, v in ms.items())
-                  + f"  best {best}", flush=True)
-    out = {"benchmark": "choices", "machine": _harness.machine(), "dtype": "float32", "mode": "fwd+bwd",
-           "rounds": args.rounds, "rows": rows}
-    print("wrote", _harness.write_json("choices_quick" if args.quick else "choices", out))
+            for mode in modes:
+                ms = {name_of(s)[:-len(mode) - 1]: 1e3 * timed[name_of(s)]["median_s"] for s in settings if s[3] == mode}
+                best = min(ms, key=ms.get)
+                rows.append({"cell": cell, "B": B, "T": T, "I": I, "H": H, "mode": mode, "ms": ms, "best": best})
+                print(f"{cell:<6}{B:>4}{T:>6}{I:>5}{H:>5} {mode:<8}" + "  ".join(f"{k} {v:7.2f}" for k, v in ms.items())
+                      + f"  best {best}", flush=True)
+    out = {"benchmark": "choices", "machine": _harness.machine(), "dtype": "float32", "rounds": args.rounds,
+           "rows": rows}
+    name = "choices" if len(unrolls) == 1 else "choices_unroll"
+    print("wrote", _harness.write_json(name + "_quick" if args.quick else name, out))
     return out
 
 

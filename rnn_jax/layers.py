@@ -64,11 +64,13 @@ def _check_call(layer_init, input_size, params, xs, length):
 
 
 def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool, int] = False,
-        hoist_input: bool = False, fused: Optional[bool] = None, layout: str = "auto",
+        hoist_input: Union[bool, str] = "auto", fused: Optional[bool] = None, layout: str = "auto",
         parallel: Optional[str] = None) -> Layer:
     """A layer that runs ``cell`` over the sequence with :func:`rnn_jax.unroll.unroll`.
 
-    ``reverse``, ``unroll``, ``remat`` and ``hoist_input`` are passed to the unroller.
+    ``reverse``, ``unroll``, ``remat`` and ``hoist_input`` are passed to the unroller
+    (``hoist_input="auto"``: off in the generic unroller; in the fused recurrence
+    :func:`rnn_jax.fused.choose_hoist` decides from measurements).
 
     ``fused``: batches through :func:`apply_batch` use the fused recurrence of :mod:`rnn_jax.fused`
     (hoisted input product, hand-written backward pass, weight gradients as single products) when
@@ -88,6 +90,8 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
     if fused and cell.fused not in _fused.FUSED_KINDS:
         raise ValueError(f"fused=True: cell {cell.name!r} has no fused recurrence; fused cells are "
                          f"{_fused.FUSED_KINDS}")
+    if hoist_input not in (True, False, "auto"):
+        raise ValueError(f"hoist_input: expected True, False or 'auto', got {hoist_input!r}")
     if layout not in ("auto", "batch", "feature"):
         raise ValueError(f"layout: expected 'auto', 'batch' or 'feature', got {layout!r}")
     if parallel is not None and parallel not in _parallel.METHODS:
@@ -104,7 +108,7 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
             return _parallel.deer(cell, params, xs, length=length, initial_carry=initial_state,
                                   reverse=reverse, method=parallel)[:2]
         return _unroll(cell, params, xs, length=length, initial_carry=initial_state, reverse=reverse,
-                       unroll=unroll_factor, remat=remat, hoist_input=hoist_input)
+                       unroll=unroll_factor, remat=remat, hoist_input=hoist_input is True)
 
     batched = None
     if fused or (fused is None and not remat and not parallel and cell.fused in _fused.FUSED_KINDS):
@@ -112,7 +116,7 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
             _checks.check_params(_checks.expected_params(cell.init, xs.shape[2], xs.dtype), params)
             _checks.check_same_dtype(xs, params)
             return _fused.unroll_batch(cell, params, xs, lengths=lengths, initial_carry=initial_state,
-                                       reverse=reverse, unroll=unroll_factor, layout=layout)
+                                       reverse=reverse, unroll=unroll_factor, layout=layout, hoist=hoist_input)
 
     return Layer(init=cell.init, apply=apply, output_size=cell.output_size, input_size=cell.input_size,
                  initial_state=cell.initial_carry, step=None if reverse else cell.step,

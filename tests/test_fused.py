@@ -60,9 +60,10 @@ def _check(make, key, lengths=None, initial=False):
 
 @pytest.mark.parametrize("name", FUSABLE)
 @pytest.mark.parametrize("layout", ["batch", "feature"])
+@pytest.mark.parametrize("hoist", [True, False], ids=["hoisted", "in-loop"])
 @pytest.mark.parametrize("lengths", [None, [7, 3, 0]], ids=["full", "lengths"])
-def test_fused_equals_unroller(name, layout, lengths, key):
-    _check(lambda f: rj.rnn(CELLS[name](H), fused=f, layout=layout), key,
+def test_fused_equals_unroller(name, layout, hoist, lengths, key):
+    _check(lambda f: rj.rnn(CELLS[name](H), fused=f, layout=layout, hoist_input=hoist), key,
            None if lengths is None else jnp.array(lengths))
 
 
@@ -94,6 +95,8 @@ def test_fused_errors():
         rj.rnn(rj.jordan(4, 2), fused=True)
     with pytest.raises(ValueError, match="fused=True with remat"):
         rj.rnn(rj.lstm(4), fused=True, remat=4)
+    with pytest.raises(ValueError, match="hoist_input: expected True, False or 'auto'"):
+        rj.rnn(rj.lstm(4), hoist_input="yes")
     with pytest.raises(ValueError, match="layout: expected 'auto'"):
         rj.rnn(rj.lstm(4), layout="time")
     with pytest.raises(ValueError, match="fused: expected None, True or False"):
@@ -136,3 +139,25 @@ def test_flip_valid_batch_matches_per_sequence():
     got = fused.flip_valid_batch(xs, lengths)
     for b in range(2):
         np.testing.assert_array_equal(got[:, b], rj.flip_valid(xs[:, b], lengths[b]))
+
+
+@pytest.mark.parametrize("name", FUSABLE)
+@pytest.mark.parametrize("hoist", [True, False, "auto"])
+def test_fused_inference_path_equals_unroller(name, hoist, key):
+    """Without differentiation the custom_vjp runs its primal (no residuals kept): same values."""
+    layer = rj.rnn(CELLS[name](H), hoist_input=hoist, fused=True)
+    ref = rj.rnn(CELLS[name](H), fused=False)
+    params = perturb(layer.init(key, I, jnp.float64), key)
+    xs = jax.random.normal(key, (B, T, I), jnp.float64)
+    lengths = jnp.array([7, 2, 5])
+    got = jax.jit(lambda p, x: rj.apply_batch(layer, p, x, lengths))(params, xs)
+    want = rj.apply_batch(ref, params, xs, lengths)
+    _assert_trees_close(got, want)
+
+
+def test_choose_hoist_rule():
+    assert fused.choose_hoist("elman_tanh", 16, 1000, 128) == (True, True)
+    if jax.default_backend() == "cpu":
+        assert fused.choose_hoist("gru", 16, 100, 256) == (False, False)
+        assert fused.choose_hoist("lstm", 16, 100, 256) == (False, True)
+        assert fused.choose_hoist("lstm", 16, 1000, 128) == (False, False)
