@@ -32,11 +32,14 @@ def machine() -> dict:
 
 def interleaved(fns: dict, rounds: int, inner: int = 1) -> dict:
     """Each round calls every zero-argument ``fn`` in turn: once untimed (so that switching from another
-    framework, whose worker threads may still be spinning, is not charged), then ``inner`` timed calls.
+    framework, whose worker threads may still be busy, is not charged), then ``inner`` timed calls.
+    The order rotates from round to round, so that no function always follows the same neighbour.
     Returns the median (and min) seconds per call over rounds."""
     times = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
+    keys = list(fns)
+    for r in range(rounds):
+        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+            fn = fns[k]
             fn()
             t = time.perf_counter()
             for _ in range(inner):

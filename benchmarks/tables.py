@@ -1,0 +1,97 @@
+"""Markdown tables from the JSON results (what benchmarks/README.md shows).
+
+    python -m benchmarks.tables throughput scaling deer choices
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+RESULTS = os.path.join(os.path.dirname(__file__), "results")
+
+
+def load(name):
+    with open(os.path.join(RESULTS, f"{name}.json")) as f:
+        return json.load(f)
+
+
+def gmean(xs):
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
+
+
+def throughput(d):
+    fws = [fw for fw in ("rnn_jax", "scan", "flax", "torch") if f"{fw}_ms" in d["rows"][0]]
+    lines = [f"matmul ceiling (float32 1024^3, jitted JAX, same run): {d['matmul_ceiling_gflops']:.1f} GFLOP/s; "
+             f"medians of {d['rounds']} interleaved rounds\n",
+             "| cell | B | T | I | H | mode | " + " | ".join(f"{fw} ms" for fw in fws)
+             + " | rnn_jax/flax | rnn_jax/torch | rnn_jax GFLOP/s (% ceiling) |",
+             "|" + "---|" * (6 + len(fws) + 3)]
+    for r in d["rows"]:
+        ratios = [f"{r[f'ratio_vs_{fw}']:.2f}" if f"ratio_vs_{fw}" in r else "-" for fw in ("flax", "torch")]
+        ratios = [f"**{x}**" if x != "-" and float(x) > 1 else x for x in ratios]
+        lines.append(f"| {r['cell']} | {r['B']} | {r['T']} | {r['I']} | {r['H']} | {r['mode']} | "
+                     + " | ".join(f"{r[f'{fw}_ms']:.2f}" for fw in fws) + " | " + " | ".join(ratios)
+                     + f" | {r['rnn_jax_gflops']:.1f} ({100 * r['rnn_jax_gflops'] / d['matmul_ceiling_gflops']:.0f} %) |")
+    lines += ["", "| cell | mode | geo. mean rnn_jax/flax (worst) | geo. mean rnn_jax/torch (worst) | rnn_jax vs its generic scan |",
+              "|---|---|---|---|---|"]
+    for cell in dict.fromkeys(r["cell"] for r in d["rows"]):
+        for mode in ("fwd", "fwd+bwd"):
+            rs = [r for r in d["rows"] if r["cell"] == cell and r["mode"] == mode]
+            cols = []
+            for fw in ("flax", "torch"):
+                if f"ratio_vs_{fw}" in rs[0]:
+                    v = [r[f"ratio_vs_{fw}"] for r in rs]
+                    cols.append(f"{gmean(v):.2f} ({max(v):.2f})")
+                else:
+                    cols.append("-")
+            scan = gmean([r["rnn_jax_ms"] / r["scan_ms"] for r in rs]) if "scan_ms" in rs[0] else float("nan")
+            lines.append(f"| {cell} | {mode} | " + " | ".join(cols) + f" | {scan:.2f} |")
+    return "\n".join(lines)
+
+
+def scaling(d):
+    lines = ["| T | H | remat (chunk) | compile s | run s | us / step | RSS before compile (MiB) | peak RSS (MiB) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['T']} | {r['H']} | {r['remat']} | failed: {r['error']} |||||")
+            continue
+        lines.append(f"| {r['T']:,} | {r['H']} | {r['remat'] or 'off'} | {r['compile_s']:.2f} | {r['seconds']:.2f} | "
+                     f"{r['us_per_step']:.1f} | {r['rss_before_mib']:.0f} | {r['peak_rss_mib']:.0f} |")
+    return "\n".join(lines)
+
+
+def deer(d):
+    lines = ["| B | T | H | mode | scan ms | newton ms | diagonal ms | newton/scan | diagonal/scan | iterations newton, diagonal |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        it = r["iterations"]
+        lines.append(f"| {r['B']} | {r['T']} | {r['H']} | {r['mode']} | {r['scan_ms']:.2f} | {r['newton_ms']:.2f} | "
+                     f"{r['diagonal_ms']:.2f} | {r['newton_over_scan']:.1f} | {r['diagonal_over_scan']:.1f} | "
+                     f"{it['newton']['max']}, {it['diagonal']['max']} |")
+    return "\n".join(lines)
+
+
+def choices(d):
+    keys = list(d["rows"][0]["ms"])
+    lines = ["| cell | B | T | I | H | mode | " + " | ".join(keys) + " |", "|" + "---|" * (6 + len(keys))]
+    for r in d["rows"]:
+        best = r["best"]
+        lines.append(f"| {r['cell']} | {r['B']} | {r['T']} | {r['I']} | {r['H']} | {r.get('mode', 'fwd+bwd')} | "
+                     + " | ".join(f"**{r['ms'][k]:.2f}**" if k == best else f"{r['ms'][k]:.2f}" for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    names = (argv if argv is not None else sys.argv[1:]) or ["throughput", "scaling", "deer", "choices"]
+    for name in names:
+        base = name.split("_")[0]
+        print(f"### {name}\n")
+        print(globals()[base](load(name)))
+        print()
+
+
+if __name__ == "__main__":
+    main()
