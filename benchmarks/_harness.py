@@ -30,21 +30,31 @@ def machine() -> dict:
     return info
 
 
-def interleaved(fns: dict, rounds: int, inner: int = 1) -> dict:
+def interleaved(fns: dict, rounds: int, inner=1, min_sample_s: float = 0.02) -> dict:
     """Each round calls every zero-argument ``fn`` in turn: once untimed (so that switching from another
     framework, whose worker threads may still be busy, is not charged), then ``inner`` timed calls.
-    The order rotates from round to round, so that no function always follows the same neighbour.
-    Returns the median (and min) seconds per call over rounds."""
+    ``inner="auto"``: as many calls as make one timed sample last about ``min_sample_s`` (sub-millisecond
+    calls timed one at a time are at the mercy of the scheduler). The order rotates from round to
+    round, so that no function always follows the same neighbour. Returns the median (and min)
+    seconds per call over rounds."""
     times = {k: [] for k in fns}
     keys = list(fns)
+    if inner == "auto":
+        counts = {}
+        for k in keys:
+            t = time.perf_counter()
+            fns[k]()
+            counts[k] = max(1, min(100, int(min_sample_s / max(time.perf_counter() - t, 1e-6))))
+    else:
+        counts = {k: inner for k in keys}
     for r in range(rounds):
         for k in keys[r % len(keys):] + keys[:r % len(keys)]:
             fn = fns[k]
             fn()
             t = time.perf_counter()
-            for _ in range(inner):
+            for _ in range(counts[k]):
                 fn()
-            times[k].append((time.perf_counter() - t) / inner)
+            times[k].append((time.perf_counter() - t) / counts[k])
     return {k: {"median_s": statistics.median(v), "min_s": min(v), "runs": len(v)} for k, v in times.items()}
 
 

@@ -60,7 +60,7 @@ def main(argv=None):
     rows = []
     for cell in args.cells.split(","):
         for B, T, I, H in grid:
-            timed = _harness.interleaved(settings_fns(cell, B, T, I, H, settings), args.rounds)
+            timed = _harness.interleaved(settings_fns(cell, B, T, I, H, settings), args.rounds, inner="auto")
             for mode in modes:
                 ms = {name_of(s)[:-len(mode) - 1]: 1e3 * timed[name_of(s)]["median_s"] for s in settings if s[3] == mode}
                 best = min(ms, key=ms.get)

@@ -61,7 +61,7 @@ def main(argv=None):
           f"{'diag/scan':>10}  iterations (newton, diagonal)")
     for B, T, I, H in (QUICK if args.quick else GRID):
         fns, iters, first = fns_for(B, T, I, H)
-        timed = _harness.interleaved(fns, args.rounds)
+        timed = _harness.interleaved(fns, args.rounds, inner="auto")
         for mode in ("fwd", "fwd+bwd"):
             ms = {n: 1e3 * timed[(n, mode)]["median_s"] for n in ("scan", "newton", "diagonal")}
             row = {"cell": "gru", "B": B, "T": T, "I": I, "H": H, "mode": mode,

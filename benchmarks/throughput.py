@@ -101,7 +101,7 @@ def bench_size(cell_name, B, T, I, H, rounds, frameworks, device="cpu"):
             compile_s[(fw, mode)] = time.perf_counter() - t
             fn()
             fns[(fw, mode)] = fn
-    timed = _harness.interleaved(fns, rounds)
+    timed = _harness.interleaved(fns, rounds, inner="auto")
     flops_fwd = 2 * B * T * GATES[cell_name] * H * (I + H)
     rows = []
     for mode in ("fwd", "fwd+bwd"):
