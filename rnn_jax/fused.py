@@ -8,14 +8,15 @@ products where one large one would do.
 
 This module does what cuDNN does, in JAX, for the Elman (tanh, ReLU, sigmoid), LSTM and GRU cells:
 
-* the input projection of every timestep is ONE product ``(T*B, I) @ (I, G*H)``, taken time-major so
-  that no large buffer is transposed;
 * the forward loop does one ``(B, H) @ (H, G*H)`` product per step and keeps the gate activations;
+  the input product ``x_t W_i`` is either taken for all timesteps before the loop as ONE
+  ``(T*B, I) @ (I, G*H)`` product (time-major, so no large buffer is transposed) or once per step
+  inside it, whichever measured faster for the cell (:func:`choose_hoist`);
 * the backward loop (a reverse ``lax.scan``) computes only the state gradients: one
   ``(B, G*H) @ (G*H, H)`` product per step;
-* the weight gradients are then single products over all timesteps,
-  ``dW_h = sum_{t,b} h_{t-1} dz_t^T`` (an ``einsum`` over ``(T*B)``), and ``dW_i`` comes from
-  differentiating the hoisted input product.
+* every weight gradient is then ONE product over all timesteps and examples:
+  ``dW_h = sum_{t,b} h_{t-1} dz_t^T``, ``dW_i = sum_{t,b} x_t dz_t^T`` (``einsum`` over ``T*B`` rows),
+  and the input gradient ``dX = dZ W_i^T`` likewise.
 
 Variable lengths follow the unroller's semantics exactly (frozen carry and zero outputs past the
 length; the final carry is the last valid one); reversal reads the valid prefix backwards. The
