@@ -77,3 +77,19 @@ def test_accelerator_exits_cleanly_without_gpu(tmp_path):
     out = _run("benchmarks.accelerator", tmp_path=tmp_path)
     assert "no GPU visible to JAX" in out
     assert not (tmp_path / "accelerator.json").exists()
+
+
+def test_tables_render_the_committed_results():
+    """benchmarks/README.md's tables come from the committed JSON through this script."""
+    from benchmarks import tables
+
+    for name in ("throughput", "scaling", "deer", "choices", "choices_unroll"):
+        data = tables.load(name)
+        text = getattr(tables, name.split("_")[0])(data)
+        assert text.count("\n") >= len(data["rows"]) + 1
+    tp = tables.load("throughput")
+    assert {r["cell"] for r in tp["rows"]} == {"elman", "lstm", "gru"}
+    assert {r["B"] for r in tp["rows"]} >= {1, 64} and max(r["T"] for r in tp["rows"]) >= 1000
+    assert max(r["H"] for r in tp["rows"]) >= 512
+    sc = tables.load("scaling")
+    assert max(r["T"] for r in sc["rows"] if "error" not in r) == 10 ** 6
