@@ -74,8 +74,9 @@ class _Layout:
     """Where the batch axis of a step's arrays lies.
 
     ``"batch"``: states ``(B, H)``, gates ``(B, G*H)``, step product ``h @ W_h``.
-    ``"feature"``: states ``(H, B)``, gates ``(G*H, B)``, step product ``W_h^T @ h``; for small
-    batches this is the faster product on CPUs (measured in benchmarks/README.md).
+    ``"feature"``: states ``(H, B)``, gates ``(G*H, B)``, step product ``W_h^T @ h``; faster in a bare
+    loop at batch 16 on the CPU measured, but not inside these kernels (benchmarks/README.md), so
+    :func:`choose_layout` picks ``"batch"``.
     """
 
     def __init__(self, name):
