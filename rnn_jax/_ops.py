@@ -8,3 +8,8 @@ def affine(x: jax.Array, W: jax.Array, b: jax.Array) -> jax.Array:
     code runs under ``jax_numpy_rank_promotion="raise"``."""
     z = x @ W
     return z + jnp.broadcast_to(b, z.shape)
+
+
+def shift_down(S: jax.Array, first: jax.Array) -> jax.Array:
+    """The previous row of every row of a time-major ``S``: ``first`` then ``S[:-1]`` (``s_{t-1}``)."""
+    return jnp.concatenate([first[None], S[:-1]], 0)

@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from rnn_jax._ops import shift_down
+
 __all__ = ["elman_bptt", "lstm_bptt", "gru_bptt", "softmax_loss_and_delta"]
 
 
@@ -42,11 +44,6 @@ def softmax_loss_and_delta(logits, targets, length):
     loss = -jnp.sum(jnp.sum(onehot * logp, -1) * mask)
     delta = (jnp.exp(logp) - onehot) * mask[:, None]  # (T, V)
     return loss, delta
-
-
-def _shift_down(S, first):
-    """Rows s_{t-1}: ``first`` then S[:-1]."""
-    return jnp.concatenate([first[None], S[:-1]], 0)
 
 
 def _head_grads(params, S, xs, targets, length):
@@ -88,7 +85,7 @@ def elman_bptt(params, xs, targets, length=None, activation: str = "tanh"):
         return da, da
 
     _, dA = lax.scan(bwd, jnp.zeros((H,), xs.dtype), (dS_out, gprime), reverse=True)  # (T, H)
-    S_prev = _shift_down(S, s0)
+    S_prev = shift_down(S, s0)
     grads = {"embed": {}, "head": head,
              "rnn": {"W_i": xs.T @ dA, "W_h": S_prev.T @ dA, "b_i": dA.sum(0)}}
     return loss, grads
@@ -112,7 +109,7 @@ def lstm_bptt(params, xs, targets, length=None):
     _, (Hs, Cs, I_, F, G, O_) = lax.scan(fwd, (zero, zero), Zx)
     loss, dO, head = _head_grads(params, Hs, xs, targets, length)
     dH_out = dO @ params["head"]["W"].T
-    C_prev = _shift_down(Cs, zero)
+    C_prev = shift_down(Cs, zero)
 
     def bwd(carry, inp):
         dz_next, dc_next, f_next = carry
@@ -126,7 +123,7 @@ def lstm_bptt(params, xs, targets, length=None):
 
     init = (jnp.zeros((4 * H,), xs.dtype), zero, zero)
     _, dZ = lax.scan(bwd, init, (dH_out, Cs, C_prev, I_, F, G, O_), reverse=True)  # (T, 4H)
-    H_prev = _shift_down(Hs, zero)
+    H_prev = shift_down(Hs, zero)
     db = dZ.sum(0)
     grads = {"embed": {}, "head": head,
              "rnn": {"W_i": xs.T @ dZ, "W_h": H_prev.T @ dZ, "b_i": db, "b_h": db}}
@@ -151,7 +148,7 @@ def gru_bptt(params, xs, targets, length=None):
     _, (Hs, R, Z, N, HN) = lax.scan(fwd, zero, GX)
     loss, dO, head = _head_grads(params, Hs, xs, targets, length)
     dH_out = dO @ params["head"]["W"].T
-    H_prev = _shift_down(Hs, zero)
+    H_prev = shift_down(Hs, zero)
 
     def bwd(dgh_next_and_direct, inp):
         dgh_next, dh_direct_next = dgh_next_and_direct

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from rnn_jax._ops import shift_down
 from rnn_jax.cells import Cell, LSTMState
 
 __all__ = ["unroll_batch", "choose_layout", "choose_hoist", "elman_recurrence", "lstm_recurrence", "gru_recurrence",
@@ -45,11 +46,6 @@ _DERIV = {  # g'(a) written with s = g(a)
     "sigmoid": lambda s: s * (1.0 - s),
 }
 FUSED_KINDS = ("elman_tanh", "elman_relu", "elman_sigmoid", "lstm", "gru")
-
-
-def _shift(S, s0):
-    """Rows ``s_{t-1}``: ``s0`` then ``S[:-1]`` (time-major)."""
-    return jnp.concatenate([s0[None], S[:-1]], 0)
 
 
 def _keep(m, new, old):
@@ -187,7 +183,7 @@ def _elman_bwd(activation, unroll, layout, hoist, res, cts):
 
     dh0, dA = lax.scan(step, dhT, (dys, Hs, mask), reverse=True, unroll=unroll)
     dW_i, dxs = _input_grads(L, W_i, xs, dA)
-    return dW_i, L.weight_grad(_shift(Hs, h0), dA), L.bias_grad(dA), dxs, dh0, None
+    return dW_i, L.weight_grad(shift_down(Hs, h0), dA), L.bias_grad(dA), dxs, dh0, None
 
 
 elman_recurrence.defvjp(_elman_fwd, _elman_bwd)
@@ -251,11 +247,11 @@ def _lstm_bwd(unroll, layout, hoist, res, cts):
         dc_prev = _add(dc * f, _pass(m_t, dc_c))
         return (dh_prev, dc_prev), dz
 
-    C_prev = _shift(Cs, carry0.c)
+    C_prev = shift_down(Cs, carry0.c)
     (dh0, dc0), dZ = lax.scan(step, (dcarryT.h, dcarryT.c), (dys, Cs, C_prev, I, F, G, O, mask),
                               reverse=True, unroll=unroll)
     dW_i, dxs = _input_grads(L, W_i, xs, dZ)
-    return dW_i, L.weight_grad(_shift(Hs, carry0.h), dZ), L.bias_grad(dZ), dxs, LSTMState(dh0, dc0), None
+    return dW_i, L.weight_grad(shift_down(Hs, carry0.h), dZ), L.bias_grad(dZ), dxs, LSTMState(dh0, dc0), None
 
 
 lstm_recurrence.defvjp(_lstm_fwd, _lstm_bwd)
@@ -304,7 +300,7 @@ def _gru_bwd(unroll, layout, hoist, res, cts):
     W_i, W_h, xs, Hs, R, Z, N, HN, h0, mask = res
     dys, dhT = cts
     M = L.mats(W_h)[1]
-    H_prev = _shift(Hs, h0)
+    H_prev = shift_down(Hs, h0)
 
     def step(dh_c, inp):
         dy, h_prev, r, z, n, hn, m_t = inp

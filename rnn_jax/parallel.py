@@ -37,6 +37,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from rnn_jax import _checks
+from rnn_jax._ops import shift_down
 from rnn_jax.cells import Cell
 from rnn_jax.unroll import flip_valid
 
@@ -90,10 +91,6 @@ def _jacobians(f, S_prev, inputs, diagonal):
     return jnp.diagonal(J, axis1=1, axis2=2) if diagonal else J
 
 
-def _shift(S, s0):
-    return jnp.concatenate([s0[None], S[:-1]], 0)
-
-
 def _newton(f, s0, inputs, T, method, max_iters, tol):
     """Newton (or diagonal quasi-Newton) solve of S = F(S); returns (S, iterations, residual)."""
     diagonal = method == "diagonal"
@@ -105,7 +102,7 @@ def _newton(f, s0, inputs, T, method, max_iters, tol):
 
     def body(state):
         S, it, _ = state
-        S_prev = _shift(S, s0)
+        S_prev = shift_down(S, s0)
         A = _jacobians(f, S_prev, inputs, diagonal)
         Ax = A * S_prev if diagonal else jnp.einsum("tij,tj->ti", A, S_prev)
         b = F(S_prev, inputs) - Ax
@@ -141,7 +138,7 @@ def _solve_fwd(make_f, params, s0, inputs, method, max_iters, tol, fallback):
 def _solve_bwd(make_f, method, max_iters, tol, fallback, res, cts):
     params, s0, inputs, S = res
     dS = cts[0]
-    S_prev = _shift(S, s0)
+    S_prev = shift_down(S, s0)
     f_of = lambda p, s, inp: make_f(p)(s, inp)  # noqa: E731
     J = jax.vmap(jax.jacfwd(f_of, argnums=1), in_axes=(None, 0, 0))(params, S_prev, inputs)  # (T, D, D)
     # adjoint, reversed in time: lam_t = dS_t + J_{t+1}^T lam_{t+1}
@@ -187,7 +184,7 @@ def deer(cell: Cell, params, xs: jax.Array, *, length=None, initial_carry=None, 
         return _flat_step(cell, p, unravel)
 
     S, info = _solve(make_f, params, s0, (xs, valid), method, max_iters, float(tol), fallback)
-    S_prev = _shift(S, s0)
+    S_prev = shift_down(S, s0)
     ys = jax.vmap(lambda s, x: cell.step(params, unravel(s), x)[1])(S_prev, xs)
     ys = jnp.where(valid[:, None], ys, jnp.zeros_like(ys))
     if reverse:
