@@ -35,9 +35,9 @@ GRID = [  # (B, T, I, H)
 QUICK = [(1, 50, 16, 64), (16, 50, 32, 128)]
 
 
-def jax_fns(cell_name, B, T, I, H, x, fused=None, unroll=1):
+def jax_fns(cell_name, B, T, I, H, x, fused=None):
     cell = {"elman": lambda: rj.elman(H), "lstm": lambda: rj.lstm(H), "gru": lambda: rj.gru(H)}[cell_name]()
-    layer = rj.rnn(cell, fused=fused, unroll=unroll)
+    layer = rj.rnn(cell, fused=fused)
     params = layer.init(jax.random.key(0), I)
 
     def loss(p, x):
