@@ -73,7 +73,7 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
     :func:`rnn_jax.fused.choose_hoist` decides from measurements).
 
     ``fused``: batches through :func:`apply_batch` use the fused recurrence of :mod:`rnn_jax.fused`
-    (hoisted input product, hand-written backward pass, weight gradients as single products) when
+    (hand-written backward pass, weight gradients as single products over all timesteps) when
     the cell has one (Elman tanh/relu/sigmoid, LSTM, GRU). ``None`` (default): when available and
     ``remat`` is off; ``True``: always (an error for other cells); ``False``: never. The per-sequence
     ``apply`` is always the generic unroller; both compute the same values and gradients.
