@@ -3,7 +3,7 @@
     python -m benchmarks.deer               # writes benchmarks/results/deer.json
     python -m benchmarks.deer --quick
 
-A GRU over a batch (vmap) of random sequences, float32; forward (outputs) and forward+backward
+A GRU over a batch of random sequences, float32; forward (outputs) and forward+backward
 (loss = mean of squared outputs, gradient of every weight). Implementations: ``scan`` (the generic
 unroller, ``rnn_jax.unroll``), ``newton`` and ``diagonal`` (``rnn_jax.parallel.deer``), timed in the
 same process, interleaved round by round, medians; the Newton iteration counts are reported. On a CPU
@@ -37,15 +37,14 @@ def fns_for(B, T, I, H):
     }
     fns, iters, first = {}, {}, {}
     for name, run in runs.items():
-        fwd = jax.jit(lambda p, x, run=run: jax.vmap(run, in_axes=(None, 0))(p, x))
-        fb = jax.jit(jax.value_and_grad(lambda p, x, run=run: jnp.mean(jax.vmap(run, in_axes=(None, 0))(p, x) ** 2)))
+        fwd = jax.jit(run)  # every function takes the batch (B, T, I)
+        fb = jax.jit(jax.value_and_grad(lambda p, x, run=run: jnp.mean(run(p, x) ** 2)))
         for mode, f in (("fwd", fwd), ("fwd+bwd", fb)):
             fn = (lambda f=f: jax.block_until_ready(f(params, x)))
             first[(name, mode)] = _harness.timed_once(fn)
             fns[(name, mode)] = fn
         if name != "scan":
-            info = jax.jit(jax.vmap(lambda x, name=name: parallel.deer(cell, params, x, method=name,
-                                                                       max_iters=500)[2]))(x)
+            info = jax.jit(lambda x, name=name: parallel.deer(cell, params, x, method=name, max_iters=500)[2])(x)
             iters[name] = {"max": int(info.iterations.max()), "mean": float(info.iterations.mean()),
                            "converged": bool(info.converged.all())}
     return fns, iters, first

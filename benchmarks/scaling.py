@@ -46,9 +46,8 @@ def child(T, H, remat, repeats):
     xs = jax.random.normal(jax.random.key(1), (B, T, I), jnp.float32)
 
     def loss(p, xs):
-        per_seq = jax.vmap(lambda x: rj.unroll_reduce(cell, p, x, lambda y, _: jnp.sum(y * y),
-                                                      remat=remat)[0])(xs)
-        return jnp.mean(per_seq)
+        total = rj.unroll_reduce(cell, p, xs, lambda y, _: jnp.sum(y * y), remat=remat)[0]  # over the batch
+        return total / xs.shape[0]
 
     fn = jax.jit(jax.value_and_grad(loss))
     jax.block_until_ready(xs)

@@ -22,7 +22,7 @@ def gmean(xs):
 
 
 def throughput(d):
-    fws = [fw for fw in ("rnn_jax", "scan", "flax", "torch") if f"{fw}_ms" in d["rows"][0]]
+    fws = [fw for fw in ("rnn_jax", "scan", "vmap", "flax", "torch") if f"{fw}_ms" in d["rows"][0]]
     lines = [f"matmul ceiling (float32 1024^3, jitted JAX, same run): {d['matmul_ceiling_gflops']:.1f} GFLOP/s; "
              f"medians of {d['rounds']} interleaved rounds\n",
              "| cell | B | T | I | H | mode | " + " | ".join(f"{fw} ms" for fw in fws)
@@ -34,8 +34,9 @@ def throughput(d):
         lines.append(f"| {r['cell']} | {r['B']} | {r['T']} | {r['I']} | {r['H']} | {r['mode']} | "
                      + " | ".join(f"{r[f'{fw}_ms']:.2f}" for fw in fws) + " | " + " | ".join(ratios)
                      + f" | {r['rnn_jax_gflops']:.1f} ({100 * r['rnn_jax_gflops'] / d['matmul_ceiling_gflops']:.0f} %) |")
-    lines += ["", "| cell | mode | geo. mean rnn_jax/flax (worst) | geo. mean rnn_jax/torch (worst) | rnn_jax vs its generic scan |",
-              "|---|---|---|---|---|"]
+    lines += ["", "| cell | mode | geo. mean rnn_jax/flax (worst) | geo. mean rnn_jax/torch (worst) | rnn_jax vs its generic scan "
+                  "| vmap of single-sequence calls / flax (worst) |",
+              "|---|---|---|---|---|---|"]
     for cell in dict.fromkeys(r["cell"] for r in d["rows"]):
         for mode in ("fwd", "fwd+bwd"):
             rs = [r for r in d["rows"] if r["cell"] == cell and r["mode"] == mode]
@@ -47,7 +48,9 @@ def throughput(d):
                 else:
                     cols.append("-")
             scan = gmean([r["rnn_jax_ms"] / r["scan_ms"] for r in rs]) if "scan_ms" in rs[0] else float("nan")
-            lines.append(f"| {cell} | {mode} | " + " | ".join(cols) + f" | {scan:.2f} |")
+            vm = [r["vmap_vs_flax"] for r in rs if "vmap_vs_flax" in r]
+            vm = f"{gmean(vm):.2f} ({max(vm):.2f})" if vm else "-"
+            lines.append(f"| {cell} | {mode} | " + " | ".join(cols) + f" | {scan:.2f} | {vm} |")
     return "\n".join(lines)
 
 
@@ -84,10 +87,21 @@ def choices(d):
     return "\n".join(lines)
 
 
+def train_step(d):
+    libs = [lib for lib in ("rnn_jax", "flax", "torch") if lib in d["rows"][0]["ms"]]
+    lines = [f"medians of {d['rounds']} interleaved rounds, float32, one Adam step\n",
+             "| model | cell | " + " | ".join(f"{lib} ms" for lib in libs) + " | rnn_jax/flax | rnn_jax/torch |",
+             "|" + "---|" * (2 + len(libs) + 2)]
+    for r in d["rows"]:
+        lines.append(f"| {r['model']} | {r['cell']} | " + " | ".join(f"{r['ms'][lib]:.2f}" for lib in libs)
+                     + f" | {r['vs_flax']:.2f} | " + (f"{r['vs_torch']:.2f}" if r.get("vs_torch") else "-") + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     names = (argv if argv is not None else sys.argv[1:]) or ["throughput", "scaling", "deer", "choices"]
     for name in names:
-        base = name.split("_")[0]
+        base = "train_step" if name.startswith("train_step") else name.split("_")[0]
         print(f"### {name}\n")
         print(globals()[base](load(name)))
         print()

@@ -5,7 +5,9 @@
 
 Every implementation runs the same computation: a batch ``(B, T, I)`` through one layer of H units
 (Elman tanh, LSTM, GRU), loss = mean of squared outputs; "fwd+bwd" also computes the gradient with
-respect to every weight. rnn_jax: ``jax.jit`` of ``apply_batch`` (vmap of the scan unroller);
+respect to every weight. rnn_jax: ``jax.jit`` of ``rnn(cell).apply`` on the batch (the cell's fused
+recurrence); "scan": the same with ``fused=False`` (one ``lax.scan``, the cell vmapped over the
+batch); "vmap": ``jax.vmap`` of single-sequence calls (what a user who vmaps gets: autodiff of the scan);
 PyTorch: ``nn.RNN/LSTM/GRU(batch_first=True)`` with its threads set to the core count (forward under
 ``no_grad``); Flax: ``nn.RNN`` of ``SimpleCell/LSTMCell/GRUCell`` under ``jax.jit``. float32. The three
 are timed in the same process, interleaved round by round, after warm-up; medians are reported and
@@ -35,13 +37,15 @@ GRID = [  # (B, T, I, H)
 QUICK = [(1, 50, 16, 64), (16, 50, 32, 128)]
 
 
-def jax_fns(cell_name, B, T, I, H, x, fused=None):
+def jax_fns(cell_name, B, T, I, H, x, fused=None, per_sequence=False):
     cell = {"elman": lambda: rj.elman(H), "lstm": lambda: rj.lstm(H), "gru": lambda: rj.gru(H)}[cell_name]()
     layer = rj.rnn(cell, fused=fused)
     params = layer.init(jax.random.key(0), I)
 
     def loss(p, x):
-        return jnp.mean(rj.apply_batch(layer, p, x)[0] ** 2)
+        if per_sequence:
+            return jnp.mean(jax.vmap(lambda a: layer.apply(p, a)[0])(x) ** 2)
+        return jnp.mean(layer.apply(p, x)[0] ** 2)
 
     fwd = jax.jit(loss)
     fb = jax.jit(jax.value_and_grad(loss))
@@ -90,7 +94,8 @@ def torch_fns(cell_name, B, T, I, H, x, device="cpu"):
 
 def bench_size(cell_name, B, T, I, H, rounds, frameworks, device="cpu"):
     x = jax.random.normal(jax.random.key(1), (B, T, I), jnp.float32)
-    makers = {"rnn_jax": jax_fns, "scan": lambda *a: jax_fns(*a, fused=False), "flax": flax_fns,
+    makers = {"rnn_jax": jax_fns, "scan": lambda *a: jax_fns(*a, fused=False),
+              "vmap": lambda *a: jax_fns(*a, per_sequence=True), "flax": flax_fns,
               "torch": lambda *a: torch_fns(*a, device=device)}
     fns, compile_s = {}, {}
     for fw in frameworks:
@@ -113,8 +118,10 @@ def bench_size(cell_name, B, T, I, H, rounds, frameworks, device="cpu"):
             row[f"{fw}_first_call_s"] = compile_s[(fw, mode)]
             row[f"{fw}_gflops"] = flops / m / 1e9
         for fw in frameworks:
-            if fw not in ("rnn_jax", "scan"):
+            if fw not in ("rnn_jax", "scan", "vmap"):
                 row[f"ratio_vs_{fw}"] = row["rnn_jax_ms"] / row[f"{fw}_ms"]
+        if "vmap" in frameworks and "flax" in frameworks:
+            row["vmap_vs_flax"] = row["vmap_ms"] / row["flax_ms"]
         rows.append(row)
     return rows
 
@@ -126,7 +133,7 @@ def main(argv=None):
     p.add_argument("--cells", default="elman,lstm,gru")
     p.add_argument("--sizes", default=None, help="B,T,I,H;B,T,I,H;... instead of the grid")
     args = p.parse_args(argv)
-    frameworks = ["rnn_jax", "scan", "flax"]
+    frameworks = ["rnn_jax", "scan", "vmap", "flax"]
     try:
         import torch
 
@@ -163,16 +170,22 @@ def print_table(out):
     fws = [k[:-3] for k in rows[0] if k.endswith("_ms")]
     print(f"\nmatmul ceiling: {out['matmul_ceiling_gflops']:.1f} GFLOP/s (float32 1024^3, jitted JAX)")
     head = f"{'cell':<6}{'B':>4}{'T':>6}{'I':>5}{'H':>5} {'mode':<8}" + "".join(f"{fw + ' ms':>12}" for fw in fws)
-    head += "".join(f"{'/' + fw:>10}" for fw in fws if fw not in ("rnn_jax", "scan")) + f"{'GFLOP/s':>9}"
+    head += "".join(f"{'/' + fw:>10}" for fw in fws if fw not in ("rnn_jax", "scan", "vmap")) + f"{'GFLOP/s':>9}"
     print(head)
     for r in rows:
         line = f"{r['cell']:<6}{r['B']:>4}{r['T']:>6}{r['I']:>5}{r['H']:>5} {r['mode']:<8}"
         line += "".join(f"{r[fw + '_ms']:>12.2f}" for fw in fws)
-        line += "".join(f"{r['ratio_vs_' + fw]:>10.2f}" for fw in fws if fw not in ("rnn_jax", "scan"))
+        line += "".join(f"{r['ratio_vs_' + fw]:>10.2f}" for fw in fws if fw not in ("rnn_jax", "scan", "vmap"))
         line += f"{r['rnn_jax_gflops']:>9.1f}"
         print(line)
+    if "vmap_vs_flax" in rows[0]:
+        for cell in dict.fromkeys(r["cell"] for r in rows):
+            for mode in ("fwd", "fwd+bwd"):
+                ratios = [r["vmap_vs_flax"] for r in rows if r["cell"] == cell and r["mode"] == mode]
+                print(f"geometric mean vmap(single-sequence apply)/flax {cell} {mode}: "
+                      f"{float(np.exp(np.mean(np.log(ratios)))):.2f} (worst {max(ratios):.2f})")
     for fw in fws:
-        if fw in ("rnn_jax", "scan"):
+        if fw in ("rnn_jax", "scan", "vmap"):
             continue
         for cell in dict.fromkeys(r["cell"] for r in rows):
             for mode in ("fwd", "fwd+bwd"):

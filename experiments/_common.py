@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import math
 import os
 import platform
 import sys
@@ -51,21 +52,50 @@ def parse_config(cls, argv=None, description: str = ""):
     except ValueError as e:
         p.error(str(e))
     if args.resume:
-        with open(os.path.join(args.resume, "config.json")) as f:
-            saved = json.load(f)["config"]
-        cfg = cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items()})
+        path = os.path.join(args.resume, "config.json")
+        try:
+            with open(path) as f:
+                saved = json.load(f)["config"]
+            cfg = cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items()})
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            p.error(f"--resume: {args.resume} is not a run folder of this experiment ({type(e).__name__}: {e})")
     else:
         cfg = cls.quick() if args.quick else cls()
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name) is not None}
     cfg = dataclasses.replace(cfg, **overrides)
+    problem = check_values(cfg)
+    if problem:
+        p.error(problem)
     return cfg, args
 
 
+def check_values(cfg) -> str | None:
+    """Every count whose default is positive (steps, batch size, hidden size, seeds...) must be a
+    positive int; every float must be finite, and positive when its default is (learning rates).
+    Returns the first problem as a message naming the flag, or None."""
+    for f in dataclasses.fields(cfg):
+        v, d = getattr(cfg, f.name), f.default
+        if isinstance(v, bool) or isinstance(d, bool):
+            continue
+        if isinstance(d, int) and d > 0 and not (isinstance(v, int) and v >= 1):
+            return f"--{f.name}: expected a positive int, got {v!r}"
+        if isinstance(d, float) and not math.isfinite(v):
+            return f"--{f.name}: expected a finite number, got {v!r}"
+        if isinstance(d, float) and d > 0 and not v > 0:
+            return f"--{f.name}: expected a positive number, got {v!r}"
+        if isinstance(d, tuple) and not v:
+            return f"--{f.name}: expected at least one value"
+    return None
+
+
 def check_choices(flag: str, values, allowed) -> None:
-    """Exit with a message naming the flag when ``values`` holds something outside ``allowed``."""
+    """Exit (code 2, before a run folder is made) with a message naming the flag when ``values``
+    holds something outside ``allowed``."""
     for v in values:
         if v not in allowed:
-            raise SystemExit(f"--{flag}: unknown value {v!r}; expected some of {','.join(allowed)}")
+            print(f"error: --{flag}: unknown value {v!r}; expected some of {','.join(map(str, allowed))}",
+                  file=sys.stderr)
+            raise SystemExit(2)
 
 
 def machine() -> dict:
@@ -79,8 +109,14 @@ def make_run_dir(name: str, cfg, args) -> str:
     if args.resume:
         return args.resume
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = os.path.join(args.out, name, stamp)
-    os.makedirs(path, exist_ok=True)
+    os.makedirs(os.path.join(args.out, name), exist_ok=True)
+    for i in range(1000):  # a folder is made by one run only (mkdir fails if another run made it)
+        path = os.path.join(args.out, name, stamp + (f"-{i}" if i else ""))
+        try:
+            os.mkdir(path)
+            break
+        except FileExistsError:
+            continue
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump({"config": dataclasses.asdict(cfg), "quick": args.quick, "argv": sys.argv[1:],
                    "machine": machine()}, f, indent=2)

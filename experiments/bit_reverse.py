@@ -57,7 +57,7 @@ def run_problem(problem: str, cfg: Config, run_dir: str, resume: bool, mesh=None
     params = model.init(k_init)
 
     def logits_of(params, xs, lengths):
-        return jax.vmap(lambda x, L: model.apply(params, x, L)[0])(xs, lengths)  # (B, T, O)
+        return model.apply(params, xs, lengths)[0]  # (B, T, O)
 
     def loss_fn(params, batch):
         xs, ys, mask, lengths = batch
@@ -108,6 +108,7 @@ def model_name(problem, cfg):
 def main(argv=None) -> dict:
     cfg, args = _common.parse_config(Config, argv, __doc__)
     _common.check_choices("problems", cfg.problems, bits.PROBLEMS)
+    _common.check_choices("cell4", (cfg.cell4,), ("elman", "jordan"))
     run_dir = _common.make_run_dir("bit_reverse", cfg, args)
     rows = [run_problem(p, cfg, run_dir, bool(args.resume), args.mesh) for p in cfg.problems]
     curves = {f"problem {r['problem']} ({r['cell']})": _common.train_curve(r["history"]) for r in rows}

@@ -76,7 +76,7 @@ def hello_run(cfg, run_dir):
     res = train.fit(loss_fn, model.init(jax.random.key(cfg.seed)), train.optimizer("adam", 3e-2), lambda s: (x, y),
                     300, run_dir=os.path.join(run_dir, "hello"), progress=False, log_every=10)
     logits, _ = model.apply(res.state.params, x)
-    greedy = model.generate(res.state.params, None, jnp.asarray(text.encode("h", c.vocab)), 4, temperature=0.0)
+    greedy, _ = model.generate(res.state.params, jnp.asarray(text.encode("h", c.vocab)), max_len=4)
     ngram = NGram(2, V).fit(c.train)
     return {"corpus": "hello", "vocab": c.vocab, "predicted_next": text.decode(jnp.argmax(logits, -1), c.vocab),
             "greedy_from_h": "h" + text.decode(greedy, c.vocab), "final_loss": res.history[-1]["loss"],
@@ -90,8 +90,8 @@ def evaluate_bpc(model, params, ids: np.ndarray, segments: int) -> float:
 
     @jax.jit
     def total_bits(p):
-        logits = jax.vmap(lambda a: model.apply(p, a)[0])(x)
-        return jnp.sum(jax.vmap(rj.losses.softmax_cross_entropy)(logits, y)) / np.log(2)
+        logits, _ = model.apply(p, x)  # (segments, n, V)
+        return rj.losses.softmax_cross_entropy(logits, y, reduction="sum") / np.log(2)
 
     return float(total_bits(params)) / x.size
 
@@ -112,8 +112,8 @@ def lm_run(corpus_name, model_name, c, cfg, run_dir, mesh=None):
 
     def loss_fn(p, batch):
         x, y = batch
-        logits = jax.vmap(lambda a: model.apply(p, a)[0])(x)
-        ce = jnp.mean(jax.vmap(lambda lg, t: rj.losses.softmax_cross_entropy(lg, t, reduction="mean"))(logits, y))
+        logits, _ = model.apply(p, x)  # (B, L, V)
+        ce = rj.losses.softmax_cross_entropy(logits, y, reduction="mean")
         return ce, {"bits_per_char": ce / np.log(2)}
 
     tx = train.optimizer("adam", cfg.lr, clip_norm=cfg.clip_norm, lr_schedule="cosine", steps=cfg.steps)
@@ -128,7 +128,8 @@ def lm_run(corpus_name, model_name, c, cfg, run_dir, mesh=None):
     test_bpc = evaluate_bpc(model, params, c.test[: cfg.eval_chars + 1], cfg.eval_segments)
     prompt = jnp.asarray(text.encode(PROMPTS[corpus_name], c.vocab))
     samples = {str(temp): PROMPTS[corpus_name] + text.decode(
-        model.generate(params, jax.random.fold_in(k_sample, i), prompt, cfg.sample_len, temperature=temp), c.vocab)
+        model.generate(params, prompt, max_len=cfg.sample_len, key=jax.random.fold_in(k_sample, i),
+                       temperature=temp)[0], c.vocab)
         for i, temp in enumerate(cfg.temperatures)}
     n_params = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(params))
     tok_s = [r["tokens_per_s"] for r in res.history if "tokens_per_s" in r]

@@ -64,19 +64,15 @@ def run(name, arch, cfg, run_dir, mesh=None):
     k_init, k_batch = jax.random.split(key)
     params = jax.vmap(model.init)(jax.random.split(k_init, cfg.seeds))
 
-    def logits_of(p, x, L):
-        return jax.vmap(model.apply, in_axes=(None, 0, 0))(p, x, L)
-
     def loss_fn(p, batch):
         x, L, y = batch
-        logits = logits_of(p, x, L)
-        ce = jax.vmap(rj.losses.softmax_cross_entropy)(logits, y)
-        return jnp.mean(ce), {"accuracy": jnp.mean(jnp.argmax(logits, -1) == y)}
+        logits = model.apply(p, x, L)  # (B, classes)
+        ce = rj.losses.softmax_cross_entropy(logits, y, reduction="mean")
+        return ce, {"accuracy": jnp.mean(jnp.argmax(logits, -1) == y)}
 
     @jax.jit
-    def test_accuracy(stacked):
-        hits = jax.vmap(lambda p: jnp.sum(jnp.argmax(logits_of(p, d.x_test, d.lengths_test), -1) == d.y_test))(stacked)
-        return hits
+    def test_accuracy(stacked):  # one count per seed
+        return jax.vmap(lambda p: jnp.sum(jnp.argmax(model.apply(p, d.x_test, d.lengths_test), -1) == d.y_test))(stacked)
 
     bs = min(cfg.batch_size, N)
     idx = train.epoch_batches(N, bs, k_batch)

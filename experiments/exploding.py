@@ -59,7 +59,7 @@ def run(setting: str, clip, cfg: Config, run_dir: str, mesh=None):
 
         def loss_fn(p, b):
             x, y = b
-            pred = jax.vmap(lambda a: model.apply(p, a)[0])(x)
+            pred = model.apply(p, x)[:, 0]  # (B,)
             return jnp.mean((pred - y) ** 2), {"accuracy": jnp.mean(jnp.abs(pred - y) < 0.04)}
     else:
         model = rj.many_to_one(rj.rnn(cell), 4, vocab_size=lr.ORDER_VOCAB)
@@ -67,9 +67,9 @@ def run(setting: str, clip, cfg: Config, run_dir: str, mesh=None):
 
         def loss_fn(p, b):
             x, y = b
-            logits = jax.vmap(lambda a: model.apply(p, a))(x)
-            ce = jax.vmap(rj.losses.softmax_cross_entropy)(logits, y)
-            return jnp.mean(ce), {"accuracy": jnp.mean(jnp.argmax(logits, -1) == y)}
+            logits = model.apply(p, x)  # (B, 4)
+            ce = rj.losses.softmax_cross_entropy(logits, y, reduction="mean")
+            return ce, {"accuracy": jnp.mean(jnp.argmax(logits, -1) == y)}
 
     key = jax.random.key(cfg.seed)
     k_init, k_data = jax.random.split(key)

@@ -72,8 +72,8 @@ def main(argv=None):
 
     def gen_loss(p, batch):
         v, ti, to = batch
-        logits = jax.vmap(lambda a, b: model.apply(p, a, b))(v, ti)
-        return jnp.mean(jax.vmap(rj.losses.softmax_cross_entropy)(logits, to)) / (T + 1), {}
+        logits = model.apply(p, v, ti)  # (B, T + 1, V)
+        return rj.losses.softmax_cross_entropy(logits, to, reduction="mean"), {}
 
     idx = train.epoch_batches(N, cfg.batch_size, k_b1)
     mine = distributed.process_slice(cfg.batch_size)
@@ -89,24 +89,23 @@ def main(argv=None):
 
     def clf_loss(p, batch):
         xb, yb = batch
-        logits = jax.vmap(lambda a: clf.apply(p, a))(xb)
-        return jnp.mean(jax.vmap(rj.losses.softmax_cross_entropy)(logits, yb)), {}
+        logits = clf.apply(p, xb)  # (B, 10)
+        return rj.losses.softmax_cross_entropy(logits, yb, reduction="mean"), {}
 
     idx2 = train.epoch_batches(N, cfg.batch_size, k_b2)
     judge = train.fit(clf_loss, clf.init(k_cls), train.optimizer("adam", 3e-3, clip_norm=1.0, lr_schedule="cosine",
                                                                  steps=cfg.classifier_steps),
                       lambda s: (d.x[idx2(s)[mine]], d.y[idx2(s)[mine]]), cfg.classifier_steps, progress=False,
                       mesh=args.mesh).state.params
-    classify = jax.jit(lambda xs: jnp.argmax(jax.vmap(lambda a: clf.apply(judge, a))(xs), -1))
+    classify = jax.jit(lambda xs: jnp.argmax(clf.apply(judge, xs), -1))
     real_acc = float(np.mean(np.asarray(classify(jnp.asarray(d.x_test))) == d.y_test))
 
-    sample = jax.jit(jax.vmap(lambda v, k, temp: model.generate(gen.state.params, v, T + 1, key=k, temperature=temp),
-                              in_axes=(0, 0, None)))
+    sample = jax.jit(lambda v, k, temp: model.generate(gen.state.params, v, max_len=T + 1, key=k, temperature=temp))
     rows, drawn = [], {}
     for ti, temp in enumerate(cfg.temperatures):
         cls = np.repeat(np.arange(10), cfg.samples_per_class)
         toks, lengths = sample(jnp.asarray(np.eye(10, dtype=np.float32)[cls]),
-                               jax.random.split(jax.random.fold_in(k_sample, ti), len(cls)), temp)
+                               jax.random.fold_in(k_sample, ti), temp)
         toks = np.asarray(toks)[:, :T]
         complete = np.all(toks >= 2, axis=1)  # the model wrote T bins before its end token
         signal = dequantise(np.clip(toks - 2, 0, cfg.levels - 1), lo, hi, cfg.levels)

@@ -58,9 +58,11 @@ def build(name, cfg, V):
         def init(key):
             return {"W": jnp.zeros((V, 2), jnp.float32), "b": jnp.zeros((2,), jnp.float32)}
 
-        def apply(p, ids, length):
-            counts = jnp.zeros((V,), jnp.float32).at[ids].add((jnp.arange(ids.shape[0]) < length).astype(jnp.float32))
-            return (counts > 0).astype(jnp.float32) @ p["W"] + p["b"]  # presence of each word
+        def apply(p, ids, lengths):  # ids (B, T), lengths (B,)
+            valid = rj.sequence_mask(lengths, ids.shape[1]).astype(jnp.float32)
+            rows = jnp.arange(ids.shape[0])[:, None]
+            counts = jnp.zeros((ids.shape[0], V), jnp.float32).at[rows, ids].add(valid)
+            return rj.models.dense(p, (counts > 0).astype(jnp.float32))  # presence of each word
 
         return init, apply
     g = lambda: rj.rnn(rj.gru(cfg.hidden))  # noqa: E731
@@ -71,8 +73,8 @@ def build(name, cfg, V):
         k1, k2 = jax.random.split(key)
         return {"E": 0.1 * jax.random.normal(k1, (V, cfg.embed), jnp.float32), "model": model.init(k2)}
 
-    def apply(p, ids, length):
-        return model.apply(p["model"], p["E"][ids], length)
+    def apply(p, ids, lengths):
+        return model.apply(p["model"], p["E"][ids], lengths)  # (B, 2)
 
     return init, apply
 
@@ -99,15 +101,14 @@ def main(argv=None):
         k_init, k_batch, k_drop = jax.random.split(key, 3)
         params = jax.vmap(init)(jax.random.split(k_init, cfg.seeds))
 
-        def logits_of(p, ids, L, apply=apply):
-            return jax.vmap(apply, in_axes=(None, 0, 0))(p, ids, L)
+        logits_of = apply
 
         def loss_fn(p, batch, logits_of=logits_of):
             ids, L, y, k = batch
             keep = jax.random.bernoulli(jax.random.wrap_key_data(k), 1 - cfg.dropout_words, ids.shape)
             ids = jnp.where(keep, ids, 1)  # word dropout: <unk>
             logits = logits_of(p, ids, L)
-            return jnp.mean(jax.vmap(rj.losses.softmax_cross_entropy)(logits, y)), {}
+            return rj.losses.softmax_cross_entropy(logits, y, reduction="mean"), {}
 
         @jax.jit
         def acc(stacked, ids, L, y, logits_of=logits_of):

@@ -114,9 +114,9 @@ def build(arch, cfg, n_words, n_suffix, n_tags):
         return {"word": 0.1 * jax.random.normal(k1, (n_words, cfg.word_embed), jnp.float32),
                 "suffix": 0.1 * jax.random.normal(k2, (n_suffix, cfg.suffix_embed), jnp.float32), "model": model.init(k3)}
 
-    def apply(p, w, s, f, length):
-        x = jnp.concatenate([p["word"][w], p["suffix"][s], f], -1)  # (T, I)
-        return model.apply(p["model"], x, length)[0]               # (T, n_tags)
+    def apply(p, w, s, f, lengths):
+        x = jnp.concatenate([p["word"][w], p["suffix"][s], f], -1)  # (B, T, I)
+        return model.apply(p["model"], x, lengths)[0]              # (B, T, n_tags)
 
     return init, apply
 
@@ -130,17 +130,16 @@ def run(arch, data, vocabs, cfg, run_dir, mesh=None):
     fields = ("words", "suffix", "feats", "tags", "lengths")
 
     def logits_of(p, b):
-        return jax.vmap(apply, in_axes=(None, 0, 0, 0, 0))(p, b["words"], b["suffix"], b["feats"], b["lengths"])
+        return apply(p, b["words"], b["suffix"], b["feats"], b["lengths"])
 
     def loss_fn(p, b):
         logits = logits_of(p, b)
-        ce = jax.vmap(lambda lg, t, L: rj.losses.softmax_cross_entropy(lg, t, L))(logits, b["tags"], b["lengths"])
-        return jnp.sum(ce) / jnp.sum(b["lengths"]), {}
+        return rj.losses.softmax_cross_entropy(logits, b["tags"], b["lengths"], reduction="mean"), {}
 
     @jax.jit
     def correct(p, b):
-        hits = jax.vmap(lambda lg, t, L: rj.losses.accuracy(lg, t, L, "sum"))(logits_of(p, b), b["tags"], b["lengths"])
-        return hits  # (N,) right tokens per sentence
+        hits = rj.losses.accuracy(logits_of(p, b), b["tags"], b["lengths"], "none")
+        return hits.sum(-1)  # (N,) right tokens per sentence
 
     def accuracy(p, d):
         hits = np.concatenate([np.asarray(correct(p, {k: d[k][i:i + 512] for k in fields}))

@@ -61,14 +61,14 @@ def main(argv=None):
 
     def loss_fn(p, batch):
         src, src_len, tgt_in, tgt_out = batch
-        logits = jax.vmap(lambda s, sl, ti: model.apply(p, s, sl, ti, T_out))(src, src_len, tgt_in)
-        ce = jax.vmap(lambda lg, y: rj.losses.softmax_cross_entropy(lg, y))(logits, tgt_out)  # sum over steps
+        logits = model.apply(p, src, src_len, tgt_in)  # (B, T_out, V)
+        ce = rj.losses.softmax_cross_entropy(logits, tgt_out, reduction="sequence_mean")  # sum over steps
         acc = jnp.mean(jnp.all(jnp.argmax(logits, -1) == tgt_out, -1))
-        return jnp.mean(ce), {"teacher_forced_exact": acc}
+        return ce, {"teacher_forced_exact": acc}
 
     @jax.jit
     def decode(p, src, src_len):
-        return jax.vmap(lambda s, sl: model.generate(p, s, sl, T_out))(src, src_len)
+        return model.generate(p, src, src_len, max_len=T_out)
 
     def evaluate(p, task, n=None):
         n = n or len(task.src)

@@ -1,13 +1,14 @@
 """rnn_jax: recurrent neural networks as pure JAX functions.
 
-Cells (one step, one example) -> layers (one sequence, lax.scan) -> models (the seeds' configurations)
--> losses (one sequence, masked) -> optax. Batch with jax.vmap.
+Cells (one step, one example) -> layers (batches ``(*batch, T, I)``: one scan over time, or the cell's
+fused recurrence) -> models (the seeds' configurations) -> losses (masked, over a batch) -> optax.
 """
+from rnn_jax._checks import checked
 from rnn_jax import fused, gradcheck, initializers, interop, losses, parallel
 from rnn_jax.cells import Cell, JordanState, LSTMState, elman, gru, jordan, lstm, resolve_activation
 from rnn_jax.layers import (Layer, apply_batch, bidirectional, rnn, stack, stream_init, stream_step)
 from rnn_jax.models import (Model, encoder_decoder, many_to_many, many_to_one, one_to_many)
-from rnn_jax.unroll import flip_valid, sequence_mask, unroll, unroll_reduce
+from rnn_jax.unroll import sequence_mask, unroll, unroll_reduce
 
 __version__ = "0.1.0"
 
@@ -15,6 +16,6 @@ __all__ = [
     "Cell", "LSTMState", "JordanState", "elman", "jordan", "lstm", "gru", "resolve_activation",
     "Layer", "rnn", "bidirectional", "stack", "apply_batch", "stream_init", "stream_step",
     "Model", "many_to_one", "many_to_many", "encoder_decoder", "one_to_many",
-    "unroll", "unroll_reduce", "flip_valid", "sequence_mask", "gradcheck", "initializers", "interop", "losses",
-    "fused", "parallel",
+    "unroll", "unroll_reduce", "sequence_mask", "gradcheck", "initializers", "interop", "losses",
+    "fused", "parallel", "checked",
 ]

@@ -1,66 +1,57 @@
-"""Input validation at the public edges: clear ``ValueError`` messages before tracing."""
+"""Input validation at the public edges: clear ``ValueError`` messages before tracing.
+
+Shapes, dtypes and structures are known while tracing, so they are always checked (free at run time).
+Values (lengths, token ids, class targets) are checked when they are concrete, i.e. outside ``jit``;
+inside ``jit`` they are traced values, and :func:`checked` adds the same checks as
+``jax.experimental.checkify`` checks.
+"""
 from __future__ import annotations
+
+import contextvars
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+_CHECKIFY = contextvars.ContextVar("rnn_jax_checkify", default=False)
+
+
+def checked(fn):
+    """``fn`` with the value checks done inside ``jit`` too: returns ``(error, output)`` (the
+    ``jax.experimental.checkify`` convention); ``error.throw()`` raises the first failed check.
+
+    Without it, values that are only known under ``jit`` are not checked: a length outside ``[0, T]``
+    acts as ``T`` (or 0), a token id outside ``[0, vocab)`` is clamped by the embedding's gather, a class
+    target outside ``[0, V)`` gives a meaningless loss. Usage::
+
+        err, loss = jax.jit(rnn_jax.checked(loss_fn))(params, batch)
+        err.throw()
+    """
+    from jax.experimental import checkify
+
+    @functools.wraps(fn)
+    def with_checks(*args, **kwargs):
+        token = _CHECKIFY.set(True)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _CHECKIFY.reset(token)
+
+    return checkify.checkify(with_checks, errors=checkify.user_checks)
+
+
+def value_check(ok, message: str) -> None:
+    """A check of traced values: a ``checkify.check`` inside :func:`checked`, nothing otherwise."""
+    if _CHECKIFY.get():
+        from jax.experimental import checkify
+
+        checkify.check(jnp.all(ok), message)
+
 
 def shape_str(shape) -> str:
     """Python's tuple notation: ``(5,)``, ``(2, 3)``."""
     return str(tuple(int(d) for d in shape))
-
-
-def check_sequence(xs, input_size: int | None, argname: str = "xs") -> None:
-    """``xs`` must be ``(T, I)`` with ``I == input_size`` and a floating dtype."""
-    shape = getattr(xs, "shape", None)
-    if shape is None:
-        raise ValueError(f"{argname}: expected an array of shape (T, I), got {type(xs).__name__}")
-    want = f"(T, {input_size})" if input_size is not None else "(T, I)"
-    if len(shape) != 2:
-        hint = "; batch with jax.vmap or rnn_jax.apply_batch" if len(shape) == 3 else ""
-        raise ValueError(f"{argname}: expected shape {want}, got {shape_str(shape)}{hint}")
-    if input_size is not None and shape[1] != input_size:
-        raise ValueError(f"{argname}: expected shape {want} (feature size {input_size}), "
-                         f"got {shape_str(shape)}")
-    if not jnp.issubdtype(xs.dtype, jnp.floating):
-        raise ValueError(f"{argname}: expected a floating dtype, got {xs.dtype}")
-
-
-def check_length(length, T: int, argname: str = "length") -> None:
-    """``length`` must be a scalar integer in [0, T]; checked on concrete values only."""
-    if length is None:
-        return
-    shape = getattr(length, "shape", ())
-    if shape != ():
-        raise ValueError(f"{argname}: expected a scalar (one sequence), got shape {shape_str(shape)}")
-    dtype = getattr(length, "dtype", None)
-    if dtype is not None and not jnp.issubdtype(dtype, jnp.integer):
-        raise ValueError(f"{argname}: expected an integer, got dtype {dtype}")
-    if isinstance(length, jax.core.Tracer):
-        return
-    value = int(np.asarray(length))
-    if not 0 <= value <= T:
-        raise ValueError(f"{argname}: expected a value in [0, T] = [0, {T}], got {value}")
-
-
-def check_lengths(lengths, B: int, T: int, argname: str = "lengths") -> None:
-    """Batch lengths: ``(B,)`` integers in [0, T]; checked on concrete values only."""
-    if lengths is None:
-        return
-    shape = getattr(lengths, "shape", None)
-    if shape != (B,):
-        raise ValueError(f"{argname}: expected shape ({B},), got "
-                         f"{shape_str(shape) if shape is not None else type(lengths).__name__}")
-    if not jnp.issubdtype(lengths.dtype, jnp.integer):
-        raise ValueError(f"{argname}: expected an integer dtype, got {lengths.dtype}")
-    if isinstance(lengths, jax.core.Tracer):
-        return
-    arr = np.asarray(lengths)
-    bad = np.nonzero((arr < 0) | (arr > T))[0]
-    if bad.size:
-        raise ValueError(f"{argname}: expected values in [0, T] = [0, {T}], got {int(arr[bad[0]])} "
-                         f"at index {int(bad[0])}")
 
 
 def expected_params(init, input_size: int, dtype):
@@ -94,3 +85,78 @@ def check_same_dtype(xs, params, argname: str = "xs") -> None:
     if leaves and jnp.dtype(xs.dtype) != jnp.dtype(leaves[0].dtype):
         raise ValueError(f"{argname}: dtype {xs.dtype} does not match the params' dtype {leaves[0].dtype}; "
                          f"cast one of them (mixed dtypes)")
+
+
+# ------------------------------------------------------------------------------------------------
+# The batch-first edge: (*batch, T, I) inputs with lengths of shape batch.
+
+def check_batch(xs, input_size: int | None, argname: str = "xs", tokens: bool = False) -> tuple[tuple, int]:
+    """``xs`` must be ``(*batch, T, I)`` floats (``tokens``: ``(*batch, T)`` integers). Returns ``(batch, T)``."""
+    shape = getattr(xs, "shape", None)
+    dtype = getattr(xs, "dtype", None)
+    want = "(*batch, T)" if tokens else (f"(*batch, T, {input_size})" if input_size is not None else "(*batch, T, I)")
+    if shape is None or dtype is None:
+        raise ValueError(f"{argname}: expected an array of shape {want}, got {type(xs).__name__}")
+    if tokens:
+        if len(shape) < 1:
+            raise ValueError(f"{argname}: expected integer tokens of shape {want}, got {shape_str(shape)}")
+        if not jnp.issubdtype(dtype, jnp.integer):
+            raise ValueError(f"{argname}: expected integer token ids, got dtype {dtype}")
+        return tuple(shape[:-1]), int(shape[-1])
+    if len(shape) < 2:
+        raise ValueError(f"{argname}: expected shape {want}, got {shape_str(shape)}")
+    if input_size is not None and shape[-1] != input_size:
+        raise ValueError(f"{argname}: expected shape {want} (feature size {input_size}), got {shape_str(shape)}")
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"{argname}: expected a floating dtype, got {dtype}")
+    return tuple(shape[:-2]), int(shape[-2])
+
+
+def check_batch_lengths(lengths, batch: tuple, T: int, argname: str = "lengths"):
+    """``lengths`` must have shape ``batch`` (a scalar for one sequence), integer values in [0, T]
+    (checked when concrete). Returns it as a ``(B,)`` int32 array, or None."""
+    if lengths is None:
+        return None
+    if isinstance(lengths, bool) or isinstance(lengths, float):
+        raise ValueError(f"{argname}: expected integers, got {lengths!r}")
+    if isinstance(lengths, int):
+        lengths = np.asarray(lengths, np.int32)
+    elif isinstance(lengths, (list, tuple)):
+        lengths = np.asarray(lengths)
+    shape = getattr(lengths, "shape", None)
+    if shape is None:
+        raise ValueError(f"{argname}: expected integers of shape {shape_str(batch)}, got {type(lengths).__name__}")
+    if tuple(shape) != tuple(batch):
+        raise ValueError(f"{argname}: expected shape {shape_str(batch)} (the batch dimensions of xs), "
+                         f"got {shape_str(shape)}")
+    if not jnp.issubdtype(lengths.dtype, jnp.integer):
+        raise ValueError(f"{argname}: expected an integer dtype, got {lengths.dtype}")
+    if isinstance(lengths, jax.core.Tracer):
+        value_check((lengths >= 0) & (lengths <= T), f"{argname}: expected values in [0, T] = [0, {T}]")
+    else:
+        arr = np.asarray(lengths).reshape(-1)
+        bad = np.nonzero((arr < 0) | (arr > T))[0]
+        if bad.size:
+            where = np.unravel_index(int(bad[0]), batch) if batch else ()
+            raise ValueError(f"{argname}: expected values in [0, T] = [0, {T}], got {int(arr[bad[0]])}"
+                             + (f" at index {tuple(int(i) for i in where)}" if batch else ""))
+    return jnp.asarray(lengths).reshape(-1).astype(jnp.int32)
+
+
+def check_batch_state(state, template, batch: tuple, dtype, argname: str = "initial_state") -> None:
+    """``state`` must have the structure of one example's ``template`` with every leaf ``(*batch, ...)``
+    and the input's dtype."""
+    exp_leaves, exp_def = jax.tree_util.tree_flatten_with_path(template)
+    try:
+        got = exp_def.flatten_up_to(state)
+    except (ValueError, TypeError):
+        raise ValueError(f"{argname}: expected the structure {exp_def} with leaves of shape "
+                         f"{shape_str(batch)} + (...,), got {jax.tree_util.tree_structure(state)}") from None
+    for (path, exp), g in zip(exp_leaves, got):
+        want = tuple(batch) + tuple(exp.shape)
+        gshape = getattr(g, "shape", None)
+        if gshape is None or tuple(gshape) != want:
+            raise ValueError(f"{argname}{jax.tree_util.keystr(path)}: expected shape {shape_str(want)}, got "
+                             f"{shape_str(gshape) if gshape is not None else type(g).__name__}")
+        if jnp.dtype(g.dtype) != jnp.dtype(dtype):
+            raise ValueError(f"{argname}{jax.tree_util.keystr(path)}: expected dtype {jnp.dtype(dtype)}, got {g.dtype}")

@@ -1,4 +1,11 @@
-"""Small numerical helpers shared by cells, layers and models."""
+"""Small numerical helpers shared by cells, layers and models.
+
+Inside the library sequences are time-major, ``(T, B, ...)``: one scan over time for the whole
+batch, and no transposes between stacked layers. The public functions take batch-first
+``(*batch, T, ...)`` arrays and convert once, at the edge (:func:`to_time_major`).
+"""
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -12,4 +19,69 @@ def affine(x: jax.Array, W: jax.Array, b: jax.Array) -> jax.Array:
 
 def shift_down(S: jax.Array, first: jax.Array) -> jax.Array:
     """The previous row of every row of a time-major ``S``: ``first`` then ``S[:-1]`` (``s_{t-1}``)."""
-    return jnp.concatenate([first[None], S[:-1]], 0)
+    return jnp.concatenate([first[None], S[:-1]], 0)[:S.shape[0]]  # T = 0 stays empty
+
+
+def to_time_major(xs: jax.Array, batch_shape: tuple) -> jax.Array:
+    """``(*batch, T, ...)`` -> ``(T, B, ...)`` with ``B = prod(batch)`` (1 for no batch dimensions)."""
+    n = len(batch_shape)
+    flat = xs.reshape((math.prod(batch_shape),) + xs.shape[n:])
+    return jnp.swapaxes(flat, 0, 1)
+
+
+def from_time_major(ys: jax.Array, batch_shape: tuple) -> jax.Array:
+    """``(T, B, ...)`` -> ``(*batch, T, ...)``."""
+    ys = jnp.swapaxes(ys, 0, 1)
+    return ys.reshape(tuple(batch_shape) + ys.shape[1:])
+
+
+def flatten_batch(tree, batch_shape: tuple):
+    """Leaves ``(*batch, ...)`` -> ``(B, ...)``."""
+    n, B = len(batch_shape), math.prod(batch_shape)
+    return jax.tree.map(lambda a: a.reshape((B,) + a.shape[n:]), tree)
+
+
+def unflatten_batch(tree, batch_shape: tuple):
+    """Leaves ``(B, ...)`` -> ``(*batch, ...)``."""
+    return jax.tree.map(lambda a: a.reshape(tuple(batch_shape) + a.shape[1:]), tree)
+
+
+def broadcast_state(state_one, B: int):
+    """One example's state (leaves ``(H,)``) -> a batch's (leaves ``(B, H)``)."""
+    return jax.tree.map(lambda a: jnp.broadcast_to(a, (B,) + a.shape), state_one)
+
+
+def time_mask(lengths, T: int):
+    """``(T, B, 1)`` booleans, True for the valid steps ``t < lengths[b]``; None when ``lengths`` is None."""
+    if lengths is None:
+        return None
+    return (jnp.arange(T)[:, None] < lengths[None, :])[..., None]
+
+
+def zero_padding(xs_tm: jax.Array, mask) -> jax.Array:
+    """Zeros past each length, so that whatever the padding holds (NaN, inf) reaches no output and no
+    gradient: ``where`` with a clean untaken branch (the safe-``where`` pattern)."""
+    return xs_tm if mask is None else jnp.where(mask, xs_tm, jnp.zeros((), xs_tm.dtype))
+
+
+def flip_valid(xs_tm, lengths=None):
+    """Reverse the valid prefix of every sequence of time-major leaves ``(T, B, ...)``; padding stays.
+
+    With ``lengths=None`` the whole time axis is reversed. The permutation is its own inverse.
+    """
+    if lengths is None:
+        return jax.tree.map(lambda a: a[::-1], xs_tm)
+
+    def flip(a):
+        T = a.shape[0]
+        t = jnp.arange(T)[:, None]
+        idx = jnp.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)  # (T, B)
+        idx = idx.reshape(idx.shape + (1,) * (a.ndim - 2))
+        return jnp.take_along_axis(a, jnp.broadcast_to(idx, a.shape), axis=0)
+
+    return jax.tree.map(flip, xs_tm)
+
+
+def select(valid, new, old):
+    """Per-example choice between two batched pytrees: ``valid (B,)`` booleans, leaves ``(B, ...)``."""
+    return jax.tree.map(lambda n, o: jnp.where(valid.reshape(valid.shape + (1,) * (n.ndim - 1)), n, o), new, old)

@@ -2,17 +2,22 @@
 
 A :class:`Cell` is a NamedTuple of pure functions, the way ``optax.GradientTransformation`` is. It holds
 no arrays; factories (:func:`elman`, :func:`jordan`, :func:`lstm`, :func:`gru`) close over the
-hyperparameters. Every function works on ONE example: ``x`` is ``(I,)``, the carry's leaves are
-``(H,)``. Batches come from ``jax.vmap``.
+hyperparameters. Every function works on ONE example: ``x`` is ``(I,)``, the state's leaves are
+``(H,)``: the readable definition that every faster form is tested against.
 
 The step is split in two so that the unroller may hoist the input projection out of the time loop::
 
     gx = cell.project(params, x)                       # (G*H,) input part of all G gates, fused
-    carry, y = cell.step_projected(params, carry, gx)  # the recurrent part
-    # == cell.step(params, carry, x)
+    state, y = cell.step_projected(params, state, gx)  # the recurrent part
+    # == cell.step(params, state, x)
 
 Parameters are plain dicts, weights stored input-major ``(fan_in, fan_out)`` so a step is ``x @ W``.
 Gate blocks are joined along the last axis in the order given in each docstring.
+
+A cell may also carry its fast batched recurrence, ``Cell.fused``: a function that runs the whole
+sequence for a batch at once with a hand-written backward pass (:mod:`rnn_jax.fused`). The cell owns
+its parameter names and hands the kernel the matrices it needs; layers call it on batches
+(``rnn_jax.rnn``). It computes exactly what a loop of ``step`` computes (tested to 1e-10).
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from typing import Any, Callable, NamedTuple, Optional, Union
 import jax
 import jax.numpy as jnp
 
+from rnn_jax import fused as _fused
 from rnn_jax import initializers as inits
 from rnn_jax._ops import affine
 
@@ -29,27 +35,37 @@ Activation = Union[str, Callable[[jax.Array], jax.Array]]
 
 __all__ = ["Cell", "LSTMState", "JordanState", "elman", "jordan", "lstm", "gru", "resolve_activation"]
 
+# g' as a function of the output s = g(a), for the activations whose derivative needs only s: the
+# fused Elman recurrence then keeps only the states. Keyed by the function itself, so a callable
+# given directly (jnp.tanh, or Flax's nn.tanh, which is the same object) is recognised too.
+OUTPUT_DERIVATIVES = {
+    jnp.tanh: lambda s: 1.0 - s * s,
+    jax.nn.relu: lambda s: (s > 0).astype(s.dtype),
+    jax.nn.sigmoid: lambda s: s * (1.0 - s),
+}
+
 
 class Cell(NamedTuple):
     """A recurrent cell: pure functions over one example.
 
     Attributes:
       init: ``(key, input_size, dtype=float32) -> params``.
-      initial_carry: ``(dtype=float32) -> carry`` (zeros).
-      step: ``(params, carry, x (I,)) -> (carry, y (O,))``.
+      initial_state: ``(dtype=float32) -> state`` (zeros).
+      step: ``(params, state, x (I,)) -> (state, y (O,))``.
       project: ``(params, x (..., I)) -> (..., G*H)``: the input projection of every gate, biases included.
-      step_projected: ``(params, carry, gx (G*H,)) -> (carry, y)``.
+      step_projected: ``(params, state, gx (G*H,)) -> (state, y)``.
       input_size: ``params -> I``, the input size the params were built for.
       hidden_size: H.
       output_size: O, the size of ``y`` (H for all cells but Jordan's).
       name: a short name for messages and tables.
-      fused: the kind of fused batched recurrence with a hand-written backward pass
-        (:mod:`rnn_jax.fused`) this cell's step equals, or None for cells that only the generic
-        unroller runs.
+      fused: the cell's fast batched recurrence, or None (the generic unroller then runs it):
+        ``(params, xs (T, B, I), state (B, ...), mask (T, B, 1) | None, *, unroll, hoist)
+        -> (ys (T, B, O), final_state)``, time-major, equal to a loop of ``step`` (past a
+        sequence's length: state frozen, output zero).
     """
 
     init: Callable[..., Params]
-    initial_carry: Callable[..., Any]
+    initial_state: Callable[..., Any]
     step: Callable[[Params, Any, jax.Array], tuple[Any, jax.Array]]
     project: Callable[[Params, jax.Array], jax.Array]
     step_projected: Callable[[Params, Any, jax.Array], tuple[Any, jax.Array]]
@@ -57,18 +73,18 @@ class Cell(NamedTuple):
     hidden_size: int
     output_size: int
     name: str
-    fused: Optional[str] = None
+    fused: Optional[Callable[..., tuple[jax.Array, Any]]] = None
 
 
 class LSTMState(NamedTuple):
-    """LSTM carry: hidden state ``h`` (H,) and cell state ``c`` (H,). (Flax orders its carry (c, h).)"""
+    """LSTM state: hidden state ``h`` (H,) and cell state ``c`` (H,). (Flax orders its carry tuple (c, h).)"""
 
     h: jax.Array
     c: jax.Array
 
 
 class JordanState(NamedTuple):
-    """Jordan carry: the previous output ``y`` (O,)."""
+    """Jordan state: the previous output ``y`` (O,)."""
 
     y: jax.Array
 
@@ -100,23 +116,23 @@ def _check_size(name: str, value: int) -> int:
 
 
 def _make_step(project, step_projected):
-    def step(params, carry, x):
-        return step_projected(params, carry, project(params, x))
+    def step(params, state, x):
+        return step_projected(params, state, project(params, x))
 
     return step
 
 
-def _recurrent_cell(name, hidden_size, n_gates, init_fn, step_projected, *, carry_fn=None,
+def _recurrent_cell(name, hidden_size, n_gates, init_fn, step_projected, *, state_fn=None,
                     output_size=None, fused=None):
     """Assemble a Cell whose input projection is ``x @ W_i + b_i`` over ``n_gates`` fused blocks."""
 
     def project(params, x):
         return affine(x, params["W_i"], params["b_i"])  # (..., G*H): one step or all at once
 
-    def initial_carry(dtype=jnp.float32):
-        return carry_fn(dtype) if carry_fn else jnp.zeros((hidden_size,), dtype)
+    def initial_state(dtype=jnp.float32):
+        return state_fn(dtype) if state_fn else jnp.zeros((hidden_size,), dtype)
 
-    return Cell(init=init_fn, initial_carry=initial_carry, step=_make_step(project, step_projected),
+    return Cell(init=init_fn, initial_state=initial_state, step=_make_step(project, step_projected),
                 project=project, step_projected=step_projected,
                 input_size=lambda params: params["W_i"].shape[0], hidden_size=hidden_size,
                 output_size=output_size or hidden_size, name=name, fused=fused)
@@ -150,7 +166,8 @@ def elman(hidden_size: int, activation: Activation = "tanh", *, kernel_init="glo
 
     i.e. the seeds' :math:`s_t = g(U x_t + W s_{t-1} + b)` with ``U = W_i.T``, ``W = W_h.T``, ``b = b_i``.
     ``g`` is ``"tanh"`` (default), ``"relu"``, ``"sigmoid"`` or any callable. The output is
-    :math:`y_t = h_t`; the carry is ``h`` (H,).
+    :math:`y_t = h_t`; the state is ``h`` (H,). ``g`` is applied elementwise in the seeds, but any
+    function of the pre-activation works, in the step and in the fused recurrence alike.
 
     PyTorch's ``nn.RNN`` has two biases ``b_ih + b_hh``; their sum is ``b_i`` here.
     IRNN (Le et al. 2015): ``elman(H, "relu", recurrent_init=initializers.identity(1.0))``.
@@ -174,7 +191,12 @@ def elman(hidden_size: int, activation: Activation = "tanh", *, kernel_init="glo
         h = g(gx + h @ params["W_h"])  # (H,)
         return h, h
 
-    fused = f"elman_{activation}" if activation in ("tanh", "relu", "sigmoid") else None
+    derivative = OUTPUT_DERIVATIVES.get(g)
+
+    def fused(params, xs, h0, mask, *, unroll=1, hoist="auto"):
+        return _fused.elman(params["W_i"], params["W_h"], params["b_i"], xs, h0, mask, activation=g,
+                            derivative=derivative, unroll=unroll, hoist=hoist)
+
     return _recurrent_cell("elman", H, 1, init, step_projected, fused=fused)
 
 
@@ -187,7 +209,7 @@ def jordan(hidden_size: int, output_size: int, activation: Activation = "tanh",
         h_t &= g(x_t W_i + b_i + y_{t-1} W_y) \\\\
         y_t &= g_o(h_t W_o + b_o)
 
-    The carry is ``JordanState(y)`` with ``y`` (O,); the output is ``y_t`` (O,). ``g_o`` defaults to
+    The state is ``JordanState(y)`` with ``y`` (O,); the output is ``y_t`` (O,). ``g_o`` defaults to
     tanh so that the fed-back signal stays bounded.
 
     Params: ``W_i`` (I, H), ``b_i`` (H,), ``W_y`` (O, H), ``W_o`` (H, O), ``b_o`` (O,).
@@ -209,13 +231,13 @@ def jordan(hidden_size: int, output_size: int, activation: Activation = "tanh",
                 "W_o": k_init(k4, (H, O), dtype),           # (H, O)
                 "b_o": b_init(k5, (O,), dtype)}             # (O,)
 
-    def step_projected(params, carry, gx):
-        h = g(gx + carry.y @ params["W_y"])           # (H,)
+    def step_projected(params, state, gx):
+        h = g(gx + state.y @ params["W_y"])           # (H,)
         y = g_o(h @ params["W_o"] + params["b_o"])    # (O,)
         return JordanState(y), y
 
     return _recurrent_cell("jordan", H, 1, init, step_projected, output_size=O,
-                           carry_fn=lambda dtype: JordanState(jnp.zeros((O,), dtype)))
+                           state_fn=lambda dtype: JordanState(jnp.zeros((O,), dtype)))
 
 
 def lstm(hidden_size: int, forget_bias: float = 1.0, *, kernel_init="glorot_uniform",
@@ -230,7 +252,7 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, *, kernel_init="glorot_unif
         c' &= f \\odot c + i \\odot g, \\qquad h' = o \\odot \\tanh(c')
 
     Gate order ``i, f, g, o`` along the last axis of ``W_i`` (I, 4H), ``W_h`` (H, 4H), ``b_i`` (4H,),
-    ``b_h`` (4H,): the two biases of PyTorch's ``nn.LSTM`` and cuDNN. The carry is ``LSTMState(h, c)``;
+    ``b_h`` (4H,): the two biases of PyTorch's ``nn.LSTM`` and cuDNN. The state is ``LSTMState(h, c)``;
     the output is ``h'``. ``forget_bias`` is written into ``b_i``'s forget block at initialisation
     (Gers et al. 2000; Jozefowicz et al. 2015); the step adds nothing hidden.
     """
@@ -242,16 +264,21 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, *, kernel_init="glorot_unif
 
     init = _gated_init(H, 4, kernel_init, recurrent_init, bias_init, bias_fix if forget_bias else None)
 
-    def step_projected(params, carry, gx):
-        z = gx + carry.h @ params["W_h"] + params["b_h"]  # (4H,)
+    def step_projected(params, state, gx):
+        z = gx + state.h @ params["W_h"] + params["b_h"]  # (4H,)
         i, f, g, o = jnp.split(z, 4)
-        c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)  # (H,)
+        c = jax.nn.sigmoid(f) * state.c + jax.nn.sigmoid(i) * jnp.tanh(g)  # (H,)
         h = jax.nn.sigmoid(o) * jnp.tanh(c)  # (H,)
         return LSTMState(h, c), h
 
+    def fused(params, xs, state, mask, *, unroll=1, hoist="auto"):
+        ys, (h, c) = _fused.lstm(params["W_i"], params["W_h"], params["b_i"] + params["b_h"], xs, state, mask,
+                                 unroll=unroll, hoist=hoist)
+        return ys, LSTMState(h, c)
+
     return _recurrent_cell("lstm", H, 4, init, step_projected,
-                           carry_fn=lambda dtype: LSTMState(jnp.zeros((H,), dtype), jnp.zeros((H,), dtype)),
-                           fused="lstm")
+                           state_fn=lambda dtype: LSTMState(jnp.zeros((H,), dtype), jnp.zeros((H,), dtype)),
+                           fused=fused)
 
 
 def gru(hidden_size: int, *, kernel_init="glorot_uniform", recurrent_init="orthogonal",
@@ -266,7 +293,7 @@ def gru(hidden_size: int, *, kernel_init="glorot_uniform", recurrent_init="ortho
 
     Gate order ``r, z, n`` along the last axis of ``W_i`` (I, 3H), ``W_h`` (H, 3H), ``b_i``, ``b_h`` (3H,).
     (Cho et al. 2014 apply the reset before the product; PyTorch, cuDNN and Flax apply it after.)
-    The carry is ``h`` (H,); the output is ``h'``.
+    The state is ``h`` (H,); the output is ``h'``.
     """
     H = _check_size("hidden_size", hidden_size)
     init = _gated_init(H, 3, kernel_init, recurrent_init, bias_init)
@@ -281,4 +308,8 @@ def gru(hidden_size: int, *, kernel_init="glorot_uniform", recurrent_init="ortho
         h = (1.0 - z) * n + z * h  # (H,)
         return h, h
 
-    return _recurrent_cell("gru", H, 3, init, step_projected, fused="gru")
+    def fused(params, xs, h0, mask, *, unroll=1, hoist="auto"):
+        return _fused.gru(params["W_i"], params["W_h"], params["b_i"], params["b_h"], xs, h0, mask,
+                          unroll=unroll, hoist=hoist)
+
+    return _recurrent_cell("gru", H, 3, init, step_projected, fused=fused)

@@ -2,7 +2,7 @@
 
 * :func:`error_reach`: ``||dE/dh_k||`` for every step k < T - 1, where E is a loss of the LAST output:
   how much of the error at the end reaches step k. One backward pass: a zero perturbation is added to
-  the carry entering every step, and the gradient with respect to it is ``dE/dcarry_{k}``.
+  the state entering every step, and the gradient with respect to it is ``dE/dstate_{k}``.
 * :func:`jacobian_norms`: ``||dh_T/dh_k||_2`` (spectral norm of the product of step Jacobians
   ``J_T ... J_{k+1}``), the seeds' :math:`\\partial s_t / \\partial s_k` term.
 * :func:`recurrent_spectrum`: spectral radius and singular values of the recurrent matrix (per gate
@@ -10,7 +10,7 @@
   a largest singular value below 1 makes gradients vanish exponentially (Pascanu et al. 2013).
 * :func:`plot_reach` and :func:`plot_heatmap` draw a curve per model and a heat map over training.
 
-All work on ONE sequence; the carry of gated cells is flattened (for LSTM: ``[h, c]``).
+All work on ONE sequence; the state of gated cells is flattened (for LSTM: ``[h, c]``).
 """
 from __future__ import annotations
 
@@ -27,47 +27,47 @@ from rnn_jax.cells import Cell
 __all__ = ["error_reach", "jacobian_norms", "recurrent_spectrum", "plot_reach", "plot_heatmap"]
 
 
-def _states(cell: Cell, params, xs, carry0=None):
+def _states(cell: Cell, params, xs, initial_state=None):
     """Carries after every step, flattened: ``(T, C)``, and the unravel function."""
-    carry0 = cell.initial_carry(xs.dtype) if carry0 is None else carry0
-    flat0, unravel = ravel_pytree(carry0)
+    state0 = cell.initial_state(xs.dtype) if initial_state is None else initial_state
+    flat0, unravel = ravel_pytree(state0)
 
     def body(c, x):
         c, _ = cell.step(params, c, x)
         return c, ravel_pytree(c)[0]
 
-    _, C = lax.scan(body, carry0, xs)
+    _, C = lax.scan(body, state0, xs)
     return C, unravel, flat0
 
 
-def error_reach(cell: Cell, params, xs, loss_of_last: Callable[[jax.Array], jax.Array], carry0=None) -> jax.Array:
-    """``(T - 1,)`` norms ``||dE/dcarry_k||`` for ``k = 0 .. T-2`` (the carry after step k), where
+def error_reach(cell: Cell, params, xs, loss_of_last: Callable[[jax.Array], jax.Array], initial_state=None) -> jax.Array:
+    """``(T - 1,)`` norms ``||dE/dstate_k||`` for ``k = 0 .. T-2`` (the state after step k), where
     ``E = loss_of_last(y_{T-1})``."""
-    carry0 = cell.initial_carry(xs.dtype) if carry0 is None else carry0
+    state0 = cell.initial_state(xs.dtype) if initial_state is None else initial_state
     T = xs.shape[0]
-    flat0, unravel = ravel_pytree(carry0)
+    flat0, unravel = ravel_pytree(state0)
 
-    def loss(deltas):  # deltas (T, C): added to the carry entering each step
+    def loss(deltas):  # deltas (T, C): added to the state entering each step
         def body(c, inp):
             x, d = inp
             return cell.step(params, unravel(ravel_pytree(c)[0] + d), x)
 
-        _, ys = lax.scan(body, carry0, (xs, deltas))
+        _, ys = lax.scan(body, state0, (xs, deltas))
         return loss_of_last(ys[-1])
 
-    g = jax.grad(loss)(jnp.zeros((T, flat0.shape[0]), xs.dtype))  # g[t] = dE / d carry_{t-1}
+    g = jax.grad(loss)(jnp.zeros((T, flat0.shape[0]), xs.dtype))  # g[t] = dE / d state_{t-1}
     return jnp.linalg.norm(g[1:], axis=-1)
 
 
-def jacobian_norms(cell: Cell, params, xs, carry0=None) -> jax.Array:
-    """``(T,)``: entry k is ``||d carry_{T-1} / d carry_k||_2`` (entry ``T-1`` is 1: the identity)."""
-    C, unravel, flat0 = _states(cell, params, xs, carry0)
+def jacobian_norms(cell: Cell, params, xs, initial_state=None) -> jax.Array:
+    """``(T,)``: entry k is ``||d state_{T-1} / d state_k||_2`` (entry ``T-1`` is 1: the identity)."""
+    C, unravel, flat0 = _states(cell, params, xs, initial_state)
     prev = jnp.concatenate([flat0[None], C[:-1]], 0)  # carries before each step
 
     def step_jac(c_flat, x):
         return jax.jacfwd(lambda cf: ravel_pytree(cell.step(params, unravel(cf), x)[0])[0])(c_flat)
 
-    J = jax.vmap(step_jac)(prev, xs)  # (T, C, C): J_t = d carry_t / d carry_{t-1}
+    J = jax.vmap(step_jac)(prev, xs)  # (T, C, C): J_t = d state_t / d state_{t-1}
     n = flat0.shape[0]
 
     def back(M, Jt):  # M = d c_{T-1} / d c_t ; going back one step multiplies by J_t

@@ -39,15 +39,19 @@ def parse_mesh(spec: str) -> dict[str, int]:
 
 
 def make_mesh(spec) -> Mesh:
-    """A mesh over ``jax.devices()`` (all processes). ``spec``: a string or a dict of axis sizes."""
+    """A mesh over ``jax.devices()``. ``spec``: a string or a dict of axis sizes.
+
+    One process may use ``N`` of more devices (the first ``N``); a multi-process run spans every
+    device of every process."""
     axes = parse_mesh(spec) if isinstance(spec, str) else dict(spec)
     n = int(np.prod(list(axes.values())))
     devices = jax.devices()
-    if n != len(devices):
+    if n > len(devices) or (jax.process_count() > 1 and n != len(devices)):
+        need = "at most" if jax.process_count() == 1 else "exactly"
         raise ValueError(f"mesh: {axes} needs {n} devices, this run has {len(devices)} "
-                         f"({jax.process_count()} process(es) x {jax.local_device_count()} local); on CPU use "
-                         f"XLA_FLAGS=--xla_force_host_platform_device_count=N")
-    return Mesh(np.array(devices).reshape(tuple(axes.values())), tuple(axes))
+                         f"({jax.process_count()} process(es) x {jax.local_device_count()} local; {need} that many "
+                         f"can be used); on CPU use XLA_FLAGS=--xla_force_host_platform_device_count=N")
+    return Mesh(np.array(devices[:n]).reshape(tuple(axes.values())), tuple(axes))
 
 
 def initialize(coordinator: Optional[str] = None, num_processes: Optional[int] = None,

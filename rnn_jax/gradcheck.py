@@ -122,6 +122,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     args.skip = None if args.skip == "none" else args.skip
     jax.config.update("jax_enable_x64", True)
+    for name in ("input", "hidden", "steps"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be a positive int, got {getattr(args, name)}")
     if args.length is not None and not 0 <= args.length <= args.steps:
         p.error(f"--length must be in [0, {args.steps}], got {args.length}")
     layer = _build(args)
@@ -130,11 +133,12 @@ def main(argv=None) -> int:
     params = jax.tree.map(lambda a, k: a + 0.3 * jax.random.normal(k, a.shape, a.dtype), params,
                           jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params),
                                                        list(jax.random.split(k2, len(jax.tree_util.tree_leaves(params))))))
-    xs = jax.random.normal(k3, (args.steps, args.input), jnp.float64)
-    target = jnp.sin(jnp.arange(args.steps * layer.output_size, dtype=jnp.float64)).reshape(args.steps, -1)
+    xs = jax.random.normal(k3, (2, args.steps, args.input), jnp.float64)  # a batch: the fused path
+    lengths = jnp.array([args.steps, args.steps if args.length is None else args.length])
+    target = jnp.sin(jnp.arange(2 * args.steps * layer.output_size, dtype=jnp.float64)).reshape(2, args.steps, -1)
 
     def loss(p):
-        ys, _ = layer.apply(p, xs, args.length)
+        ys, _ = layer.apply(p, xs, lengths)
         return jnp.sum((ys - target) ** 2)
 
     report = check(loss, params, tol=args.tol)

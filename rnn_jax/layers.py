@@ -1,28 +1,36 @@
 """Sequence layers built from cells, and combinators that return layers.
 
-A :class:`Layer` works on ONE sequence: ``apply(params, xs (T, I), length=None, initial_state=None)
--> (ys (T, O), final_state)``. Combinators return layers, as ``optax.chain`` returns a transformation:
+A :class:`Layer` takes batches: ``apply(params, xs (*batch, T, I), lengths=None, initial_state=None)
+-> (ys (*batch, T, O), final_state)`` with zero or more leading batch dimensions, ``lengths`` of
+shape ``batch`` and final-state leaves ``(*batch, ...)``. One call serves one sequence and a batch,
+as Flax's ``nn.RNN`` does. Combinators return layers, as ``optax.chain`` returns a transformation:
 
-* :func:`rnn` turns a cell into a layer through the scan unroller;
+* :func:`rnn` turns a cell into a layer: a batch runs the cell's fused recurrence (hand-written
+  backward pass, :mod:`rnn_jax.fused`) when it has one, else one scan over time whose step is the
+  cell vmapped over the batch (:func:`rnn_jax.unroll.scan`);
 * :func:`bidirectional` runs one layer forwards and one over the reversed valid prefix, and merges;
 * :func:`stack` makes a deep RNN, with optional residual or highway connections between layers.
 
-Batches: ``jax.vmap(layer.apply, in_axes=(None, 0, 0))`` or :func:`apply_batch`, which also checks
-the batch's shapes and lengths before tracing.
+Each layer is written once, on a time-major batch (``Layer.run``: ``xs (T, B, I)``, unchecked);
+``apply`` checks its arguments once, at the edge, and converts to and from that layout.
+
+A call without batch dimensions runs the generic scan, so that ``jax.vmap`` over single-sequence
+calls is autodiff of one scan (as in Flax): a custom backward pass under ``jax.vmap`` would build one
+weight gradient per example. Batched calls are the fast path.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+import warnings
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
 
-from rnn_jax import _checks
-from rnn_jax._ops import affine
-from rnn_jax import fused as _fused
+from rnn_jax import _checks, _ops
 from rnn_jax import parallel as _parallel
+from rnn_jax._ops import affine
 from rnn_jax.cells import Cell
-from rnn_jax.unroll import flip_valid, unroll
+from rnn_jax.unroll import scan
 
 __all__ = ["Layer", "rnn", "bidirectional", "stack", "apply_batch", "stream_init", "stream_step",
            "MERGES", "SKIPS"]
@@ -33,67 +41,101 @@ class Layer(NamedTuple):
 
     Attributes:
       init: ``(key, input_size, dtype=float32) -> params``.
-      apply: ``(params, xs (T, I), length=None, initial_state=None) -> (ys (T, O), final_state)``.
+      apply: ``(params, xs (*batch, T, I), lengths=None, initial_state=None) -> (ys (*batch, T, O),
+        final_state)``: checked, batch-first; the function users call.
+      run: ``(params, xs (T, B, I), lengths (B,) | None, state | None, fused=True) -> (ys (T, B, O),
+        final_state)``: the unchecked time-major core that combinators and models compose.
+        ``fused=False`` asks for the generic scan (used for calls without batch dimensions).
       output_size: O.
       input_size: ``params -> I``.
-      initial_state: ``(dtype=float32) -> state`` (zeros).
-      step: ``(params, state, x (I,)) -> (state, y (O,))`` for online use, or None when the layer
-        needs the future (bidirectional, reversed).
+      initial_state: ``(dtype=float32) -> state`` of ONE example (zeros).
+      step: ``(params, state (B, ...), x (B, I)) -> (state, y (B, O))``, one timestep of a batch for
+        online use, or None when the layer needs the future (bidirectional, reversed).
       name: for messages and tables.
-      batched: ``(params, xs (B, T, I), lengths (B,) | None, initial_state | None) -> (ys (B, T, O),
-        finals)``: a batch-major implementation equal to ``jax.vmap(apply)``, used by
-        :func:`apply_batch`; None when the layer has none (``apply_batch`` then vmaps ``apply``).
     """
 
     init: Callable[..., Any]
     apply: Callable[..., tuple[jax.Array, Any]]
+    run: Callable[..., tuple[jax.Array, Any]]
     output_size: int
     input_size: Callable[[Any], int]
     initial_state: Callable[..., Any]
     step: Optional[Callable[..., tuple[Any, jax.Array]]]
     name: str
-    batched: Optional[Callable[..., tuple[jax.Array, Any]]] = None
 
 
-def _check_call(layer_init, input_size, params, xs, length):
-    """Shape and dtype checks shared by the combinators (trace time only)."""
-    _checks.check_sequence(xs, input_size(params))
-    _checks.check_params(_checks.expected_params(layer_init, xs.shape[1], xs.dtype), params)
+def check_inputs(init, input_size, initial_state, params, xs, lengths, state):
+    """The edge checks of a layer call; returns ``(xs (T, B, I) with zeros past each length,
+    lengths (B,) | None, state (B, ...) | None, batch)``."""
+    shape = getattr(xs, "shape", None)
+    if shape is not None and len(shape) >= 2:
+        try:
+            I = input_size(params)
+        except (KeyError, IndexError, TypeError, AttributeError):
+            I = None  # malformed params: check_params names what is wrong below
+        if I is not None and shape[-1] != I:
+            raise ValueError(f"xs: expected shape (*batch, T, {I}) (feature size {I}, from params), "
+                             f"got {_checks.shape_str(shape)}")
+    batch, T = _checks.check_batch(xs, None)
+    _checks.check_params(_checks.expected_params(init, xs.shape[-1], xs.dtype), params)
     _checks.check_same_dtype(xs, params)
-    _checks.check_length(length, xs.shape[0])
+    lengths = _checks.check_batch_lengths(lengths, batch, T)
+    if state is not None:
+        _checks.check_batch_state(state, initial_state(xs.dtype), batch, xs.dtype)
+        state = _ops.flatten_batch(state, batch)
+    xs_tm = _ops.zero_padding(_ops.to_time_major(xs, batch), _ops.time_mask(lengths, T))
+    return xs_tm, lengths, state, batch
+
+
+def _layer(init, run, output_size, input_size, initial_state, step, name) -> Layer:
+    """Assemble a Layer whose public ``apply`` checks once and calls ``run`` on a time-major batch."""
+
+    def apply(params, xs, lengths=None, initial_state=None):
+        xs_tm, lengths, state, batch = check_inputs(init, input_size, initial_state_fn, params, xs, lengths,
+                                                    initial_state)
+        ys, final = run(params, xs_tm, lengths, state, fused=bool(batch))
+        return _ops.from_time_major(ys, batch), _ops.unflatten_batch(final, batch)
+
+    initial_state_fn = initial_state
+    apply.__doc__ = (f"{name}: ``(params, xs (*batch, T, I), lengths=None, initial_state=None) -> "
+                     f"(ys (*batch, T, {output_size}), final_state)``.")
+    return Layer(init=init, apply=apply, run=run, output_size=output_size, input_size=input_size,
+                 initial_state=initial_state, step=step, name=name)
 
 
 def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool, int] = False,
-        hoist_input: Union[bool, str] = "auto", fused: Optional[bool] = None, layout: str = "auto",
+        hoist_input: Union[bool, str] = "auto", fused: Optional[bool] = None,
         parallel: Optional[str] = None) -> Layer:
-    """A layer that runs ``cell`` over the sequence with :func:`rnn_jax.unroll.unroll`.
+    """A layer that runs ``cell`` over the sequence.
 
-    ``reverse``, ``unroll``, ``remat`` and ``hoist_input`` are passed to the unroller
-    (``hoist_input="auto"``: off in the generic unroller; in the fused recurrence
-    :func:`rnn_jax.fused.choose_hoist` decides from measurements).
+    Batched calls run ``cell.fused``, the cell's fast recurrence with a hand-written backward pass
+    (Elman, LSTM, GRU), when it has one and ``fused`` is not False; otherwise (and for calls without
+    batch dimensions) the generic scan :func:`rnn_jax.unroll.scan`, autodiff through ``lax.scan``.
+    Both compute the same values and gradients (tested to 1e-10 in float64).
 
-    ``fused``: batches through :func:`apply_batch` use the fused recurrence of :mod:`rnn_jax.fused`
-    (hand-written backward pass, weight gradients as single products over all timesteps) when
-    the cell has one (Elman tanh/relu/sigmoid, LSTM, GRU). ``None`` (default): when available and
-    ``remat`` is off; ``True``: always (an error for other cells); ``False``: never. The per-sequence
-    ``apply`` is always the generic unroller; both compute the same values and gradients.
-    ``layout``: the fused recurrence's step layout, ``"batch"`` (states ``(B, H)``), ``"feature"``
-    (states ``(H, B)``) or ``"auto"`` (:func:`rnn_jax.fused.choose_layout`, from measurements).
-
-    ``parallel``: ``"newton"`` or ``"diagonal"`` evaluates the sequence in parallel over time with
-    :func:`rnn_jax.parallel.deer` (falling back to the scan when it does not converge); None: the scan.
+    Args:
+      reverse: read the valid prefix backwards (outputs stay aligned with their inputs).
+      unroll: the ``lax.scan`` unroll factor.
+      remat: False, True or a chunk size: rematerialise in the backward pass (generic scan only).
+      hoist_input: take the input product of all timesteps before the loop: True, False or
+        ``"auto"`` (the fused recurrences decide from measurements; the generic scan does not hoist).
+      fused: None (use the cell's fused recurrence when it has one and ``remat`` is off), True
+        (require it) or False (never).
+      parallel: ``"newton"`` or ``"diagonal"`` evaluates the sequence in parallel over time with
+        :func:`rnn_jax.parallel.deer` (falling back to the scan when it does not converge); None: the scan.
     """
     if not isinstance(cell, Cell):
         raise ValueError(f"cell: expected an rnn_jax Cell (e.g. rnn_jax.lstm(H)), got {type(cell).__name__}")
     if fused not in (None, True, False):
         raise ValueError(f"fused: expected None, True or False, got {fused!r}")
-    if fused and cell.fused not in _fused.FUSED_KINDS:
-        raise ValueError(f"fused=True: cell {cell.name!r} has no fused recurrence; fused cells are "
-                         f"{_fused.FUSED_KINDS}")
+    if fused and cell.fused is None:
+        raise ValueError(f"fused=True: cell {cell.name!r} has no fused recurrence (Elman, LSTM and GRU have)")
     if hoist_input not in (True, False, "auto"):
         raise ValueError(f"hoist_input: expected True, False or 'auto', got {hoist_input!r}")
-    if layout not in ("auto", "batch", "feature"):
-        raise ValueError(f"layout: expected 'auto', 'batch' or 'feature', got {layout!r}")
+    if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
+        raise ValueError(f"unroll: expected an int >= 1, got {unroll!r}")
+    if not isinstance(remat, bool) and (not isinstance(remat, int) or remat < 1):
+        raise ValueError(f"remat: expected a bool or an int chunk size >= 1, got {remat!r}")
     if parallel is not None and parallel not in _parallel.METHODS:
         raise ValueError(f"parallel: expected None or one of {_parallel.METHODS}, got {parallel!r}")
     if fused and parallel:
@@ -101,29 +143,26 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
     if fused and remat:
         raise ValueError("fused=True with remat: the fused recurrence keeps every step's gates; "
                          "use remat with fused=False")
-    unroll_factor = unroll
+    use_fused = cell.fused is not None and fused is not False and not remat and not parallel
+    n_unroll = unroll
 
-    def apply(params, xs, length=None, initial_state=None):
+    def run(params, xs, lengths=None, state=None, fused=True):
         if parallel:
-            return _parallel.deer(cell, params, xs, length=length, initial_carry=initial_state,
-                                  reverse=reverse, method=parallel)[:2]
-        return _unroll(cell, params, xs, length=length, initial_carry=initial_state, reverse=reverse,
-                       unroll=unroll_factor, remat=remat, hoist_input=hoist_input is True)
+            return _parallel.solve_batch(cell, params, xs, lengths, state, reverse=reverse, method=parallel)[:2]
+        if not (use_fused and fused):
+            return scan(cell, params, xs, lengths, state, reverse=reverse, unroll=n_unroll, remat=remat,
+                        hoist_input=hoist_input is True)
+        state = _ops.broadcast_state(cell.initial_state(xs.dtype), xs.shape[1]) if state is None else state
+        if reverse:
+            xs = _ops.flip_valid(xs, lengths)
+        ys, final = cell.fused(params, xs, state, _ops.time_mask(lengths, xs.shape[0]), unroll=n_unroll,
+                               hoist=hoist_input)
+        return (_ops.flip_valid(ys, lengths) if reverse else ys), final
 
-    batched = None
-    if fused or (fused is None and not remat and not parallel and cell.fused in _fused.FUSED_KINDS):
-        def batched(params, xs, lengths=None, initial_state=None):
-            _checks.check_params(_checks.expected_params(cell.init, xs.shape[2], xs.dtype), params)
-            _checks.check_same_dtype(xs, params)
-            return _fused.unroll_batch(cell, params, xs, lengths=lengths, initial_carry=initial_state,
-                                       reverse=reverse, unroll=unroll_factor, layout=layout, hoist=hoist_input)
+    step = None if reverse else jax.vmap(cell.step, in_axes=(None, 0, 0))
+    return _layer(cell.init, run, cell.output_size, cell.input_size, cell.initial_state, step,
+                  ("reversed " if reverse else "") + cell.name)
 
-    return Layer(init=cell.init, apply=apply, output_size=cell.output_size, input_size=cell.input_size,
-                 initial_state=cell.initial_carry, step=None if reverse else cell.step,
-                 name=("reversed " if reverse else "") + cell.name, batched=batched)
-
-
-_unroll = unroll
 
 MERGES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
     "concat": lambda a, b: jnp.concatenate([a, b], axis=-1),
@@ -137,10 +176,10 @@ def bidirectional(fwd: Layer, bwd: Layer, merge: Union[str, Callable] = "concat"
     """Run ``fwd`` over the sequence and ``bwd`` over its reversed valid prefix; merge per step.
 
     ``merge`` is ``"concat"`` (O = O_f + O_b), ``"sum"``, ``"mean"``, ``"mul"`` (O_f == O_b) or a
-    callable ``(y_f, y_b) -> y``, for which the output size is taken to be O_f. Output ``t`` of
-    ``bwd`` is aligned with input ``t``, so ``ys[t]`` sees the whole valid sequence. Params are
-    ``{"fwd": ..., "bwd": ...}``; the final state is ``(fwd_final, bwd_final)``, where ``bwd_final``
-    is the state after reading ``x[0]``.
+    callable ``(y_f, y_b) -> y`` on ``(..., O_f)`` arrays, for which the output size is taken to be
+    O_f. Output ``t`` of ``bwd`` is aligned with input ``t``, so ``ys[..., t, :]`` sees the whole
+    valid sequence. Params are ``{"fwd": ..., "bwd": ...}``; the final state is ``(fwd_final,
+    bwd_final)``, where ``bwd_final`` is the state after reading ``x[0]``.
     """
     for name, layer in (("fwd", fwd), ("bwd", bwd)):
         if not isinstance(layer, Layer):
@@ -169,33 +208,13 @@ def bidirectional(fwd: Layer, bwd: Layer, merge: Union[str, Callable] = "concat"
     def initial_state(dtype=jnp.float32):
         return (fwd.initial_state(dtype), bwd.initial_state(dtype))
 
-    def apply(params, xs, length=None, initial_state=None):
-        _check_call(init, input_size, params, xs, length)
-        s_f, s_b = (None, None) if initial_state is None else initial_state
-        ys_f, fin_f = fwd.apply(params["fwd"], xs, length, s_f)                  # (T, O_f)
-        ys_b, fin_b = bwd.apply(params["bwd"], flip_valid(xs, length), length, s_b)
-        ys_b = flip_valid(ys_b, length)                                         # (T, O_b), aligned
-        return merge_fn(ys_f, ys_b), (fin_f, fin_b)
+    def run(params, xs, lengths=None, state=None, fused=True):
+        s_f, s_b = (None, None) if state is None else state
+        ys_f, fin_f = fwd.run(params["fwd"], xs, lengths, s_f, fused)                         # (T, B, O_f)
+        ys_b, fin_b = bwd.run(params["bwd"], _ops.flip_valid(xs, lengths), lengths, s_b, fused)
+        return merge_fn(ys_f, _ops.flip_valid(ys_b, lengths)), (fin_f, fin_b)  # bwd outputs aligned
 
-    batched = None
-    if fwd.batched is not None and bwd.batched is not None:
-        def batched(params, xs, lengths=None, initial_state=None):
-            s_f, s_b = (None, None) if initial_state is None else initial_state
-            flip = _flip_batch(lengths)
-            ys_f, fin_f = fwd.batched(params["fwd"], xs, lengths, s_f)
-            ys_b, fin_b = bwd.batched(params["bwd"], flip(xs), lengths, s_b)
-            return merge_fn(ys_f, flip(ys_b)), (fin_f, fin_b)
-
-    return Layer(init=init, apply=apply, output_size=out, input_size=input_size,
-                 initial_state=initial_state, step=None, name=f"bidirectional({fwd.name}, {bwd.name})",
-                 batched=batched)
-
-
-def _flip_batch(lengths):
-    """Reverse the valid prefix of every sequence of a batch ``(B, T, ...)``."""
-    if lengths is None:
-        return lambda a: a[:, ::-1]
-    return lambda a: jnp.swapaxes(_fused.flip_valid_batch(jnp.swapaxes(a, 0, 1), lengths), 0, 1)
+    return _layer(init, run, out, input_size, initial_state, None, f"bidirectional({fwd.name}, {bwd.name})")
 
 
 SKIPS = (None, "residual", "highway")
@@ -254,15 +273,14 @@ def stack(*layers: Layer, skip: Optional[str] = None, highway_bias: float = -1.0
         if skip == "residual":
             return y + x
         gate = params["gates"][i - 1]
-        g = jax.nn.sigmoid(affine(x, gate["W"], gate["b"]))  # (T, O) or (O,)
+        g = jax.nn.sigmoid(affine(x, gate["W"], gate["b"]))  # (..., O)
         return g * y + (1.0 - g) * x
 
-    def apply(params, xs, length=None, initial_state=None):
-        _check_call(init, input_size, params, xs, length)
-        states = (None,) * len(layers) if initial_state is None else initial_state
+    def run(params, xs, lengths=None, state=None, fused=True):
+        states = (None,) * len(layers) if state is None else state
         h, finals = xs, []
         for i, (layer, p, s) in enumerate(zip(layers, params["layers"], states)):
-            ys, fin = layer.apply(p, h, length, s)  # (T, O_i)
+            ys, fin = layer.run(p, h, lengths, s, fused)  # (T, B, O_i)
             h = connect(params, i, h, ys)
             finals.append(fin)
         return h, tuple(finals)
@@ -277,58 +295,46 @@ def stack(*layers: Layer, skip: Optional[str] = None, highway_bias: float = -1.0
                 new_states.append(s)
             return tuple(new_states), h
 
-    batched = None
-    if all(layer.batched is not None for layer in layers):
-        def batched(params, xs, lengths=None, initial_state=None):
-            states = (None,) * len(layers) if initial_state is None else initial_state
-            h, finals = xs, []
-            for i, (layer, p, s) in enumerate(zip(layers, params["layers"], states)):
-                ys, fin = layer.batched(p, h, lengths, s)  # (B, T, O_i)
-                h = connect(params, i, h, ys)
-                finals.append(fin)
-            return h, tuple(finals)
-
-    return Layer(init=init, apply=apply, output_size=layers[-1].output_size, input_size=input_size,
-                 initial_state=initial_state, step=step,
-                 name=f"stack[{', '.join(l.name for l in layers)}]" + (f"/{skip}" if skip else ""),
-                 batched=batched)
+    name = f"stack[{', '.join(l.name for l in layers)}]" + (f"/{skip}" if skip else "")
+    return _layer(init, run, layers[-1].output_size, input_size, initial_state, step, name)
 
 
-def apply_batch(layer: Layer, params, xs: jax.Array, lengths: Optional[jax.Array] = None,
-                initial_state: Any = None):
-    """``layer.apply`` over a batch ``xs (B, T, I)`` with ``lengths (B,)``; returns ``(ys (B, T, O), finals)``.
-
-    Checks the batch's shapes and (concrete) lengths before tracing, then runs ``layer.batched``
-    (the fused recurrences of :mod:`rnn_jax.fused`) when the layer has it, else vmaps ``layer.apply``.
-    """
-    shape = getattr(xs, "shape", None)
-    if shape is None or len(shape) != 3:
-        raise ValueError(f"xs: expected shape (B, T, I), got "
-                         f"{_checks.shape_str(shape) if shape is not None else type(xs).__name__}")
-    I = layer.input_size(params)
-    if shape[2] != I:
-        raise ValueError(f"xs: expected shape (B, T, {I}) (feature size {I}), got {_checks.shape_str(shape)}")
-    _checks.check_lengths(lengths, shape[0], shape[1])
-    if layer.batched is not None:
-        return layer.batched(params, xs, None if lengths is None else jnp.asarray(lengths), initial_state)
-    in_axes = (None, 0, None if lengths is None else 0, None if initial_state is None else 0)
-    return jax.vmap(layer.apply, in_axes=in_axes)(params, xs, lengths, initial_state)
+def apply_batch(layer: Layer, params, xs: jax.Array, lengths=None, initial_state: Any = None):
+    """Deprecated alias of ``layer.apply(params, xs, lengths, initial_state)`` (layers take batches
+    now); kept for one release."""
+    warnings.warn("rnn_jax.apply_batch is deprecated: call layer.apply, which takes batches", DeprecationWarning,
+                  stacklevel=2)
+    return layer.apply(params, xs, lengths, initial_state)
 
 
-def stream_init(layer: Layer, dtype=jnp.float32):
-    """The state before the first timestep of online use (zeros)."""
+def _online(layer: Layer) -> Layer:
+    if not isinstance(layer, Layer):
+        raise ValueError(f"layer: expected an rnn_jax Layer, got {type(layer).__name__}")
     if layer.step is None:
         raise ValueError(f"layer: {layer.name} needs future inputs and cannot run online (no step)")
-    return layer.initial_state(dtype)
+    return layer
+
+
+def stream_init(layer: Layer, batch_shape: tuple = (), dtype=jnp.float32):
+    """The state before the first timestep of online use: zeros with leaves ``(*batch_shape, ...)``."""
+    _online(layer)
+    batch_shape = tuple(batch_shape)
+    if not all(isinstance(d, int) and d >= 1 for d in batch_shape):
+        raise ValueError(f"batch_shape: expected a tuple of positive ints, got {batch_shape!r}")
+    return jax.tree.map(lambda a: jnp.zeros(batch_shape + a.shape, a.dtype), layer.initial_state(dtype))
 
 
 def stream_step(layer: Layer, params, state, x: jax.Array):
-    """Feed ONE timestep ``x (I,)``; returns ``(state, y (O,))``, equal to the offline unroll's output."""
-    if layer.step is None:
-        raise ValueError(f"layer: {layer.name} needs future inputs and cannot run online (no step)")
+    """Feed ONE timestep ``x (*batch, I)``; returns ``(state, y (*batch, O))``, equal to the offline
+    ``apply``'s output at that step."""
+    _online(layer)
     shape = getattr(x, "shape", None)
-    I = layer.input_size(params)
-    if shape != (I,):
-        raise ValueError(f"x: expected shape ({I},), got "
+    if shape is None or len(shape) < 1:
+        raise ValueError(f"x: expected shape (*batch, I), got "
                          f"{_checks.shape_str(shape) if shape is not None else type(x).__name__}")
-    return layer.step(params, state, x)
+    batch = tuple(shape[:-1])
+    _checks.check_params(_checks.expected_params(layer.init, shape[-1], x.dtype), params)
+    _checks.check_same_dtype(x, params, "x")
+    _checks.check_batch_state(state, layer.initial_state(x.dtype), batch, x.dtype, "state")
+    new, y = layer.step(params, _ops.flatten_batch(state, batch), x.reshape((-1, shape[-1])))
+    return _ops.unflatten_batch(new, batch), y.reshape(batch + y.shape[1:])

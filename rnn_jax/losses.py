@@ -1,9 +1,17 @@
-"""Masked losses and metrics for ONE sequence (batch with ``jax.vmap``).
+"""Masked losses and metrics over a batch of sequences.
 
-Shapes: ``logits (T, V)`` with integer ``targets (T,)``, or a single prediction ``logits (V,)`` with a
-scalar target. ``length`` masks steps ``t >= length``. Following the seeds, the loss of a sequence is
-the sum of its per-step losses, :math:`E = \\sum_t E_t` (``reduction="sum"``); ``"mean"`` divides by
-the number of valid steps; ``"none"`` returns the per-step losses (zero past ``length``).
+Shapes: ``logits (*batch, T, V)`` with integer ``targets (*batch, T)`` and ``lengths`` of shape
+``batch`` (steps ``t >= lengths`` are masked); or one prediction per example, ``logits (*batch, V)``
+with ``targets (*batch,)`` and no lengths. Reductions:
+
+* ``"sum"``: the sum over every valid step of every sequence. Following the seeds, the loss of ONE
+  sequence is the sum of its per-step losses, :math:`E = \\sum_t E_t`;
+* ``"mean"``: the mean over valid steps (tokens) of the whole batch;
+* ``"sequence_mean"``: the mean over sequences of each sequence's sum, :math:`\\frac1B \\sum_b E_b`;
+* ``"none"``: the per-step values, zero past each length.
+
+Padding is inert: whatever the logits hold past a length (NaN, inf) reaches neither the loss nor
+its gradient.
 """
 from __future__ import annotations
 
@@ -11,69 +19,115 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-__all__ = ["softmax_cross_entropy", "bits_per_char", "accuracy", "mse", "masked_reduce", "step_mask"]
+from rnn_jax import _checks
+
+__all__ = ["softmax_cross_entropy", "bits_per_char", "accuracy", "mse", "masked_reduce", "step_mask",
+           "REDUCTIONS"]
 
 LN2 = math.log(2.0)
+REDUCTIONS = ("sum", "mean", "sequence_mean", "none")
 
 
-def step_mask(T: int, length=None, dtype=jnp.float32) -> jax.Array:
-    """``(T,)`` weights: 1 for valid steps, 0 past ``length``."""
-    if length is None:
-        return jnp.ones((T,), dtype)
-    return (jnp.arange(T) < length).astype(dtype)
+def step_mask(shape: tuple, lengths=None, dtype=jnp.float32) -> jax.Array:
+    """Weights of ``shape = (*batch, T)``: 1 for valid steps, 0 past ``lengths`` (shape ``batch``)."""
+    if lengths is None:
+        return jnp.ones(shape, dtype)
+    lengths = jnp.asarray(lengths)
+    t = jnp.arange(shape[-1]).reshape((1,) * lengths.ndim + (shape[-1],))
+    return (t < lengths[..., None]).astype(dtype)
 
 
-def masked_reduce(per_step: jax.Array, length=None, reduction: str = "sum") -> jax.Array:
-    """Reduce ``(T,)`` per-step values over the valid steps."""
-    m = step_mask(per_step.shape[0], length, per_step.dtype)
-    vals = per_step * m
+def masked_reduce(per_step: jax.Array, lengths=None, reduction: str = "sum") -> jax.Array:
+    """Reduce ``(*batch, T)`` per-step values over the valid steps (see the module docstring)."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction: expected one of {REDUCTIONS}, got {reduction!r}")
+    m = step_mask(per_step.shape, lengths, per_step.dtype)
+    vals = jnp.where(m > 0, per_step, jnp.zeros((), per_step.dtype))
     if reduction == "none":
         return vals
     if reduction == "sum":
         return vals.sum()
     if reduction == "mean":
         return vals.sum() / jnp.maximum(m.sum(), 1)
-    raise ValueError(f"reduction: expected 'sum', 'mean' or 'none', got {reduction!r}")
+    if per_step.ndim < 1:
+        return vals
+    return vals.sum(-1).mean() if per_step.ndim > 1 else vals.sum()
 
 
-def _check_pair(logits, targets):
-    if logits.ndim not in (1, 2) or targets.shape != logits.shape[:-1]:
-        raise ValueError(f"targets: expected shape {tuple(logits.shape[:-1])} for logits of shape "
-                         f"{tuple(logits.shape)}, got {tuple(targets.shape)}")
+def _check(logits, targets, lengths, argname="targets", classes=True):
+    lshape, tshape = getattr(logits, "shape", None), getattr(targets, "shape", None)
+    if lshape is None or tshape is None:
+        raise ValueError(f"{argname}: expected arrays, got {type(logits).__name__} and {type(targets).__name__}")
+    want = tuple(lshape[:-1]) if classes else tuple(lshape)
+    if tuple(tshape) != want:
+        raise ValueError(f"{argname}: expected shape {want} for {'logits' if classes else 'preds'} of shape "
+                         f"{tuple(lshape)}, got {tuple(tshape)}")
+    steps = tuple(lshape[:-1])  # (*batch, T)
+    if lengths is not None:
+        if len(steps) < 1:
+            raise ValueError(f"lengths: a single prediction per example has no time axis; expected None, got {lengths!r}")
+        _checks.check_batch_lengths(lengths, steps[:-1], steps[-1])
+    if classes:
+        if not jnp.issubdtype(targets.dtype, jnp.integer):
+            raise ValueError(f"{argname}: expected integer class ids, got dtype {targets.dtype}")
+        V = lshape[-1]
+        if isinstance(targets, jax.core.Tracer):
+            ok = (targets >= 0) & (targets < V)
+            if lengths is not None:
+                ok = ok | (step_mask(targets.shape, lengths, jnp.float32) == 0)
+            _checks.value_check(ok, f"{argname}: expected class ids in [0, {V})")
+        else:
+            arr = np.asarray(targets)
+            bad = np.nonzero((arr < 0) | (arr >= V))
+            if bad[0].size:
+                if lengths is not None and not isinstance(lengths, jax.core.Tracer):
+                    valid = np.asarray(step_mask(arr.shape, lengths, jnp.float32)) > 0
+                    bad = np.nonzero(((arr < 0) | (arr >= V)) & valid)
+                if bad[0].size:
+                    idx = tuple(int(b[0]) for b in bad)
+                    raise ValueError(f"{argname}: expected class ids in [0, {V}), got {int(arr[idx])} at index {idx}")
 
 
-def softmax_cross_entropy(logits, targets, length=None, reduction: str = "sum") -> jax.Array:
+def _safe_logits(logits, targets, lengths):
+    """Zeros past each length (their loss is masked; this keeps NaN out of the gradient), and target
+    ids clipped there (padding may hold any id)."""
+    if lengths is None:
+        return logits, targets
+    m = step_mask(targets.shape, lengths, jnp.float32) > 0
+    return jnp.where(m[..., None], logits, jnp.zeros((), logits.dtype)), jnp.where(m, targets, 0)
+
+
+def softmax_cross_entropy(logits, targets, lengths=None, reduction: str = "sum") -> jax.Array:
     """Softmax cross-entropy in nats, ``-log p(target)`` per step, masked and reduced."""
-    _check_pair(logits, targets)
+    _check(logits, targets, lengths)
+    logits, targets = _safe_logits(logits, targets, lengths)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-    if logits.ndim == 1:
-        return ce
-    return masked_reduce(ce, length, reduction)
+    return masked_reduce(ce, lengths, reduction)
 
 
-def bits_per_char(logits, targets, length=None) -> jax.Array:
-    """Mean cross-entropy over valid steps in bits (base 2)."""
-    return softmax_cross_entropy(logits, targets, length, "mean") / LN2
+def bits_per_char(logits, targets, lengths=None) -> jax.Array:
+    """Mean cross-entropy over the valid steps of the batch, in bits (base 2)."""
+    return softmax_cross_entropy(logits, targets, lengths, "mean") / LN2
 
 
-def accuracy(logits, targets, length=None, reduction: str = "mean") -> jax.Array:
+def accuracy(logits, targets, lengths=None, reduction: str = "mean") -> jax.Array:
     """Fraction (``"mean"``) or count (``"sum"``) of valid steps whose arg-max equals the target."""
-    _check_pair(logits, targets)
+    _check(logits, targets, lengths)
     hit = (jnp.argmax(logits, -1) == targets).astype(logits.dtype)
-    if logits.ndim == 1:
-        return hit
-    return masked_reduce(hit, length, reduction)
+    return masked_reduce(hit, lengths, reduction)
 
 
-def mse(preds, targets, length=None, reduction: str = "mean") -> jax.Array:
-    """Squared error averaged over features, then reduced over valid steps. ``preds``: ``(T, D)`` or ``(T,)``."""
-    if preds.shape != targets.shape:
-        raise ValueError(f"targets: expected shape {tuple(preds.shape)}, got {tuple(targets.shape)}")
-    err = jnp.square(preds - targets)
-    if err.ndim == 2:
-        err = err.mean(-1)
-    if err.ndim == 0:
-        return err
-    return masked_reduce(err, length, reduction)
+def mse(preds, targets, lengths=None, reduction: str = "mean") -> jax.Array:
+    """Squared error. ``preds`` and ``targets`` of one shape ``(*batch, T, D)`` are averaged over ``D``,
+    then reduced over the valid steps; give ``(*batch, T, 1)`` for one value per step."""
+    _check(preds, targets, lengths, classes=False)
+    if jnp.ndim(preds) == 0:
+        return jnp.square(preds - targets)
+    if lengths is not None:  # zeros past each length, in both, so that padding reaches no gradient
+        m = (step_mask(preds.shape[:-1], lengths, jnp.float32) > 0)[..., None]
+        preds = jnp.where(m, preds, jnp.zeros((), preds.dtype))
+        targets = jnp.where(m, targets, jnp.zeros((), targets.dtype))
+    return masked_reduce(jnp.square(preds - targets).mean(-1), lengths, reduction)  # (*batch, T) reduced

@@ -1,4 +1,4 @@
-"""The seeds' configurations, built from layers and cells.
+"""The seeds' configurations, built from layers and cells. Every model takes batches.
 
 * :func:`many_to_one`: a sequence in, one prediction out (classification, sentiment).
 * :func:`many_to_many`: one prediction per step (tagging, language models).
@@ -6,30 +6,37 @@
   writes the target (translation); teacher forcing for training, greedy or sampled decoding.
 * :func:`one_to_many`: one input vector, a generated sequence (image captioning, music, text).
 
-Each returns a :class:`Model` whose functions work on ONE example. Token inputs are given as
-integer sequences ``(T,)`` when ``vocab_size`` is set (learned embedding, or one-hot when
-``embed_size`` is None); otherwise inputs are float ``(T, I)``.
+Inputs have zero or more leading batch dimensions: token ids ``(*batch, T)`` when ``vocab_size`` is
+set (learned embedding, or one-hot when ``embed_size`` is None), float features ``(*batch, T, I)``
+otherwise, with ``lengths`` of shape ``batch``. Outputs keep the batch dimensions.
+
+Every model with a ``generate`` has the same signature: ``generate(params, source, source_lengths=None,
+*, max_len, key=None, temperature=1.0) -> (tokens (*batch, max_len) int32, lengths (*batch,))``:
+greedy with ``key=None`` or ``temperature=0``, else sampled; ``lengths`` counts the tokens up to and
+including the first ``eos`` (``max_len`` when none was written); after it, ``eos`` repeats.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
-from rnn_jax import _checks
+from rnn_jax import _checks, _ops
 from rnn_jax._ops import affine
 from rnn_jax.cells import Cell
-from rnn_jax.layers import Layer
-from rnn_jax.unroll import unroll
+from rnn_jax.layers import Layer, rnn
 
 __all__ = ["Model", "dense_init", "dense", "many_to_one", "many_to_many", "encoder_decoder",
            "one_to_many", "READOUTS"]
 
 
 class Model(NamedTuple):
-    """``init(key, dtype=float32) -> params``; ``apply(params, ...)``; ``generate(params, ..., key)`` or None."""
+    """``init(key, dtype=float32) -> params``; ``apply(params, ...)``; ``generate(params, source,
+    source_lengths=None, *, max_len, key=None, temperature=1.0)`` or None."""
 
     init: Callable[..., Any]
     apply: Callable[..., Any]
@@ -47,196 +54,299 @@ def dense(params, x):
     return affine(x, params["W"], params["b"])
 
 
-def _embedder(vocab_size, embed_size, input_size):
-    """Returns (size of the RNN input, init(key, dtype) -> params, encode(params, x) -> (T, E))."""
-    if vocab_size is None:
-        if input_size is None:
+def _positive(name, value, allow_none=False):
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+
+
+def _check_model_params(init, params):
+    leaves = jax.tree_util.tree_leaves(params)
+    dtype = leaves[0].dtype if leaves else jnp.float32
+    _checks.check_params(jax.eval_shape(lambda k: init(k, dtype), jax.random.key(0)), params)
+    return dtype
+
+
+def check_token_values(tokens, vocab_size: int, argname: str) -> None:
+    """Token ids must lie in ``[0, vocab_size)``: a gather would silently clamp the others. Checked
+    on concrete values (before tracing); under ``jit`` inside :func:`rnn_jax.checked`."""
+    if isinstance(tokens, jax.core.Tracer):
+        _checks.value_check((tokens >= 0) & (tokens < vocab_size), f"{argname}: expected token ids in [0, {vocab_size})")
+        return
+    arr = np.asarray(tokens)
+    bad = np.nonzero((arr < 0) | (arr >= vocab_size))
+    if bad[0].size:
+        idx = tuple(int(b[0]) for b in bad)
+        raise ValueError(f"{argname}: expected token ids in [0, {vocab_size}), got {int(arr[idx])} at index {idx}")
+
+
+class _Inputs:
+    """The input side of a model: token ids through an embedding (learned or one-hot) or features."""
+
+    def __init__(self, vocab_size, embed_size, input_size, argname="xs"):
+        _positive("vocab_size", vocab_size, allow_none=True)
+        _positive("embed_size", embed_size, allow_none=True)
+        _positive("input_size", input_size, allow_none=True)
+        if vocab_size is None and input_size is None:
             raise ValueError("input_size: required when the inputs are not tokens (vocab_size=None)")
-        return input_size, (lambda key, dtype: {}), (lambda p, xs, dtype: xs)
-    if embed_size is None:  # one-hot
-        return vocab_size, (lambda key, dtype: {}), (lambda p, tok, dtype: jax.nn.one_hot(tok, vocab_size, dtype=dtype))
+        self.vocab, self.embed, self.argname = vocab_size, embed_size, argname
+        self.size = input_size if vocab_size is None else (embed_size or vocab_size)  # the RNN's input size
 
-    def init(key, dtype):
-        return {"E": jax.random.normal(key, (vocab_size, embed_size), dtype) * embed_size ** -0.5}
+    def init(self, key, dtype):
+        if self.vocab is None or self.embed is None:
+            return {}
+        return {"E": jax.random.normal(key, (self.vocab, self.embed), dtype) * self.embed ** -0.5}
 
-    return embed_size, init, (lambda p, tok, dtype: p["E"][tok])
+    def encode(self, p, xs, dtype):
+        """``(..., T)`` ids or ``(..., T, I)`` features -> ``(..., T, size)`` floats."""
+        if self.vocab is None:
+            return xs
+        if self.embed is None:
+            return jax.nn.one_hot(xs, self.vocab, dtype=dtype)
+        return p["E"][xs]
+
+    def check(self, xs, lengths, dtype):
+        """Edge checks; returns ``(xs_tm (T, B, ...) raw, lengths (B,) | None, batch, T)``."""
+        tokens = self.vocab is not None
+        batch, T = _checks.check_batch(xs, None if tokens else self.size, self.argname, tokens=tokens)
+        if tokens:
+            check_token_values(xs, self.vocab, self.argname)
+        else:
+            _checks.check_same_dtype(xs, {"": jnp.zeros((), dtype)}, self.argname)
+        lengths = _checks.check_batch_lengths(lengths, batch, T, "lengths" if self.argname == "xs"
+                                              else f"{self.argname}_lengths")
+        return _ops.to_time_major(xs, batch), lengths, batch, T
+
+    def __call__(self, p, xs, lengths, dtype):
+        """Checked, embedded, time-major, zeros past each length: ``(h (T, B, size), lengths, batch)``."""
+        xs_tm, lengths, batch, T = self.check(xs, lengths, dtype)
+        h = self.encode(p, xs_tm, dtype)
+        return _ops.zero_padding(h, _ops.time_mask(lengths, T)), lengths, batch
 
 
-def _check_tokens(tokens, vocab_size, argname):
-    shape = getattr(tokens, "shape", None)
-    if shape is None or len(shape) != 1:
-        raise ValueError(f"{argname}: expected integer tokens of shape (T,), got "
-                         f"{_checks.shape_str(shape) if shape is not None else type(tokens).__name__}")
-    if not jnp.issubdtype(tokens.dtype, jnp.integer):
-        raise ValueError(f"{argname}: expected an integer dtype, got {tokens.dtype}")
+# Readouts of a layer's time-major outputs ys (T, B, H) with lengths (B,) | None -> (B, F).
 
-
-def _last(ys, length):
-    if length is None:
+def _last(ys, lengths):
+    if lengths is None:
         return ys[-1]
-    return jnp.where(length > 0, ys[jnp.maximum(length - 1, 0)], jnp.zeros_like(ys[0]))
+    idx = jnp.maximum(lengths - 1, 0)
+    picked = jnp.take_along_axis(ys, idx[None, :, None], axis=0)[0]  # (B, H)
+    return jnp.where((lengths > 0)[:, None], picked, jnp.zeros_like(picked))
 
 
-def _masked_mean(ys, length):
-    m = (jnp.arange(ys.shape[0]) < (ys.shape[0] if length is None else length)).astype(ys.dtype)
-    return (ys * m[:, None]).sum(0) / jnp.maximum(m.sum(), 1)
+def _masked_mean(ys, lengths):
+    if lengths is None:
+        return ys.mean(0)
+    m = _ops.time_mask(lengths, ys.shape[0]).astype(ys.dtype)  # (T, B, 1)
+    return (ys * m).sum(0) / jnp.maximum(m.sum(0), 1)
 
 
-def _masked_max(ys, length):
-    if length is None:
+def _masked_max(ys, lengths):
+    if lengths is None:
         return ys.max(0)
-    valid = (jnp.arange(ys.shape[0]) < length)[:, None]
-    return jnp.where(length > 0, jnp.where(valid, ys, -jnp.inf).max(0), 0.0)
+    valid = _ops.time_mask(lengths, ys.shape[0])
+    top = jnp.where(valid, ys, -jnp.inf).max(0)
+    return jnp.where((lengths > 0)[:, None], top, jnp.zeros_like(top))
 
 
 READOUTS: dict[str, tuple[Callable, int]] = {
-    # name: (fn(ys, length) -> (F,), F as a multiple of the layer's output size)
+    # name: (fn(ys (T, B, H), lengths) -> (B, F), F as a multiple of the layer's output size)
     "last": (_last, 1),          # the last valid output: the final state of a forward RNN
     "mean": (_masked_mean, 1),   # mean over valid steps
     "max": (_masked_max, 1),     # max over valid steps
     # last and first valid outputs: holds the final states of both directions of a bidirectional layer
-    "ends": (lambda ys, L: jnp.concatenate([_last(ys, L), ys[0]]), 2),
+    "ends": (lambda ys, L: jnp.concatenate([_last(ys, L), ys[0]], axis=-1), 2),
 }
 
 
-def _with_input_checks(layer, vocab_size, embed_size, input_size):
-    rnn_in, emb_init, encode = _embedder(vocab_size, embed_size, input_size)
+def _readout(readout):
+    if readout not in READOUTS:
+        raise ValueError(f"readout: expected one of {sorted(READOUTS)}, got {readout!r}")
+    return READOUTS[readout]
 
-    def encode_checked(params, xs, length):
-        if vocab_size is not None:
-            _check_tokens(xs, vocab_size, "xs")
-            T = xs.shape[0]
-        else:
-            _checks.check_sequence(xs, rnn_in)
-            T = xs.shape[0]
-        _checks.check_length(length, T)
-        dtype = jax.tree_util.tree_leaves(params["rnn"])[0].dtype
-        return encode(params["embed"], xs, dtype)
 
-    return rnn_in, emb_init, encode_checked
+def _check_layer(layer):
+    if not isinstance(layer, Layer):
+        raise ValueError(f"layer: expected an rnn_jax Layer (e.g. rnn_jax.rnn(cell)), got {type(layer).__name__}")
 
 
 def many_to_one(layer: Layer, output_size: int, *, readout: str = "last", vocab_size: Optional[int] = None,
                 embed_size: Optional[int] = None, input_size: Optional[int] = None) -> Model:
-    """Sequence in, one output out: ``apply(params, xs, length=None) -> (O,)`` logits or values.
+    """Sequence in, one output out: ``apply(params, xs, lengths=None) -> (*batch, O)`` logits or values.
 
     ``readout`` picks the summary of the layer's outputs that the linear head reads:
     ``"last"`` (final state of a forward RNN), ``"mean"``, ``"max"``, or ``"ends"``
     (last and first valid outputs: both directions' final states of a bidirectional layer).
     """
-    if readout not in READOUTS:
-        raise ValueError(f"readout: expected one of {sorted(READOUTS)}, got {readout!r}")
-    read, mult = READOUTS[readout]
-    rnn_in, emb_init, encode = _with_input_checks(layer, vocab_size, embed_size, input_size)
+    _check_layer(layer)
+    _positive("output_size", output_size)
+    read, mult = _readout(readout)
+    inputs = _Inputs(vocab_size, embed_size, input_size)
 
     def init(key, dtype=jnp.float32):
         k1, k2, k3 = jax.random.split(key, 3)
-        return {"embed": emb_init(k1, dtype), "rnn": layer.init(k2, rnn_in, dtype),
+        return {"embed": inputs.init(k1, dtype), "rnn": layer.init(k2, inputs.size, dtype),
                 "head": dense_init(k3, mult * layer.output_size, output_size, dtype)}
 
-    def apply(params, xs, length=None):
-        h = encode(params, xs, length)               # (T, I)
-        ys, _ = layer.apply(params["rnn"], h, length)  # (T, H)
-        return dense(params["head"], read(ys, length))  # (O,)
+    def apply(params, xs, lengths=None):
+        dtype = _check_model_params(init, params)
+        h, lengths, batch = inputs(params["embed"], xs, lengths, dtype)       # (T, B, I)
+        ys, _ = layer.run(params["rnn"], h, lengths, None, bool(batch))       # (T, B, H)
+        out = dense(params["head"], read(ys, lengths))                        # (B, O)
+        return out.reshape(batch + out.shape[1:])
 
     return Model(init, apply)
 
 
-def many_to_many(layer: Layer, output_size: int, *, vocab_size: Optional[int] = None,
-                 embed_size: Optional[int] = None, input_size: Optional[int] = None) -> Model:
-    """One output per step: ``apply(params, xs, length=None, initial_state=None) -> ((T, O), final_state)``.
+def _pick(key, logits, temperature):
+    """Greedy when ``key`` is None or ``temperature == 0``, else a sample from softmax(logits / temperature)."""
+    if key is None or (isinstance(temperature, (int, float)) and temperature == 0):
+        return jnp.argmax(logits, -1).astype(jnp.int32)
+    return jax.random.categorical(key, logits / temperature).astype(jnp.int32)
 
-    ``generate(params, key, prompt (P,), steps, temperature=1.0)`` samples a continuation token by
-    token (for language models: ``vocab_size == output_size``), feeding each sample back as input.
+
+def _check_generate(max_len, temperature, key):
+    _positive("max_len", max_len)
+    if isinstance(temperature, (int, float)) and not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature: expected a finite number >= 0, got {temperature!r}")
+    if key is not None and not (hasattr(key, "dtype") and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
+        raise ValueError(f"key: expected a jax.random.key or None (greedy), got {type(key).__name__}")
+
+
+def _sample_loop(step, state, first_logits, max_len, key, temperature, eos):
+    """Feed each pick back: ``step(state, tokens (B,)) -> (state, logits (B, V))``. Returns
+    ``(tokens (max_len, B), lengths (B,))``; after ``eos`` (when given) only ``eos`` is written."""
+    B = first_logits.shape[0]
+    keys = jax.random.split(key, max_len) if key is not None else jnp.zeros((max_len,))
+
+    def body(carry, k):
+        state, logits, done = carry
+        tok = _pick(k if key is not None else None, logits, temperature)  # (B,)
+        if eos is not None:
+            tok = jnp.where(done, eos, tok)
+        new_done = done | (tok == eos) if eos is not None else done
+        state, logits = step(state, tok)
+        return (state, logits, new_done), (tok, done)
+
+    _, (toks, was_done) = lax.scan(body, (state, first_logits, jnp.zeros((B,), bool)), keys)
+    return toks, jnp.sum(~was_done, axis=0).astype(jnp.int32)
+
+
+def many_to_many(layer: Layer, output_size: int, *, vocab_size: Optional[int] = None,
+                 embed_size: Optional[int] = None, input_size: Optional[int] = None,
+                 eos: Optional[int] = None) -> Model:
+    """One output per step: ``apply(params, xs, lengths=None, initial_state=None) -> ((*batch, T, O),
+    final_state)``.
+
+    For a language model (``vocab_size == output_size``, a layer that can run online),
+    ``generate(params, prompt (*batch, P), prompt_lengths=None, *, max_len, key=None, temperature=1.0)``
+    reads each prompt (its valid prefix), then writes ``max_len`` tokens, feeding each back as input;
+    ``eos`` (optional) ends a sequence.
     """
-    rnn_in, emb_init, encode = _with_input_checks(layer, vocab_size, embed_size, input_size)
+    _check_layer(layer)
+    _positive("output_size", output_size)
+    inputs = _Inputs(vocab_size, embed_size, input_size)
+    if eos is not None and (vocab_size is None or not 0 <= eos < vocab_size):
+        raise ValueError(f"eos: expected a token id in [0, vocab_size={vocab_size}), got {eos!r}")
 
     def init(key, dtype=jnp.float32):
         k1, k2, k3 = jax.random.split(key, 3)
-        return {"embed": emb_init(k1, dtype), "rnn": layer.init(k2, rnn_in, dtype),
+        return {"embed": inputs.init(k1, dtype), "rnn": layer.init(k2, inputs.size, dtype),
                 "head": dense_init(k3, layer.output_size, output_size, dtype)}
 
-    def apply(params, xs, length=None, initial_state=None):
-        h = encode(params, xs, length)                                # (T, I)
-        ys, final = layer.apply(params["rnn"], h, length, initial_state)  # (T, H)
-        return dense(params["head"], ys), final                       # (T, O)
+    def check_state(state, batch, dtype):
+        if state is None:
+            return None
+        _checks.check_batch_state(state, layer.initial_state(dtype), batch, dtype)
+        return _ops.flatten_batch(state, batch)
+
+    def apply(params, xs, lengths=None, initial_state=None):
+        dtype = _check_model_params(init, params)
+        h, lengths, batch = inputs(params["embed"], xs, lengths, dtype)                      # (T, B, I)
+        ys, final = layer.run(params["rnn"], h, lengths, check_state(initial_state, batch, dtype), bool(batch))
+        logits = dense(params["head"], ys)                                                   # (T, B, O)
+        return _ops.from_time_major(logits, batch), _ops.unflatten_batch(final, batch)
 
     generate = None
     if vocab_size is not None and vocab_size == output_size and layer.step is not None:
-        def generate(params, key, prompt, steps: int, temperature: float = 1.0):
-            """Read ``prompt (P,)``, then sample ``steps`` tokens (greedy with ``key=None`` or temperature
-            0); returns ``(steps,)`` int tokens."""
-            _check_tokens(prompt, vocab_size, "prompt")
-            logits, state = apply(params, prompt)
-            dtype = logits.dtype
+        def generate(params, prompt, prompt_lengths=None, *, max_len: int, key=None, temperature: float = 1.0):
+            _check_generate(max_len, temperature, key)
+            dtype = _check_model_params(init, params)
+            _checks.check_batch(prompt, None, "prompt", tokens=True)
+            if prompt.shape[-1] < 1:
+                raise ValueError(f"prompt: expected at least one token, got shape {_checks.shape_str(prompt.shape)}")
+            inputs_p = _Inputs(vocab_size, embed_size, None, "prompt")
+            h, lengths, batch = inputs_p(params["embed"], prompt, prompt_lengths, dtype)
+            if lengths is not None and not isinstance(lengths, jax.core.Tracer) and int(jnp.min(lengths)) < 1:
+                raise ValueError("prompt_lengths: expected every prompt to hold at least one token, got a 0")
+            ys, state = layer.run(params["rnn"], h, lengths, None, True)
+            first = dense(params["head"], _last(ys, lengths))                                # (B, V)
 
-            keys = jax.random.split(key, steps) if key is not None else jnp.zeros((steps,))
+            def step(state, tok):
+                state, y = layer.step(params["rnn"], state, inputs.encode(params["embed"], tok, dtype))
+                return state, dense(params["head"], y)
 
-            def body(carry, k):
-                state, logit = carry
-                tok = _pick(k if key is not None else None, logit, temperature)
-                x = encode(params, tok[None], None)[0]
-                state, y = layer.step(params["rnn"], state, x)
-                return (state, dense(params["head"], y)), tok
-
-            _, toks = lax.scan(body, (state, logits[-1].astype(dtype)), keys)
-            return toks
+            toks, n = _sample_loop(step, state, first, max_len, key, temperature, eos)
+            return _ops.from_time_major(toks, batch), n.reshape(batch)
 
     return Model(init, apply, generate)
-
-
-def _pick(key, logits, temperature):
-    """Greedy when ``temperature == 0`` (or key None), else a sample from softmax(logits / temperature)."""
-    if key is None or (isinstance(temperature, (int, float)) and temperature == 0):
-        return jnp.argmax(logits).astype(jnp.int32)
-    return jax.random.categorical(key, logits / temperature).astype(jnp.int32)
 
 
 # ---------------------------------------------------------------------------------------------
 # Decoders: a cell that writes a token sequence given a context vector (shared by the two below).
 
-def _decoder_parts(cell: Cell, context_size: int, vocab_size: int, embed_size: int):
-    """Decoder input at step t: [embed(y_{t-1}), context] (Cho et al. 2014). The initial carry is a
-    tanh bridge from the context, one dense map per carry leaf."""
-    template = cell.initial_carry(jnp.float32)
-    leaves, treedef = jax.tree_util.tree_flatten(template)
+class _Decoder:
+    """Decoder input at step t: ``[embed(y_{t-1}), context]`` (Cho et al. 2014). The initial state is a
+    tanh bridge from the context, one dense map per state leaf."""
 
-    def init(key, dtype):
+    def __init__(self, cell: Cell, context_size: int, vocab_size: int, embed_size: int, bos: int, eos: int):
+        if not isinstance(cell, Cell):
+            raise ValueError(f"decoder: expected an rnn_jax Cell, got {type(cell).__name__}")
+        _positive("tgt_vocab", vocab_size)
+        _positive("embed_size", embed_size)
+        for name, tok in (("bos", bos), ("eos", eos)):
+            if isinstance(tok, bool) or not isinstance(tok, (int, np.integer)) or not 0 <= tok < vocab_size:
+                raise ValueError(f"{name}: expected a token id in [0, {vocab_size}), got {tok!r}")
+        self.cell, self.layer = cell, rnn(cell)
+        self.context_size, self.vocab, self.embed, self.bos, self.eos = context_size, vocab_size, embed_size, bos, eos
+        self.leaves, self.treedef = jax.tree_util.tree_flatten(cell.initial_state(jnp.float32))
+        self.step = jax.vmap(cell.step, in_axes=(None, 0, 0))
+
+    def init(self, key, dtype):
         ke, kc, kb, kh = jax.random.split(key, 4)
-        bridge = tuple(dense_init(k, context_size, leaf.shape[0], dtype)
-                       for k, leaf in zip(jax.random.split(kb, len(leaves)), leaves))
-        return {"E": jax.random.normal(ke, (vocab_size, embed_size), dtype) * embed_size ** -0.5,
-                "cell": cell.init(kc, embed_size + context_size, dtype), "bridge": bridge,
-                "head": dense_init(kh, cell.output_size, vocab_size, dtype)}
+        bridge = tuple(dense_init(k, self.context_size, leaf.shape[0], dtype)
+                       for k, leaf in zip(jax.random.split(kb, len(self.leaves)), self.leaves))
+        return {"E": jax.random.normal(ke, (self.vocab, self.embed), dtype) * self.embed ** -0.5,
+                "cell": self.cell.init(kc, self.embed + self.context_size, dtype), "bridge": bridge,
+                "head": dense_init(kh, self.cell.output_size, self.vocab, dtype)}
 
-    def carry0(p, context):
-        return jax.tree_util.tree_unflatten(treedef, [jnp.tanh(dense(b, context)) for b in p["bridge"]])
+    def state0(self, p, context):
+        """``context (B, C)`` -> the decoder's initial state, leaves ``(B, ...)``."""
+        return jax.tree_util.tree_unflatten(self.treedef, [jnp.tanh(dense(b, context)) for b in p["bridge"]])
 
-    def teacher(p, context, tgt_in, tgt_length):
-        """Teacher forcing: ``tgt_in (T,)`` = [bos, y_0, ..., y_{T-2}] -> logits (T, V)."""
-        T = tgt_in.shape[0]
-        xs = jnp.concatenate([p["E"][tgt_in], jnp.broadcast_to(context, (T, context.shape[0]))], -1)
-        ys, _ = unroll(cell, p["cell"], xs, length=tgt_length, initial_carry=carry0(p, context))
-        return dense(p["head"], ys)  # (T, V)
+    def teacher(self, p, context, tgt_in, tgt_lengths, batch):
+        """Teacher forcing: ``tgt_in`` ``(*batch, T)`` = [bos, y_0, ..., y_{T-2}] -> logits ``(*batch, T, V)``."""
+        _, T = _checks.check_batch(tgt_in, None, "tgt_in", tokens=True)
+        if tuple(tgt_in.shape[:-1]) != tuple(batch):
+            raise ValueError(f"tgt_in: expected batch dimensions {_checks.shape_str(batch)} like the source, got "
+                             f"shape {_checks.shape_str(tgt_in.shape)}")
+        check_token_values(tgt_in, self.vocab, "tgt_in")
+        lengths = _checks.check_batch_lengths(tgt_lengths, batch, T, "tgt_lengths")
+        tok = _ops.to_time_major(tgt_in, batch)                                    # (T, B)
+        ctx = jnp.broadcast_to(context, (T,) + context.shape)                      # (T, B, C)
+        xs = jnp.concatenate([p["E"][tok], ctx], -1)                               # (T, B, E + C)
+        ys, _ = self.layer.run(p["cell"], xs, lengths, self.state0(p, context), bool(batch))
+        return _ops.from_time_major(dense(p["head"], ys), batch)
 
-    def decode(p, context, key, max_len, bos, eos, temperature):
-        """Greedy (``key=None`` or temperature 0) or sampled decoding. Returns tokens ``(max_len,)``
-        (``eos`` repeated after the first ``eos``) and the length including the first ``eos``."""
-        keys = jax.random.split(key, max_len) if key is not None else jnp.zeros((max_len,))
+    def decode(self, p, context, max_len, key, temperature, batch):
+        def step(state, tok):
+            state, y = self.step(p["cell"], state, jnp.concatenate([p["E"][tok], context], -1))
+            return state, dense(p["head"], y)
 
-        def body(carry, k):
-            state, prev, done = carry
-            x = jnp.concatenate([p["E"][prev], context])
-            state, y = cell.step(p["cell"], state, x)
-            tok = _pick(k if key is not None else None, dense(p["head"], y), temperature)
-            tok = jnp.where(done, eos, tok)
-            return (state, tok, done | (tok == eos)), (tok, done)
-
-        init_carry = (carry0(p, context), jnp.asarray(bos, jnp.int32), jnp.asarray(False))
-        _, (toks, was_done) = lax.scan(body, init_carry, keys)
-        return toks, jnp.sum(~was_done)
-
-    return init, teacher, decode
+        state, first = step(self.state0(p, context), jnp.full((context.shape[0],), self.bos, jnp.int32))
+        toks, n = _sample_loop(step, state, first, max_len, key, temperature, self.eos)
+        return _ops.from_time_major(toks, batch), n.reshape(batch)
 
 
 def encoder_decoder(encoder: Layer, decoder: Cell, *, tgt_vocab: int, bos: int, eos: int,
@@ -245,60 +355,74 @@ def encoder_decoder(encoder: Layer, decoder: Cell, *, tgt_vocab: int, bos: int, 
     """Sequence-to-sequence with separate encoder and decoder weights (Cho et al. 2014; Sutskever et al. 2014).
 
     The encoder reads the source; ``readout`` of its outputs is the context ``c``; the decoder's initial
-    carry is ``tanh(c W + b)`` and it reads ``[embed(y_{t-1}), c]`` at every step.
+    state is ``tanh(c W + b)`` and it reads ``[embed(y_{t-1}), c]`` at every step.
 
-    * ``apply(params, src, src_len, tgt_in, tgt_len) -> logits (T_out, V)``: teacher forcing.
-    * ``generate(params, src, src_len, max_len, key=None, temperature=1.0) -> (tokens, length)``:
-      greedy with ``key=None``, else sampled; stops at ``eos``.
+    * ``apply(params, src, src_lengths, tgt_in, tgt_lengths=None) -> logits (*batch, T_out, V)``: teacher
+      forcing; ``src`` is ``(*batch, S)`` ids (``src_vocab`` set) or ``(*batch, S, I)`` features.
+    * ``generate(params, src, src_lengths=None, *, max_len, key=None, temperature=1.0) -> (tokens, lengths)``:
+      greedy with ``key=None``, else sampled; a sequence stops at ``eos``.
     """
-    if readout not in READOUTS:
-        raise ValueError(f"readout: expected one of {sorted(READOUTS)}, got {readout!r}")
-    read, mult = READOUTS[readout]
-    rnn_in, emb_init, encode = _with_input_checks(encoder, src_vocab, src_embed_size, input_size)
-    dec_init, teacher, decode = _decoder_parts(decoder, mult * encoder.output_size, tgt_vocab, embed_size)
+    _check_layer(encoder)
+    read, mult = _readout(readout)
+    inputs = _Inputs(src_vocab, src_embed_size if src_vocab is not None else None, input_size, "src")
+    dec = _Decoder(decoder, mult * encoder.output_size, tgt_vocab, embed_size, bos, eos)
 
     def init(key, dtype=jnp.float32):
         k1, k2, k3 = jax.random.split(key, 3)
-        return {"embed": emb_init(k1, dtype), "rnn": encoder.init(k2, rnn_in, dtype), "decoder": dec_init(k3, dtype)}
+        return {"embed": inputs.init(k1, dtype), "rnn": encoder.init(k2, inputs.size, dtype),
+                "decoder": dec.init(k3, dtype)}
 
-    def context(params, src, src_len):
-        ys, _ = encoder.apply(params["rnn"], encode(params, src, src_len), src_len)
-        return read(ys, src_len)
+    def context(params, src, src_lengths):
+        dtype = _check_model_params(init, params)
+        h, lengths, batch = inputs(params["embed"], src, src_lengths, dtype)
+        ys, _ = encoder.run(params["rnn"], h, lengths, None, bool(batch))
+        return read(ys, lengths), batch                                            # (B, C)
 
-    def apply(params, src, src_len, tgt_in, tgt_len=None):
-        _check_tokens(tgt_in, tgt_vocab, "tgt_in")
-        return teacher(params["decoder"], context(params, src, src_len), tgt_in, tgt_len)
+    def apply(params, src, src_lengths, tgt_in, tgt_lengths=None):
+        c, batch = context(params, src, src_lengths)
+        return dec.teacher(params["decoder"], c, tgt_in, tgt_lengths, batch)
 
-    def generate(params, src, src_len, max_len: int, key=None, temperature: float = 1.0):
-        return decode(params["decoder"], context(params, src, src_len), key, max_len, bos, eos, temperature)
+    def generate(params, src, src_lengths=None, *, max_len: int, key=None, temperature: float = 1.0):
+        _check_generate(max_len, temperature, key)
+        c, batch = context(params, src, src_lengths)
+        return dec.decode(params["decoder"], c, max_len, key, temperature, batch)
 
     return Model(init, apply, generate)
 
 
 def one_to_many(decoder: Cell, input_size: int, *, vocab_size: int, bos: int, eos: int,
                 embed_size: int = 32) -> Model:
-    """One input vector ``v (I,)`` in, a token sequence out (generation).
+    """One input vector ``v (*batch, I)`` in, a token sequence out (generation).
 
-    * ``apply(params, v, tgt_in, tgt_len=None) -> logits (T, V)``: teacher forcing.
-    * ``generate(params, v, max_len, key=None, temperature=1.0) -> (tokens, length)``: temperature
-      sampling (greedy with ``key=None``), stopping at ``eos``.
+    * ``apply(params, v, tgt_in, tgt_lengths=None) -> logits (*batch, T, V)``: teacher forcing.
+    * ``generate(params, v, None, *, max_len, key=None, temperature=1.0) -> (tokens, lengths)``:
+      temperature sampling (greedy with ``key=None``), stopping at ``eos``; the source has no lengths.
     """
-    dec_init, teacher, decode = _decoder_parts(decoder, input_size, vocab_size, embed_size)
-
-    def check_v(v):
-        if getattr(v, "shape", None) != (input_size,):
-            raise ValueError(f"v: expected shape ({input_size},), got {getattr(v, 'shape', type(v).__name__)}")
+    _positive("input_size", input_size)
+    dec = _Decoder(decoder, input_size, vocab_size, embed_size, bos, eos)
 
     def init(key, dtype=jnp.float32):
-        return {"decoder": dec_init(key, dtype)}
+        return {"decoder": dec.init(key, dtype)}
 
-    def apply(params, v, tgt_in, tgt_len=None):
-        check_v(v)
-        _check_tokens(tgt_in, vocab_size, "tgt_in")
-        return teacher(params["decoder"], v, tgt_in, tgt_len)
+    def check_v(params, v):
+        dtype = _check_model_params(init, params)
+        shape = getattr(v, "shape", None)
+        if shape is None or len(shape) < 1 or shape[-1] != input_size:
+            raise ValueError(f"v: expected shape (*batch, {input_size}), got "
+                             f"{_checks.shape_str(shape) if shape is not None else type(v).__name__}")
+        _checks.check_same_dtype(v, params, "v")
+        batch = tuple(shape[:-1])
+        return v.reshape((-1, input_size)).astype(dtype), batch
 
-    def generate(params, v, max_len: int, key=None, temperature: float = 1.0):
-        check_v(v)
-        return decode(params["decoder"], v, key, max_len, bos, eos, temperature)
+    def apply(params, v, tgt_in, tgt_lengths=None):
+        c, batch = check_v(params, v)
+        return dec.teacher(params["decoder"], c, tgt_in, tgt_lengths, batch)
+
+    def generate(params, v, source_lengths=None, *, max_len: int, key=None, temperature: float = 1.0):
+        if source_lengths is not None:
+            raise ValueError("source_lengths: one_to_many reads one vector per example; expected None")
+        _check_generate(max_len, temperature, key)
+        c, batch = check_v(params, v)
+        return dec.decode(params["decoder"], c, max_len, key, temperature, batch)
 
     return Model(init, apply, generate)

@@ -12,7 +12,7 @@ and solve the resulting LINEAR recurrence ``s_t = J_t s_{t-1} + b_t`` for all ``
 ``(A_2 A_1, A_2 b_1 + b_2)``). Each iteration is parallel over time; after ``k`` iterations at least
 the first ``k`` states are exact, so Newton converges in at most ``T`` iterations and usually in a few.
 
-``method="newton"`` uses the full ``D x D`` Jacobians (``D`` = size of the flattened carry), costing
+``method="newton"`` uses the full ``D x D`` Jacobians (``D`` = size of the flattened state), costing
 ``O(T D^3)`` work per iteration. ``method="diagonal"`` keeps only their diagonals (the quasi-Newton
 variant of Gonzalez et al., NeurIPS 2024): ``O(T D)`` memory and work per iteration, more iterations.
 
@@ -36,10 +36,10 @@ import jax.flatten_util
 import jax.numpy as jnp
 from jax import lax
 
-from rnn_jax import _checks
+from rnn_jax import _ops
 from rnn_jax._ops import shift_down
 from rnn_jax.cells import Cell
-from rnn_jax.unroll import flip_valid
+from rnn_jax.unroll import _edge
 
 __all__ = ["deer", "linear_recurrence", "DeerInfo", "METHODS"]
 
@@ -78,7 +78,7 @@ def linear_recurrence(A, b, s0):
 
 
 def _flat_step(cell, params, unravel):
-    """``f(s_prev (D,), (x, valid)) -> s (D,)`` on the flattened carry; invalid steps keep ``s_prev``."""
+    """``f(s_prev (D,), (x, valid)) -> s (D,)`` on the flattened state; invalid steps keep ``s_prev``."""
     def f(s, inp):
         x, valid = inp
         new = jax.flatten_util.ravel_pytree(cell.step(params, unravel(s), x)[0])[0]
@@ -152,41 +152,56 @@ def _solve_bwd(make_f, method, max_iters, tol, fallback, res, cts):
 _solve.defvjp(_solve_fwd, _solve_bwd)
 
 
-def deer(cell: Cell, params, xs: jax.Array, *, length=None, initial_carry=None, reverse: bool = False,
-         method: str = "newton", max_iters: int = 100, tol: float = None, fallback: bool = True,
-         check: bool = True):
-    """Run ``cell`` over ONE sequence ``xs (T, I)`` in parallel over time (Newton / DEER).
-
-    Same signature and semantics as :func:`rnn_jax.unroll` (lengths, reverse, initial carry); returns
-    ``(ys (T, O), final_carry, info)`` with ``info`` a :class:`DeerInfo`. ``tol`` defaults to 1e-5
-    (float32) or 1e-10 (float64), on ``max |S_new - S|``. Batch with ``jax.vmap``.
-    """
-    if check:
-        _checks.check_sequence(xs, cell.input_size(params))
-        _checks.check_params(_checks.expected_params(cell.init, xs.shape[1], xs.dtype), params)
-        _checks.check_same_dtype(xs, params)
-        _checks.check_length(length, xs.shape[0])
-    if method not in METHODS:
-        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
-    if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
-        raise ValueError(f"max_iters: expected an int >= 1, got {max_iters!r}")
+def _deer_one(cell, params, xs, length, state0, reverse, method, max_iters, tol, fallback):
+    """One sequence, time-major inputs ``xs (T, I)``, ``length`` a scalar."""
     T = xs.shape[0]
-    if tol is None:
-        tol = 1e-10 if xs.dtype == jnp.float64 else 1e-5
-    carry0 = cell.initial_carry(xs.dtype) if initial_carry is None else initial_carry
-    s0, unravel = jax.flatten_util.ravel_pytree(carry0)
-    n_valid = T if length is None else length
+    s0, unravel = jax.flatten_util.ravel_pytree(state0)
     if reverse:
-        xs = flip_valid(xs, n_valid) if length is not None else xs[::-1]
-    valid = jnp.arange(T) < n_valid
+        xs = _ops.flip_valid(xs[:, None], length[None])[:, 0]
+    valid = jnp.arange(T) < length
 
     def make_f(p):
         return _flat_step(cell, p, unravel)
 
-    S, info = _solve(make_f, params, s0, (xs, valid), method, max_iters, float(tol), fallback)
+    S, info = _solve(make_f, params, s0, (xs, valid), method, max_iters, tol, fallback)
     S_prev = shift_down(S, s0)
     ys = jax.vmap(lambda s, x: cell.step(params, unravel(s), x)[1])(S_prev, xs)
     ys = jnp.where(valid[:, None], ys, jnp.zeros_like(ys))
     if reverse:
-        ys = flip_valid(ys, n_valid) if length is not None else ys[::-1]
+        ys = _ops.flip_valid(ys[:, None], length[None])[:, 0]
     return ys, unravel(S[-1]), info
+
+
+def solve_batch(cell: Cell, params, xs, lengths, state, *, reverse=False, method="newton", max_iters=100,
+                tol=None, fallback=True):
+    """Time-major core, unchecked: ``xs (T, B, I)``; returns ``(ys (T, B, O), final (B, ...), info (B,))``.
+    Every sequence is solved on its own (Newton's iterations stop per sequence)."""
+    T, B = xs.shape[:2]
+    if tol is None:
+        tol = 1e-10 if xs.dtype == jnp.float64 else 1e-5
+    state = _ops.broadcast_state(cell.initial_state(xs.dtype), B) if state is None else state
+    lengths = jnp.full((B,), T, jnp.int32) if lengths is None else lengths
+    one = partial(_deer_one, cell, params, reverse=reverse, method=method, max_iters=max_iters, tol=float(tol),
+                  fallback=fallback)
+    ys, final, info = jax.vmap(lambda x, L, s: one(x, L, s), in_axes=(1, 0, 0), out_axes=(1, 0, 0))(
+        xs, lengths, state)
+    return ys, final, info
+
+
+def deer(cell: Cell, params, xs: jax.Array, lengths=None, initial_state=None, *, reverse: bool = False,
+         method: str = "newton", max_iters: int = 100, tol: float = None, fallback: bool = True):
+    """Run ``cell`` over ``xs (*batch, T, I)`` in parallel over time (Newton / DEER).
+
+    Same signature and semantics as :func:`rnn_jax.unroll` (lengths, reverse, initial state); returns
+    ``(ys (*batch, T, O), final_state, info)`` with ``info`` a :class:`DeerInfo` of shape ``batch``.
+    ``tol`` defaults to 1e-5 (float32) or 1e-10 (float64), on ``max |S_new - S|``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
+        raise ValueError(f"max_iters: expected an int >= 1, got {max_iters!r}")
+    xs_tm, lengths, state, batch = _edge(cell, params, xs, lengths, initial_state)
+    ys, final, info = solve_batch(cell, params, xs_tm, lengths, state, reverse=reverse, method=method,
+                                  max_iters=max_iters, tol=tol, fallback=fallback)
+    return (_ops.from_time_major(ys, batch), _ops.unflatten_batch(final, batch),
+            _ops.unflatten_batch(info, batch))

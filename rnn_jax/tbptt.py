@@ -10,8 +10,8 @@ reached that point. ``k2`` must be a multiple of ``k1``.
 * ``k1 < k2``: every update looks further back than it moves forward.
 
 The model is any :class:`rnn_jax.Model` whose ``apply(params, xs, length=None, initial_state=None)``
-returns ``(outputs (T, ...), final_state)``, e.g. :func:`rnn_jax.many_to_many`. A batch of streams
-``xs (B, L, ...)`` is handled with ``jax.vmap``; the loss of a window is the mean over streams.
+returns ``(outputs (B, T, ...), final_state)`` for a batch, e.g. :func:`rnn_jax.many_to_many`. A batch of
+streams ``xs (B, L, ...)`` runs in one call; ``loss_fn`` gives the window's loss for the whole batch.
 """
 from __future__ import annotations
 
@@ -40,14 +40,14 @@ def schedule(L: int, k1: int, k2: int) -> list[tuple[int, int, int]]:
 
 
 def window_loss(model, loss_fn: Callable, params, state, xs, targets, n_context: int):
-    """Loss of one window of ONE stream: run ``xs[:n_context]`` from ``state`` (context, no loss), then
-    ``xs[n_context:]`` with ``loss_fn(outputs, targets[n_context:])``. Returns ``(loss, final_state)``;
-    the gradient flows through the whole window, not into ``state``."""
+    """Loss of one window of a batch of streams ``xs (B, W, ...)``: run ``xs[:, :n_context]`` from
+    ``state`` (context, no loss), then ``xs[:, n_context:]`` with ``loss_fn(outputs, targets[:, n_context:])``.
+    Returns ``(loss, final_state)``; the gradient flows through the whole window, not into ``state``."""
     state = jax.lax.stop_gradient(state)
     if n_context:
-        _, state = model.apply(params, xs[:n_context], None, state)
-    out, final = model.apply(params, xs[n_context:], None, state)
-    return loss_fn(out, targets[n_context:]), final
+        _, state = model.apply(params, xs[:, :n_context], None, state)
+    out, final = model.apply(params, xs[:, n_context:], None, state)
+    return loss_fn(out, targets[:, n_context:]), final
 
 
 class TBPTTResult(NamedTuple):
@@ -61,8 +61,9 @@ def train(model, params, tx: optax.GradientTransformation, xs, targets, k1: int,
           initial_state: Any = None, opt_state: Any = None, keep_grads: bool = False) -> TBPTTResult:
     """TBPTT(k1, k2) over a batch of streams ``xs (B, L, ...)``, ``targets (B, L, ...)``.
 
-    ``loss_fn(outputs (T, ...), targets (T, ...)) -> scalar`` for one stream. ``initial_state``: one
-    state with a leading batch axis, or None for zeros. Returns a :class:`TBPTTResult`.
+    ``loss_fn(outputs (B, T, ...), targets (B, T, ...)) -> scalar`` for the batch (e.g. the mean over
+    streams). ``initial_state``: one state with a leading batch axis, or None for zeros. Returns a
+    :class:`TBPTTResult`.
     """
     if xs.ndim < 2 or targets.shape[:2] != xs.shape[:2]:
         raise ValueError(f"targets: expected leading shape {tuple(xs.shape[:2])} (B, L) like xs, got "
@@ -72,12 +73,11 @@ def train(model, params, tx: optax.GradientTransformation, xs, targets, k1: int,
     opt_state = tx.init(params) if opt_state is None else opt_state
     if initial_state is None:
         dtype = jax.tree_util.tree_leaves(params)[0].dtype
-        zero = jax.eval_shape(lambda: model.apply(params, xs[0, :1], None, None)[1])
-        initial_state = jax.tree.map(lambda s: jnp.zeros((B,) + s.shape, dtype), zero)
+        zero = jax.eval_shape(lambda: model.apply(params, xs[:, :1], None, None)[1])
+        initial_state = jax.tree.map(lambda s: jnp.zeros(s.shape, dtype), zero)
 
     def batch_loss(p, states, xw, yw, n_context):
-        losses, finals = jax.vmap(lambda s, x, y: window_loss(model, loss_fn, p, s, x, y, n_context))(states, xw, yw)
-        return jnp.mean(losses), finals
+        return window_loss(model, loss_fn, p, states, xw, yw, n_context)
 
     @jax.jit
     def update(p, opt_state, states, xw, yw, n_context_arr):

@@ -6,7 +6,7 @@
   finite is not applied, and the step reports it.
 * :func:`fit` runs the loop: progress bar (loss, tokens/s, ETA), ``metrics.jsonl``, atomic
   checkpoints, exact resume, early stopping on a validation metric, a clear stop on NaN/Inf that
-  keeps the last good checkpoint. ``seeds > 1`` trains several seeds at once under ``jax.vmap``.
+  keeps the last good checkpoint. ``seeds=k`` trains k seeds at once under ``jax.vmap``.
 
 Batches are a pure function of the step number (``batch_fn(step)``), so a resumed run sees exactly
 the batches an uninterrupted one would, and reaches the same parameters.
@@ -14,6 +14,7 @@ the batches an uninterrupted one would, and reaches the same parameters.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -27,7 +28,7 @@ import numpy as np
 import optax
 from flax import serialization
 
-__all__ = ["optimizer", "TrainState", "make_step", "fit", "FitResult", "epoch_batches",
+__all__ = ["optimizer", "TrainState", "make_step", "fit", "FitResult", "RunFiles", "EarlyStopping", "epoch_batches",
            "save_checkpoint", "load_checkpoint", "sweep", "OPTIMIZERS", "SCHEDULES"]
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "adagrad", "rmsprop")
@@ -98,13 +99,15 @@ def init_state(params, tx: optax.GradientTransformation) -> TrainState:
     return TrainState(jnp.asarray(0, jnp.int32), params, tx.init(params))
 
 
-def make_step(loss_fn: Callable, tx: optax.GradientTransformation, seeds: int = 1):
+def make_step(loss_fn: Callable, tx: optax.GradientTransformation, seeds: Optional[int] = None):
     """``step(state, batch) -> (state, metrics)``, jitted.
 
-    ``loss_fn(params, batch) -> (loss, aux)``: the batch loss (vmap over examples inside), ``aux`` a
+    ``loss_fn(params, batch) -> (loss, aux)``: the loss of a batch (models take batches), ``aux`` a
     dict of scalar metrics. Metrics add ``loss``, ``grad_norm`` (before clipping) and ``finite``.
-    A non-finite loss or gradient leaves the state unchanged. With ``seeds > 1`` the state carries a
-    leading seed axis and the step is vmapped over it (the same batch for every seed).
+    A non-finite loss or gradient leaves the params and optimiser state unchanged (the step count
+    still advances, so that every seed's count stays that of the batches seen). With ``seeds`` (an
+    int) the state carries a leading seed axis of that size and the step is vmapped over it (the
+    same batch for every seed).
     """
 
     def one(state: TrainState, batch):
@@ -113,11 +116,10 @@ def make_step(loss_fn: Callable, tx: optax.GradientTransformation, seeds: int = 
         finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        new = TrainState(state.step + 1, params, opt_state)
-        new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
-        return new, dict(aux, loss=loss, grad_norm=gnorm, finite=finite)
+        kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), (params, opt_state), (state.params, state.opt_state))
+        return TrainState(state.step + 1, *kept), dict(aux, loss=loss, grad_norm=gnorm, finite=finite)
 
-    if seeds > 1:
+    if seeds is not None:
         one = jax.vmap(one, in_axes=(0, None))
     return jax.jit(one, donate_argnums=0)
 
@@ -125,6 +127,8 @@ def make_step(loss_fn: Callable, tx: optax.GradientTransformation, seeds: int = 
 def epoch_batches(n: int, batch_size: int, key: jax.Array, drop_last: bool = True):
     """``indices(step) -> (batch_size,)`` example indices: a fresh permutation every epoch, derived
     from ``key`` and the epoch number alone (so any step can be recomputed after a resume)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
     if batch_size > n:
         raise ValueError(f"batch_size: expected at most the number of examples {n}, got {batch_size}")
     per_epoch = n // batch_size if drop_last else math.ceil(n / batch_size)
@@ -143,12 +147,15 @@ def epoch_batches(n: int, batch_size: int, key: jax.Array, drop_last: bool = Tru
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpoints: flax msgpack, written to a temporary file and renamed (atomic on POSIX).
+# Checkpoints: flax msgpack with a SHA-256 of the payload, written to a temporary file and renamed
+# (atomic on POSIX). Loading verifies the checksum: a flipped byte is an error, never a silent load.
 
 def save_checkpoint(path: str, state: Any, extra: Optional[dict] = None) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    blob = serialization.msgpack_serialize({"state": serialization.to_state_dict(jax.device_get(state)),
-                                            "extra": json.dumps(extra or {})})
+    payload = serialization.msgpack_serialize({"state": serialization.to_state_dict(jax.device_get(state)),
+                                               "extra": json.dumps(extra or {})})
+    blob = serialization.msgpack_serialize({"format": "rnn_jax-checkpoint-1", "payload": payload,
+                                            "sha256": hashlib.sha256(payload).hexdigest()})
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "wb") as f:
         f.write(blob)
@@ -158,20 +165,117 @@ def save_checkpoint(path: str, state: Any, extra: Optional[dict] = None) -> None
 
 
 def load_checkpoint(path: str, template: Any):
-    """Returns ``(state, extra)``; ``template`` gives the structure (e.g. a freshly initialised state)."""
+    """Returns ``(state, extra)``; ``template`` gives the structure (e.g. a freshly initialised state).
+    Raises ``ValueError`` for a corrupt file (checksum mismatch, undecodable) or a structure mismatch."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint: no file at {path}")
     with open(path, "rb") as f:
-        try:
-            raw = serialization.msgpack_restore(f.read())
-        except Exception as e:  # noqa: BLE001 - any decode failure means a corrupt file
-            raise ValueError(f"checkpoint: {path} is corrupt or not an rnn_jax checkpoint ({e})") from e
-    state = serialization.from_state_dict(template, raw["state"])
+        data = f.read()
+    try:
+        outer = serialization.msgpack_restore(data)
+        payload = outer["payload"]
+        ok = hashlib.sha256(payload).hexdigest() == outer["sha256"]
+    except Exception as e:  # noqa: BLE001 - any decode failure means a corrupt file
+        raise ValueError(f"checkpoint: {path} is corrupt or not an rnn_jax checkpoint ({type(e).__name__}: {e})") from e
+    if not ok:
+        raise ValueError(f"checkpoint: {path} is corrupt (its SHA-256 checksum does not match its contents)")
+    raw = serialization.msgpack_restore(payload)
+    try:
+        state = serialization.from_state_dict(template, raw["state"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"checkpoint: {path} does not match the model/optimiser being restored ({e})") from e
+    bad = [jax.tree_util.keystr(k) for (k, t), a in zip(jax.tree_util.tree_flatten_with_path(template)[0],
+                                                      jax.tree_util.tree_leaves(state))
+           if np.shape(t) != np.shape(a)]
+    if bad:
+        raise ValueError(f"checkpoint: {path} holds arrays of other shapes than the template at {bad[:3]}")
     state = jax.tree.map(lambda t, a: jnp.asarray(a, dtype=getattr(t, "dtype", None)), template, state)
     return state, json.loads(raw["extra"])
 
 
 # ---------------------------------------------------------------------------------------------
+# The parts of a run: its folder (checkpoints and metrics log), early stopping, and the loop.
+
+class RunFiles:
+    """A run folder: ``metrics.jsonl`` (one JSON row per log), ``checkpoint.msgpack`` (last good state)
+    and ``best.msgpack``. A folder that already holds a run is never reused without ``resume``; with
+    ``resume``, rows logged after the checkpoint and a torn last line (a run killed mid-write) are
+    dropped. Only ``writer`` (process 0) writes."""
+
+    def __init__(self, run_dir: Optional[str], resume: bool, writer: bool = True):
+        self.dir, self.writer = run_dir, writer
+        self.ckpt = os.path.join(run_dir, "checkpoint.msgpack") if run_dir else None
+        self.metrics = os.path.join(run_dir, "metrics.jsonl") if run_dir else None
+        if run_dir and not resume and any(os.path.exists(p) for p in (self.ckpt, self.metrics)):
+            raise ValueError(f"run_dir: {run_dir} already holds a run (metrics.jsonl or checkpoint.msgpack); "
+                             f"pass resume=True to continue it, or choose a new folder")
+        if run_dir and writer:
+            os.makedirs(run_dir, exist_ok=True)
+
+    def has_checkpoint(self) -> bool:
+        return bool(self.ckpt) and os.path.exists(self.ckpt)
+
+    def rows(self, upto_step: int) -> list:
+        """The rows logged at or before ``upto_step``; the file is rewritten to hold just those."""
+        if not (self.metrics and os.path.exists(self.metrics)):
+            return []
+        rows = []
+        with open(self.metrics) as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    break  # a torn last line: everything after it is lost anyway
+                if row.get("step", 0) <= upto_step:
+                    rows.append(row)
+        if self.writer:
+            with open(self.metrics, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in rows)
+        return rows
+
+    def log(self, row: dict) -> None:
+        if self.metrics and self.writer:
+            with open(self.metrics, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def save(self, state, extra: dict, name: str = "checkpoint.msgpack") -> None:
+        if self.dir:
+            from rnn_jax import distributed
+
+            host = jax.tree.map(distributed.to_host, state)  # every process takes part in gathers
+            if self.writer:
+                save_checkpoint(os.path.join(self.dir, name), host, extra)
+
+
+class EarlyStopping:
+    """Tracks the best evaluation of ``monitor`` (``mode`` min or max; the mean over seeds) and counts
+    evaluations without improvement. A monitored key that an evaluation does not return is an error."""
+
+    def __init__(self, monitor: str, mode: str, patience: Optional[int], best: Optional[dict] = None,
+                 bad_evals: int = 0):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode: expected 'min' or 'max', got {mode!r}")
+        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+            raise ValueError(f"patience: expected None or a positive int, got {patience!r}")
+        self.monitor, self.mode, self.patience, self.best, self.bad_evals = monitor, mode, patience, best, bad_evals
+
+    def update(self, row: dict) -> bool:
+        """Record an evaluation; True when it is the best so far."""
+        if self.monitor not in row:
+            raise ValueError(f"monitor: the evaluation returned {sorted(k for k in row if k not in ('step', 'kind'))}, "
+                             f"not {self.monitor!r}; pass monitor= one of those")
+        value = float(np.mean(row[self.monitor]))
+        best = None if self.best is None else float(np.mean(self.best[self.monitor]))
+        if best is None or (value < best if self.mode == "min" else value > best):
+            self.best, self.bad_evals = dict(row), 0
+            return True
+        self.bad_evals += 1
+        return False
+
+    @property
+    def stop(self) -> bool:
+        return self.patience is not None and self.bad_evals >= self.patience
+
 
 @dataclasses.dataclass
 class FitResult:
@@ -187,85 +291,90 @@ def _to_py(x):
     return a.item() if a.ndim == 0 else a.tolist()
 
 
+def _positive_int(name, v):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name}: expected a positive int, got {v!r}")
+
+
+def _seed_axis(params, seeds):
+    """``seeds``: None (no seed axis) or the size of the params' leading seed axis, checked."""
+    if seeds is None:
+        return
+    _positive_int("seeds", seeds)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if np.ndim(leaf) < 1 or np.shape(leaf)[0] != seeds:
+            raise ValueError(f"params{jax.tree_util.keystr(path)}: expected a leading seed axis of size {seeds} "
+                             f"(seeds={seeds}), got shape {tuple(np.shape(leaf))}")
+
+
 def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: Callable[[int], Any], steps: int, *,
         run_dir: Optional[str] = None, eval_fn: Optional[Callable[[Any], dict]] = None, eval_every: int = 100,
         log_every: int = 10, checkpoint_every: int = 100, resume: bool = False, monitor: str = "val_loss",
         mode: str = "min", patience: Optional[int] = None, tokens_per_batch: Optional[int] = None,
-        seeds: int = 1, progress: bool = True, desc: str = "train", mesh=None) -> FitResult:
+        seeds: Optional[int] = None, progress: bool = True, desc: str = "train", mesh=None) -> FitResult:
     """Train ``params`` for ``steps`` updates. Returns a :class:`FitResult`.
+
+    The parts: a :class:`TrainState` and the jitted step (:func:`make_step`); a :class:`RunFiles`
+    (metrics log and checkpoints); an :class:`EarlyStopping` fed by ``eval_fn``; this loop.
 
     Args:
       loss_fn: ``(params, batch) -> (loss, aux dict)``.
       batch_fn: ``step -> batch``; must be a pure function of the step for exact resume.
-      run_dir: where ``metrics.jsonl``, ``checkpoint.msgpack`` (last good) and ``best.msgpack`` go.
-      eval_fn: ``params -> dict`` of validation metrics, every ``eval_every`` steps and at the end.
+      run_dir: where ``metrics.jsonl``, ``checkpoint.msgpack`` (last good) and ``best.msgpack`` go;
+        a folder holding a run is refused unless ``resume``.
+      eval_fn: ``params -> dict`` of validation metrics, every ``eval_every`` steps and at the end;
+        it must return ``monitor``.
       resume: continue from ``run_dir/checkpoint.msgpack`` if it exists.
       monitor, mode, patience: early stopping on ``eval_fn``'s ``monitor`` metric.
-      seeds: with ``seeds > 1``, ``params`` carries a leading seed axis (see ``jax.vmap`` over keys).
+      seeds: None, or the size of a leading seed axis of ``params`` (every seed trained at once, vmapped).
       mesh: a :class:`jax.sharding.Mesh` with a ``data`` axis (see :mod:`rnn_jax.distributed`): the
         batch from ``batch_fn`` (this process's part of it) is split along ``data``, the state is
         replicated (or split along ``model``). Checkpoints are written by process 0 only.
     """
-    if mode not in ("min", "max"):
-        raise ValueError(f"mode: expected 'min' or 'max', got {mode!r}")
     from rnn_jax import distributed
 
-    step_fn = make_step(loss_fn, tx, seeds)
-    state = (jax.vmap(lambda p: init_state(p, tx)) if seeds > 1 else (lambda p: init_state(p, tx)))(params)
-    get_batch = batch_fn if mesh is None else (lambda s: distributed.shard_batch(batch_fn(s), mesh))
+    for name, v in (("log_every", log_every), ("eval_every", eval_every), ("checkpoint_every", checkpoint_every)):
+        _positive_int(name, v)
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise ValueError(f"steps: expected an int >= 0, got {steps!r}")
+    _seed_axis(params, seeds)
+    stopper = EarlyStopping(monitor, mode, patience)
     writer = jax.process_index() == 0
-    ckpt = os.path.join(run_dir, "checkpoint.msgpack") if run_dir else None
-    metrics_path = os.path.join(run_dir, "metrics.jsonl") if run_dir else None
-    history, best, bad_evals, start = [], None, 0, 0
-    if resume and ckpt and os.path.exists(ckpt):
-        state, extra = load_checkpoint(ckpt, jax.tree.map(distributed.to_host, state))
-        start, best, bad_evals = int(extra["step"]), extra.get("best"), extra.get("bad_evals", 0)
-        if metrics_path and os.path.exists(metrics_path):  # drop rows logged after the checkpoint
-            with open(metrics_path) as f:
-                history = [r for r in map(json.loads, f) if r["step"] <= start]
-            with open(metrics_path, "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in history)
+    files = RunFiles(run_dir, resume, writer)
+    step_fn = make_step(loss_fn, tx, seeds)
+    state = (jax.vmap(lambda p: init_state(p, tx)) if seeds is not None else (lambda p: init_state(p, tx)))(params)
+    get_batch = batch_fn if mesh is None else (lambda s: distributed.shard_batch(batch_fn(s), mesh))
+    history, start = [], 0
+    if resume and files.has_checkpoint():
+        state, extra = load_checkpoint(files.ckpt, jax.tree.map(distributed.to_host, state))
+        start = int(extra["step"])
+        stopper.best, stopper.bad_evals = extra.get("best"), extra.get("bad_evals", 0)
+        history = files.rows(start)
+    elif resume:
+        files.rows(0)  # nothing to resume from: an old log without a checkpoint starts over
     if mesh is not None:
         state = distributed.place_state(state, mesh)
-    if run_dir and writer:
-        os.makedirs(run_dir, exist_ok=True)
 
     def log(row):
         history.append(row)
-        if metrics_path and writer:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+        files.log(row)
 
     def save(step):
-        if ckpt:
-            host = jax.tree.map(distributed.to_host, state)  # every process takes part in gathers
-            if writer:
-                save_checkpoint(ckpt, host, {"step": step, "best": best, "bad_evals": bad_evals})
+        files.save(state, {"step": step, "best": stopper.best, "bad_evals": stopper.bad_evals})
 
     def evaluate(step):
-        nonlocal best, bad_evals
         row = {k: _to_py(v) for k, v in eval_fn(state.params).items()}
         row.update(step=step, kind="eval")
         log(row)
-        value = np.mean(row[monitor]) if monitor in row else None
-        best_value = None if best is None else np.mean(best[monitor])  # the mean over seeds
-        if value is not None and (best is None or (value < best_value if mode == "min" else value > best_value)):
-            best, bad_evals = dict(row), 0
-            if run_dir:
-                host = jax.tree.map(distributed.to_host, state)
-                if writer:
-                    save_checkpoint(os.path.join(run_dir, "best.msgpack"), host, {"step": step, "best": best})
-        elif value is not None:
-            bad_evals += 1
-        return row
+        if stopper.update(row):
+            files.save(state, {"step": step, "best": stopper.best}, "best.msgpack")
 
     bar = None
     if progress and writer:
         from tqdm.auto import tqdm
         bar = tqdm(total=steps, initial=start, desc=desc, disable=not sys.stderr.isatty() and progress != "force",
                    dynamic_ncols=True)
-    status, message, t_last, step = "done", f"trained {steps} steps", time.perf_counter(), start
-    since = 0
+    status, message, t_last, since = "done", f"trained {steps} steps", time.perf_counter(), 0
     for step in range(start, steps):
         state, m = step_fn(state, get_batch(step))
         since += 1
@@ -275,7 +384,7 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
             message = (f"step {step}: loss or gradient is not finite (loss={_to_py(m['loss'])}, "
                        f"grad_norm={_to_py(m['grad_norm'])}); stopped, the last good checkpoint is kept")
             log({"step": step + 1, "kind": "diverged", **{k: _to_py(v) for k, v in m.items()}})
-            save(step)  # the state was not updated by the bad step: it is the last good one
+            save(step + 1)  # the last good params and optimiser state; the count of batches consumed
             break
         done = step + 1
         if done % log_every == 0 or done == steps:
@@ -293,7 +402,7 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
                 bar.set_postfix(post)
         if eval_fn is not None and (done % eval_every == 0 or done == steps):
             evaluate(done)
-            if patience is not None and bad_evals >= patience:
+            if stopper.stop:
                 status, message = "early_stopped", f"no improvement of {monitor} in {patience} evaluations"
                 save(done)
                 if bar is not None:
@@ -307,7 +416,7 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
         bar.close()
     if status == "diverged":
         print(f"[rnn_jax] {message}", file=sys.stderr)
-    return FitResult(state, status, message, history, best)
+    return FitResult(state, status, message, history, stopper.best)
 
 
 # ---------------------------------------------------------------------------------------------

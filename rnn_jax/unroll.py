@@ -1,20 +1,22 @@
-"""The ``jax.lax.scan`` unroller: one cell over ONE sequence ``(T, I)``.
+"""The ``jax.lax.scan`` unroller: any cell over a batch of sequences, one scan over time.
 
-Semantics with ``length`` (a scalar; batches come from ``jax.vmap``):
+Each step runs the cell's one-example ``step`` vmapped over the batch. Semantics with ``lengths``:
 
-* steps ``t >= length`` leave the carry unchanged and output zeros;
-* the final carry returned is the one after the last valid step;
+* steps ``t >= lengths[b]`` leave example ``b``'s state unchanged and output zeros;
+* the final state returned is the one after the last valid step;
 * ``reverse=True`` reads the valid prefix backwards (``x[L-1], ..., x[0]``) and writes each output
   at the position of the input it consumed; padding stays at the end, outputs there are zero.
 
 Speed and memory knobs (results are identical up to float rounding):
 
 * ``unroll``: passed to ``lax.scan``;
-* ``hoist_input``: compute ``cell.project`` for all timesteps as one ``(T, I) @ (I, G*H)`` product
-  before the loop;
+* ``hoist_input``: compute ``cell.project`` for all timesteps as one product before the loop;
 * ``remat``: ``True`` rematerialises each step in the backward pass (``jax.checkpoint``); an int
-  ``k > 1`` scans over chunks of ``k`` steps and stores only the carries at chunk boundaries, so
+  ``k > 1`` scans over chunks of ``k`` steps and stores only the states at chunk boundaries, so
   memory grows as ``T / k + k`` instead of ``T`` (``k ~ sqrt(T)`` is the classic choice).
+
+:func:`scan` is the time-major core that layers call (``xs (T, B, I)``); :func:`unroll` and
+:func:`unroll_reduce` are the public, batch-first, checked entry points.
 """
 from __future__ import annotations
 
@@ -25,149 +27,29 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rnn_jax import _checks
+from rnn_jax import _checks, _ops
 from rnn_jax.cells import Cell
 
-__all__ = ["unroll", "unroll_reduce", "flip_valid", "sequence_mask"]
+__all__ = ["unroll", "unroll_reduce", "scan", "sequence_mask"]
 
 
-def sequence_mask(length, T: int) -> jax.Array:
-    """``(T,)`` booleans, True for the valid steps ``t < length``."""
-    return jnp.arange(T) < length
+def sequence_mask(lengths, T: int) -> jax.Array:
+    """``(*batch, T)`` booleans, True for the valid steps ``t < lengths``."""
+    lengths = jnp.asarray(lengths)
+    return jnp.arange(T).reshape((1,) * lengths.ndim + (T,)) < lengths[..., None]
 
 
-def flip_valid(xs, length=None):
-    """Reverse the valid prefix of every leaf along axis 0; padding stays in place.
-
-    With ``length=None`` the whole sequence is reversed. The permutation is its own inverse.
-    """
-    leaves = jax.tree_util.tree_leaves(xs)
-    T = leaves[0].shape[0]
-    if length is None:
-        return jax.tree.map(lambda a: a[::-1], xs)
-    t = jnp.arange(T)
-    idx = jnp.where(t < length, length - 1 - t, t)
-    return jax.tree.map(lambda a: jnp.take(a, idx, axis=0), xs)
+def _check_knobs(unroll, remat):
+    if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
+        raise ValueError(f"unroll: expected an int >= 1, got {unroll!r}")
+    if not isinstance(remat, bool) and (not isinstance(remat, int) or remat < 1):
+        raise ValueError(f"remat: expected a bool or an int chunk size >= 1, got {remat!r}")
 
 
-def _select(valid, new, old):
-    return jax.tree.map(lambda n, o: jnp.where(valid, n, o), new, old)
-
-
-def unroll(cell: Cell, params, xs: jax.Array, *, length=None, initial_carry: Any = None,
-           reverse: bool = False, unroll: int = 1, remat: Union[bool, int] = False,
-           hoist_input: bool = False, check: bool = True):
-    """Run ``cell`` over ``xs`` (T, I); returns ``(ys (T, O), final_carry)``.
-
-    Args:
-      cell: a :class:`~rnn_jax.cells.Cell`.
-      params: the cell's params.
-      xs: ``(T, I)`` inputs of ONE sequence.
-      length: scalar int in ``[0, T]``, or None for all ``T`` steps valid.
-      initial_carry: the carry before step 0; zeros when None.
-      reverse: read the (valid prefix of the) sequence backwards.
-      unroll: the ``lax.scan`` unroll factor.
-      remat: False, True (checkpoint each step) or an int chunk size (checkpoint every ``remat`` steps).
-      hoist_input: project all inputs before the loop in one large product.
-      check: validate shapes and dtypes (at trace time; free at run time).
-    """
-    if check:
-        _checks.check_sequence(xs, cell.input_size(params))
-        _checks.check_params(_checks.expected_params(cell.init, xs.shape[1], xs.dtype), params)
-        _checks.check_same_dtype(xs, params)
-        _checks.check_length(length, xs.shape[0])
-        if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
-            raise ValueError(f"unroll: expected an int >= 1, got {unroll!r}")
-        if not isinstance(remat, bool) and (not isinstance(remat, int) or remat < 1):
-            raise ValueError(f"remat: expected a bool or an int chunk size >= 1, got {remat!r}")
-    T = xs.shape[0]
-    carry0 = cell.initial_carry(xs.dtype) if initial_carry is None else initial_carry
-
-    if hoist_input:
-        inputs = cell.project(params, xs)  # (T, G*H): all timesteps in one product
-        step = cell.step_projected
-    else:
-        inputs = xs  # (T, I)
-        step = cell.step
-
-    def body(carry, x):
-        return step(params, carry, x)
-
-    chunk = remat if (not isinstance(remat, bool) and remat > 1) else None
-    if remat is True or chunk == 1:
-        body = jax.checkpoint(body)
-
-    if length is None and chunk is None:
-        carry, ys = lax.scan(body, carry0, inputs, reverse=reverse, unroll=unroll)
-        return ys, carry
-
-    masked = length is not None or (chunk is not None and T % chunk)
-    n_valid = T if length is None else length
-    if reverse:
-        inputs = flip_valid(inputs, n_valid)
-
-    def masked_body(carry, inp):
-        x, t = inp
-        new, y = body(carry, x)
-        valid = t < n_valid
-        return _select(valid, new, carry), jnp.where(valid, y, jnp.zeros_like(y))
-
-    scan_body = masked_body if masked else (lambda c, inp: body(c, inp[0]))
-    ts = jnp.arange(T)
-    if chunk is None:
-        carry, ys = lax.scan(scan_body, carry0, (inputs, ts), unroll=unroll)
-    else:
-        n = math.ceil(T / chunk)
-        pad = n * chunk - T
-        padded = jnp.pad(inputs, [(0, pad)] + [(0, 0)] * (inputs.ndim - 1))
-        chunks = (padded.reshape((n, chunk) + inputs.shape[1:]),
-                  jnp.arange(n * chunk).reshape(n, chunk))
-
-        @jax.checkpoint
-        def chunk_body(carry, block):
-            return lax.scan(scan_body, carry, block, unroll=unroll)
-
-        carry, ys = lax.scan(chunk_body, carry0, chunks)
-        ys = ys.reshape((n * chunk,) + ys.shape[2:])[:T]
-    if reverse:
-        ys = flip_valid(ys, n_valid)
-    return ys, carry
-
-
-def unroll_reduce(cell: Cell, params, xs: jax.Array, per_step, *, targets: Any = None,
-                  initial_carry: Any = None, unroll: int = 1, remat: Union[bool, int] = False,
-                  check: bool = True):
-    """Run ``cell`` over ``xs (T, I)`` and SUM ``per_step(y_t, target_t)`` over the steps, without ever
-    holding the outputs of all steps: returns ``(total, final_carry)``.
-
-    With ``remat=k`` (an int) memory is ``O(T / k + k)`` carries for forward+backward, so sequences of
-    millions of steps fit (benchmarks/scaling.py: T = 10^6, B = 16, H = 256 under vmap). ``targets``
-    is a pytree of arrays with leading axis T (or None, then ``per_step(y_t, None)``).
-    """
-    if check:
-        _checks.check_sequence(xs, cell.input_size(params))
-        _checks.check_params(_checks.expected_params(cell.init, xs.shape[1], xs.dtype), params)
-        _checks.check_same_dtype(xs, params)
-        if not isinstance(remat, bool) and (not isinstance(remat, int) or remat < 1):
-            raise ValueError(f"remat: expected a bool or an int chunk size >= 1, got {remat!r}")
-    T = xs.shape[0]
-    carry0 = cell.initial_carry(xs.dtype) if initial_carry is None else initial_carry
-    total0 = jnp.zeros((), xs.dtype)
-
-    def body(state, inp):
-        carry, total = state
-        x, tgt, valid = inp
-        carry_new, y = cell.step(params, carry, x)
-        carry = _select(valid, carry_new, carry)
-        return (carry, total + jnp.where(valid, per_step(y, tgt), 0.0).astype(xs.dtype)), None
-
-    chunk = remat if (not isinstance(remat, bool) and remat > 1) else None
-    if remat is True or chunk == 1:
-        body = jax.checkpoint(body)
-    valid = jnp.ones((T,), bool)
-    if chunk is None:
-        (carry, total), _ = lax.scan(body, (carry0, total0), (xs, targets, valid), unroll=unroll)
-        return total, carry
+def _chunked(body, carry0, inputs: tuple, T, chunk, unroll):
+    """``lax.scan(body)`` over chunks of ``chunk`` steps, each chunk checkpointed. ``inputs`` (a tuple)
+    are padded to a multiple of ``chunk``; the body gets ``(*inputs_t, t)`` with the step index ``t``,
+    which is ``>= T`` on the padded steps (the body must treat them as invalid)."""
     n = math.ceil(T / chunk)
     pad = n * chunk - T
 
@@ -175,11 +57,127 @@ def unroll_reduce(cell: Cell, params, xs: jax.Array, per_step, *, targets: Any =
         a = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1))
         return a.reshape((n, chunk) + a.shape[1:])
 
-    inputs = jax.tree.map(blocks, (xs, targets, valid))  # padded steps are invalid: carry frozen, 0 added
-
     @jax.checkpoint
-    def chunk_body(state, block):
-        return lax.scan(body, state, block, unroll=unroll)[0], None
+    def chunk_body(carry, block):
+        return lax.scan(body, carry, block, unroll=unroll)
 
-    (carry, total), _ = lax.scan(chunk_body, (carry0, total0), inputs)
-    return total, carry
+    blocked = jax.tree.map(blocks, inputs) + (jnp.arange(n * chunk).reshape(n, chunk),)
+    carry, ys = lax.scan(chunk_body, carry0, blocked)
+    return carry, jax.tree.map(lambda y: y.reshape((n * chunk,) + y.shape[2:])[:T], ys)
+
+
+def scan(cell: Cell, params, xs: jax.Array, lengths=None, state=None, *, reverse: bool = False,
+         unroll: int = 1, remat: Union[bool, int] = False, hoist_input: bool = False):
+    """Time-major core, unchecked: ``xs (T, B, I)``, ``lengths (B,)`` or None, ``state`` with leaves
+    ``(B, ...)`` or None (zeros). Returns ``(ys (T, B, O), final_state)``."""
+    T, B = xs.shape[:2]
+    state = _ops.broadcast_state(cell.initial_state(xs.dtype), B) if state is None else state
+    if reverse:
+        xs = _ops.flip_valid(xs, lengths)
+    if hoist_input:
+        inputs, one = cell.project(params, xs), cell.step_projected  # (T, B, G*H): one product
+    else:
+        inputs, one = xs, cell.step
+    step = jax.vmap(one, in_axes=(None, 0, 0))
+
+    def body(s, x):
+        return step(params, s, x)
+
+    chunk = remat if (not isinstance(remat, bool) and remat > 1) else None
+    if remat is True or chunk == 1:
+        body = jax.checkpoint(body)
+
+    if lengths is None and chunk is None:
+        final, ys = lax.scan(body, state, inputs, unroll=unroll)
+    else:
+        n_valid = jnp.full((B,), T, jnp.int32) if lengths is None else lengths
+
+        def masked(s, inp):
+            x, t = inp
+            new, y = body(s, x)
+            valid = t < n_valid  # (B,)
+            return _ops.select(valid, new, s), _ops.select(valid, y, jnp.zeros_like(y))
+
+        if chunk is None:
+            final, ys = lax.scan(masked, state, (inputs, jnp.arange(T)), unroll=unroll)
+        else:
+            final, ys = _chunked(masked, state, (inputs,), T, chunk, unroll)
+    if reverse:
+        ys = _ops.flip_valid(ys, lengths)
+    return ys, final
+
+
+def _edge(cell, params, xs, lengths, initial_state):
+    """Checks of the public entry points; returns ``(xs_tm, lengths (B,), state (B, ...), batch)``."""
+    batch, T = _checks.check_batch(xs, cell.input_size(params))
+    _checks.check_params(_checks.expected_params(cell.init, xs.shape[-1], xs.dtype), params)
+    _checks.check_same_dtype(xs, params)
+    lengths = _checks.check_batch_lengths(lengths, batch, T)
+    if initial_state is not None:
+        _checks.check_batch_state(initial_state, cell.initial_state(xs.dtype), batch, xs.dtype)
+        initial_state = _ops.flatten_batch(initial_state, batch)
+    xs_tm = _ops.zero_padding(_ops.to_time_major(xs, batch), _ops.time_mask(lengths, T))
+    return xs_tm, lengths, initial_state, batch
+
+
+def unroll(cell: Cell, params, xs: jax.Array, lengths=None, initial_state: Any = None, *,
+           reverse: bool = False, unroll: int = 1, remat: Union[bool, int] = False, hoist_input: bool = False):
+    """Run ``cell`` over ``xs (*batch, T, I)``; returns ``(ys (*batch, T, O), final_state)``.
+
+    Args:
+      cell: a :class:`~rnn_jax.cells.Cell`.
+      params: the cell's params.
+      xs: ``(*batch, T, I)``: zero or more batch dimensions.
+      lengths: integers of shape ``batch`` in ``[0, T]`` (a scalar for one sequence), or None.
+      initial_state: the state before step 0, leaves ``(*batch, ...)``; zeros when None.
+      reverse: read the (valid prefix of the) sequence backwards.
+      unroll: the ``lax.scan`` unroll factor.
+      remat: False, True (checkpoint each step) or an int chunk size (checkpoint every ``remat`` steps).
+      hoist_input: project all inputs before the loop in one large product.
+
+    This is the generic path, autodiff through ``lax.scan``; ``rnn_jax.rnn(cell).apply`` runs the
+    cell's fused recurrence instead when it has one.
+    """
+    _check_knobs(unroll, remat)
+    xs_tm, lengths, state, batch = _edge(cell, params, xs, lengths, initial_state)
+    ys, final = scan(cell, params, xs_tm, lengths, state, reverse=reverse, unroll=unroll, remat=remat,
+                     hoist_input=hoist_input)
+    return _ops.from_time_major(ys, batch), _ops.unflatten_batch(final, batch)
+
+
+def unroll_reduce(cell: Cell, params, xs: jax.Array, per_step, *, targets: Any = None, lengths=None,
+                  initial_state: Any = None, unroll: int = 1, remat: Union[bool, int] = False):
+    """Run ``cell`` over ``xs (*batch, T, I)`` and SUM ``per_step(y_t, target_t)`` (one example, one
+    step) over the valid steps of every sequence, without ever holding the outputs of all steps:
+    returns ``(total, final_state)``.
+
+    With ``remat=k`` (an int) memory is ``O(T / k + k)`` states for forward+backward, so sequences of
+    millions of steps fit (benchmarks/scaling.py: T = 10^6, B = 16, H = 256). ``targets`` is a pytree
+    of arrays with leading dimensions ``(*batch, T)`` (or None, then ``per_step(y_t, None)``).
+    """
+    _check_knobs(unroll, remat)
+    xs_tm, lengths, state, batch = _edge(cell, params, xs, lengths, initial_state)
+    T, B = xs_tm.shape[:2]
+    state = _ops.broadcast_state(cell.initial_state(xs.dtype), B) if state is None else state
+    tgt_tm = None if targets is None else jax.tree.map(lambda a: _ops.to_time_major(a, batch), targets)
+    n_valid = jnp.full((B,), T, jnp.int32) if lengths is None else lengths
+    step = jax.vmap(cell.step, in_axes=(None, 0, 0))
+    loss = jax.vmap(per_step, in_axes=(0, None if targets is None else 0))
+
+    def body(carry, inp):
+        s, total = carry
+        x, tgt, t = inp
+        new, y = step(params, s, x)
+        valid = t < n_valid
+        per = jnp.where(valid, loss(y, tgt), 0.0).astype(xs.dtype)
+        return (_ops.select(valid, new, s), total + per.sum()), None
+
+    chunk = remat if (not isinstance(remat, bool) and remat > 1) else None
+    if remat is True or chunk == 1:
+        body = jax.checkpoint(body)
+    carry0 = (state, jnp.zeros((), xs.dtype))
+    if chunk is None:
+        (final, total), _ = lax.scan(body, carry0, (xs_tm, tgt_tm, jnp.arange(T)), unroll=unroll)
+    else:
+        (final, total), _ = _chunked(body, carry0, (xs_tm, tgt_tm), T, chunk, unroll)
+    return total, _ops.unflatten_batch(final, batch)

@@ -42,7 +42,7 @@ def main():
 
     def loss_fn(params, batch):
         x, y = batch
-        pred = jax.vmap(lambda a: model.apply(params, a)[0])(x)
+        pred = model.apply(params, x)[0]
         return jnp.mean((pred - y) ** 2), {}
 
     idx = train.epoch_batches(n, B, jax.random.key(1))

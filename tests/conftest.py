@@ -44,3 +44,11 @@ def perturb(params, key, scale=0.3):
     keys = jax.random.split(key, len(leaves))
     return jax.tree_util.tree_unflatten(
         treedef, [l + scale * jax.random.normal(k, l.shape, l.dtype) for l, k in zip(leaves, keys)])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_compilation_caches():
+    """Drop compiled programs after each test module: the suite compiles thousands of small programs,
+    and keeping them all alive grows one process's memory for nothing."""
+    yield
+    jax.clear_caches()

@@ -5,15 +5,18 @@ import numpy as np
 
 
 def loop_unroll(cell, params, xs, length=None, reverse=False, carry=None):
-    """Feed steps one by one with ``cell.step``; the valid prefix only; zeros past ``length``."""
+    """Feed steps one by one with ``cell.step`` (ONE sequence ``xs (T, I)``); the valid prefix only; zeros
+    past ``length``."""
     T = xs.shape[0]
     L = T if length is None else int(length)
-    carry = cell.initial_carry(xs.dtype) if carry is None else carry
+    carry = cell.initial_state(xs.dtype) if carry is None else carry
     ys = [None] * T
     order = range(L - 1, -1, -1) if reverse else range(L)
     for t in order:
         carry, ys[t] = cell.step(params, carry, xs[t])
     zero = jnp.zeros((cell.output_size,), xs.dtype)
+    if T == 0:
+        return jnp.zeros((0, cell.output_size), xs.dtype), carry
     return jnp.stack([zero if y is None else y for y in ys]), carry
 
 

@@ -45,7 +45,16 @@ def test_choices_quick(tmp_path):
     rows = json.loads((tmp_path / "choices_quick.json").read_text())["rows"]
     assert len(rows) == 2
     for row in rows:
-        assert len(row["ms"]) == 4 and row["best"] in row["ms"]  # 2 layouts x hoisted / in-loop
+        assert len(row["ms"]) == 2 and row["best"] in row["ms"]  # hoisted / in-loop
+
+
+def test_train_step_quick():
+    from benchmarks import train_step
+
+    out = train_step.main(["--quick", "--rounds", "1", "--cells", "gru"])
+    assert {r["model"] for r in out["rows"]} == {"classifier", "char_lm", "seq2seq"}
+    for r in out["rows"]:
+        assert _positive(r["ms"]["rnn_jax"]) and _positive(r["ms"]["flax"]) and _positive(r["vs_flax"])
 
 
 def test_deer_quick_converges(tmp_path):

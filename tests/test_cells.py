@@ -16,7 +16,7 @@ def test_step_shapes_and_dtypes(name, dtype, key):
     cell = CELLS[name](H)
     params = cell.init(key, I, dtype)
     assert all(l.dtype == dtype for l in jax.tree_util.tree_leaves(params))
-    carry = cell.initial_carry(dtype)
+    carry = cell.initial_state(dtype)
     carry, y = cell.step(params, carry, jnp.ones((I,), dtype))
     assert y.shape == (cell.output_size,) and y.dtype == dtype
     assert all(l.dtype == dtype for l in jax.tree_util.tree_leaves(carry))
@@ -29,8 +29,8 @@ def test_step_equals_project_then_step_projected(name, key):
     k1, k2 = jax.random.split(key)
     params = perturb(cell.init(k1, I, jnp.float64), k2)
     x = jax.random.normal(key, (I,), jnp.float64)
-    c1, y1 = cell.step(params, cell.initial_carry(jnp.float64), x)
-    c2, y2 = cell.step_projected(params, cell.initial_carry(jnp.float64), cell.project(params, x))
+    c1, y1 = cell.step(params, cell.initial_state(jnp.float64), x)
+    c2, y2 = cell.step_projected(params, cell.initial_state(jnp.float64), cell.project(params, x))
     np.testing.assert_array_equal(y1, y2)
 
 
@@ -64,7 +64,7 @@ def test_unroll_equals_python_loop(name, key):
     xs = jax.random.normal(k3, (T, I), jnp.float64)
     for length in (None, 0, 1, 5, T):
         for reverse in (False, True):
-            ys, fin = rj.unroll(cell, params, xs, length=length, reverse=reverse)
+            ys, fin = rj.unroll(cell, params, xs, lengths=length, reverse=reverse)
             ys_ref, fin_ref = loop_unroll(cell, params, xs, length, reverse)
             np.testing.assert_allclose(ys, ys_ref, rtol=1e-13, atol=1e-13, err_msg=f"{length=} {reverse=}")
             for a, b in zip(jax.tree_util.tree_leaves(fin), jax.tree_util.tree_leaves(fin_ref)):
@@ -82,7 +82,7 @@ def test_lstm_gate_order_and_forget_bias(key):
     p = jax.tree.map(jnp.zeros_like, params)
     p["b_i"] = p["b_i"].at[2 * H:3 * H].set(1.0)  # g = tanh(1)
     p["b_i"] = p["b_i"].at[:H].set(50.0)          # i = 1
-    state, h = cell.step(p, cell.initial_carry(), jnp.zeros((I,)))
+    state, h = cell.step(p, cell.initial_state(), jnp.zeros((I,)))
     np.testing.assert_allclose(state.c, np.tanh(1.0), rtol=1e-6)  # c = i * g
     np.testing.assert_allclose(h, 0.5 * np.tanh(np.tanh(1.0)), rtol=1e-6)  # o = sigmoid(0)
 

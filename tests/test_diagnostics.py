@@ -21,7 +21,7 @@ def test_error_reach_equals_gradient_through_carry(make, key):
     k = 4  # reference: carry after step k as an input, the rest of the sequence run from it
     carry_k = rj.unroll(cell, params, xs[:k + 1])[1]
     flat, unravel = jax.flatten_util.ravel_pytree(carry_k)
-    g = jax.grad(lambda f: loss_of_last(rj.unroll(cell, params, xs[k + 1:], initial_carry=unravel(f))[0][-1]))(flat)
+    g = jax.grad(lambda f: loss_of_last(rj.unroll(cell, params, xs[k + 1:], initial_state=unravel(f))[0][-1]))(flat)
     np.testing.assert_allclose(reach[k], jnp.linalg.norm(g), rtol=1e-10)
 
 
@@ -33,7 +33,7 @@ def test_jacobian_norms_against_jacrev(key):
     np.testing.assert_allclose(norms[-1], 1.0, rtol=1e-12)
     k = 3
     h_k = rj.unroll(cell, params, xs[:k + 1])[1]
-    J = jax.jacrev(lambda h: rj.unroll(cell, params, xs[k + 1:], initial_carry=h)[1])(h_k)
+    J = jax.jacrev(lambda h: rj.unroll(cell, params, xs[k + 1:], initial_state=h)[1])(h_k)
     np.testing.assert_allclose(norms[k], np.linalg.norm(J, 2), rtol=1e-10)
 
 

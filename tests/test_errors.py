@@ -1,6 +1,7 @@
 """Bad input raises ValueError naming the argument, the expected and the actual shape or value."""
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import rnn_jax as rj
@@ -20,35 +21,63 @@ def lstm_layer(key):
 
 def test_wrong_rank(lstm_layer):
     layer, params = lstm_layer
-    with pytest.raises(ValueError, match=r"xs: expected shape \(T, 3\), got \(2, 5, 3\); batch with jax.vmap"):
-        layer.apply(params, f32((2, T, I)))
-    with pytest.raises(ValueError, match=r"xs: expected shape \(T, 3\), got \(5,\)"):
+    with pytest.raises(ValueError, match=r"xs: expected shape \(\*batch, T, I\), got \(5,\)"):
         layer.apply(params, f32((T,)))
 
 
 def test_wrong_feature_size(lstm_layer):
     layer, params = lstm_layer
-    with pytest.raises(ValueError, match=r"xs: expected shape \(T, 3\) \(feature size 3\), got \(5, 7\)"):
+    with pytest.raises(ValueError, match=r"xs: expected shape \(\*batch, T, 3\) \(feature size 3, from params\), "
+                                         r"got \(5, 7\)"):
         layer.apply(params, f32((T, 7)))
+    with pytest.raises(ValueError, match=r"xs: expected shape \(\*batch, T, 3\) .* got \(2, 5, 4\)"):
+        layer.apply(params, f32((2, T, 4)), jnp.array([3, 4]))
 
 
 @pytest.mark.parametrize("length", [-1, T + 1])
 def test_length_outside_range(lstm_layer, length):
     layer, params = lstm_layer
-    with pytest.raises(ValueError, match=rf"length: expected a value in \[0, T\] = \[0, 5\], got {length}"):
+    with pytest.raises(ValueError, match=rf"lengths: expected values in \[0, T\] = \[0, 5\], got {length}"):
         layer.apply(params, f32((T, I)), jnp.array(length))
+
+
+def test_fractional_length_is_an_error_not_a_rounding(lstm_layer):
+    layer, params = lstm_layer
+    with pytest.raises(ValueError, match="lengths: expected integers, got 2.5"):
+        layer.apply(params, f32((T, I)), 2.5)
+    with pytest.raises(ValueError, match="lengths: expected an integer dtype, got float"):
+        layer.apply(params, f32((2, T, I)), jnp.array([3.0, 4.0]))
 
 
 def test_batch_lengths_checked_before_tracing(lstm_layer):
     layer, params = lstm_layer
-    with pytest.raises(ValueError, match=r"lengths: expected values in \[0, T\] = \[0, 5\], got 9 at index 1"):
-        rj.apply_batch(layer, params, f32((2, T, I)), jnp.array([3, 9]))
-    with pytest.raises(ValueError, match=r"lengths: expected shape \(2,\), got \(3,\)"):
-        rj.apply_batch(layer, params, f32((2, T, I)), jnp.array([3, 4, 5]))
-    with pytest.raises(ValueError, match=r"xs: expected shape \(B, T, 3\) \(feature size 3\), got \(2, 5, 4\)"):
-        rj.apply_batch(layer, params, f32((2, T, 4)), jnp.array([3, 4]))
-    with pytest.raises(ValueError, match="lengths: expected an integer dtype"):
-        rj.apply_batch(layer, params, f32((2, T, I)), jnp.array([3.0, 4.0]))
+    with pytest.raises(ValueError, match=r"lengths: expected values in \[0, T\] = \[0, 5\], got 9 at index \(1,\)"):
+        layer.apply(params, f32((2, T, I)), jnp.array([3, 9]))
+    with pytest.raises(ValueError, match=r"lengths: expected shape \(2,\) \(the batch dimensions of xs\), got \(3,\)"):
+        layer.apply(params, f32((2, T, I)), jnp.array([3, 4, 5]))
+    with pytest.raises(ValueError, match=r"lengths: expected values .* got 6 at index \(1, 0\)"):
+        layer.apply(params, f32((2, 2, T, I)), jnp.array([[3, 4], [6, 1]]))
+
+
+def test_lengths_under_jit_are_checked_in_checked_mode(lstm_layer):
+    layer, params = lstm_layer
+    f = jax.jit(rj.checked(lambda p, x, L: layer.apply(p, x, L)[0]))
+    err, _ = f(params, f32((2, T, I)), jnp.array([3, 4]))
+    err.throw()  # nothing wrong
+    err, _ = f(params, f32((2, T, I)), jnp.array([3, 9]))
+    with pytest.raises(Exception, match=r"lengths: expected values in \[0, T\] = \[0, 5\]"):
+        err.throw()
+
+
+def test_initial_states_are_checked(lstm_layer, key):
+    layer, params = lstm_layer
+    xs = f32((2, T, I))
+    with pytest.raises(ValueError, match=r"initial_state: expected the structure"):
+        layer.apply(params, xs, None, f32((2, H)))  # an LSTM needs LSTMState(h, c)
+    with pytest.raises(ValueError, match=r"initial_state\.c: expected shape \(2, 4\), got \(3, 4\)"):
+        layer.apply(params, xs, None, rj.LSTMState(f32((2, H)), f32((3, H))))
+    with pytest.raises(ValueError, match=r"initial_state\.h: expected dtype float32, got float64"):
+        layer.apply(params, xs, None, rj.LSTMState(jnp.ones((2, H), jnp.float64), f32((2, H))))
 
 
 def test_params_that_do_not_match_the_cell(lstm_layer, key):
@@ -110,21 +139,98 @@ def test_unroll_option_errors(key):
         rj.unroll(cell, params, f32((T, I)), remat=-2)
 
 
-def test_stream_step_shape(key):
+def test_stream_state_and_step_are_checked(key):
     layer = rj.rnn(rj.gru(H))
     params = layer.init(key, I)
-    with pytest.raises(ValueError, match=r"x: expected shape \(3,\), got \(5, 3\)"):
-        rj.stream_step(layer, params, rj.stream_init(layer), f32((T, I)))
+    with pytest.raises(ValueError, match=r"state: expected shape \(5, 4\), got \(4,\)"):
+        rj.stream_step(layer, params, rj.stream_init(layer), f32((T, I)))  # a batch of 5 needs a batch of states
+    with pytest.raises(ValueError, match=r"params\['W_i'\]: expected shape \(7, 12\)"):
+        rj.stream_step(layer, params, rj.stream_init(layer), f32((7,)))
+    with pytest.raises(ValueError, match="batch_shape: expected a tuple of positive ints"):
+        rj.stream_init(layer, (0,))
+    with pytest.raises(ValueError, match="needs future inputs"):
+        rj.stream_init(rj.rnn(rj.gru(H), reverse=True))
 
 
-def test_loss_shape_errors():
+def test_loss_errors():
     with pytest.raises(ValueError, match=r"targets: expected shape \(5,\) for logits of shape \(5, 3\), got \(4,\)"):
         rj.losses.softmax_cross_entropy(f32((5, 3)), jnp.ones((4,), jnp.int32))
-    with pytest.raises(ValueError, match="reduction: expected 'sum', 'mean' or 'none'"):
-        rj.losses.mse(f32((5,)), f32((5,)), reduction="max")
+    with pytest.raises(ValueError, match="reduction: expected one of"):
+        rj.losses.mse(f32((5, 1)), f32((5, 1)), reduction="max")
+    for bad in (3, -1):  # a target >= V gave NaN, -1 a number
+        with pytest.raises(ValueError, match=r"targets: expected class ids in \[0, 3\), got "):
+            rj.losses.softmax_cross_entropy(f32((2, 5, 3)), jnp.full((2, 5), bad, jnp.int32))
+    # padding past each length may hold any id
+    out = rj.losses.softmax_cross_entropy(f32((2, 5, 3)), jnp.array([[0, 1, 9, 9, 9], [2] * 5]), jnp.array([2, 5]))
+    assert jnp.isfinite(out)
+    with pytest.raises(ValueError, match="lengths: expected integers"):
+        rj.losses.accuracy(f32((5, 3)), jnp.zeros((5,), jnp.int32), 2.5)
+
+
+def test_token_errors(key):
+    model = rj.many_to_many(rj.rnn(rj.gru(H)), 6, vocab_size=6, embed_size=3)
+    params = model.init(key)
+    for bad in (6, -1, 99):  # clamped to 5 by the gather before
+        with pytest.raises(ValueError, match=rf"xs: expected token ids in \[0, 6\), got {bad}"):
+            model.apply(params, jnp.array([[1, bad, 2]]))
+    with pytest.raises(ValueError, match=r"prompt: expected token ids in \[0, 6\)"):
+        model.generate(params, jnp.array([7]), max_len=3)
+    with pytest.raises(ValueError, match="prompt: expected at least one token"):
+        model.generate(params, jnp.zeros((0,), jnp.int32), max_len=3)
+    with pytest.raises(ValueError, match="max_len: expected a positive int, got -2"):
+        model.generate(params, jnp.array([1]), max_len=-2)
+    with pytest.raises(ValueError, match="prompt_lengths: expected every prompt to hold at least one token"):
+        model.generate(params, jnp.array([[1, 2], [3, 4]]), jnp.array([2, 0]), max_len=3)
+    onehot = rj.many_to_one(rj.rnn(rj.gru(H)), 2, vocab_size=4)
+    with pytest.raises(ValueError, match=r"xs: expected token ids in \[0, 4\), got 10"):
+        onehot.apply(onehot.init(key), jnp.array([10, 1]))
+    err, _ = jax.jit(rj.checked(lambda p, x: model.apply(p, x)[0]))(params, jnp.array([[1, 9]]))
+    with pytest.raises(Exception, match=r"xs: expected token ids in \[0, 6\)"):
+        err.throw()
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: rj.encoder_decoder(rj.rnn(rj.gru(4)), rj.gru(4), tgt_vocab=6, bos=9, eos=1, src_vocab=5),
+     r"bos: expected a token id in \[0, 6\), got 9"),
+    (lambda: rj.one_to_many(rj.gru(4), 3, vocab_size=6, bos=0, eos=-1), r"eos: expected a token id"),
+    (lambda: rj.many_to_one(rj.rnn(rj.gru(4)), 0, input_size=3), "output_size: expected a positive int, got 0"),
+    (lambda: rj.many_to_many(rj.rnn(rj.gru(4)), -2, input_size=3), "output_size: expected a positive int, got -2"),
+    (lambda: rj.many_to_one(rj.rnn(rj.gru(4)), 2, vocab_size=0), "vocab_size: expected a positive int"),
+    (lambda: rj.many_to_one(rj.gru(4), 2, input_size=3), "layer: expected an rnn_jax Layer"),
+])
+def test_model_construction_errors(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_mismatched_params_name_what_is_wrong(key):
+    layer = rj.stack(rj.rnn(rj.gru(H)), rj.rnn(rj.gru(H)))
+    with pytest.raises(ValueError, match="params: do not match the cell/layer: expected structure"):
+        layer.apply(rj.gru(H).init(key, I), f32((2, T, I)))  # was KeyError 'layers'
+    model = rj.many_to_one(layer, 2, input_size=I)
+    with pytest.raises(ValueError, match="params: do not match"):
+        model.apply({"rnn": layer.init(key, I)}, f32((2, T, I)))
 
 
 def test_checks_happen_at_trace_time_under_jit(lstm_layer):
     layer, params = lstm_layer
     with pytest.raises(ValueError, match="feature size"):
         jax.jit(layer.apply)(params, f32((T, 7)))
+
+
+def test_state_dict_keys_must_match_exactly():
+    from rnn_jax.interop import from_torch_state_dict
+
+    rng = np.random.default_rng(0)
+    sd = {"weight_ih_l0": rng.standard_normal((12, 3)), "weight_hh_l0": rng.standard_normal((12, 4)),
+          "bias_ih_l0": rng.standard_normal(12), "bias_hh_l0": rng.standard_normal(12)}
+    from_torch_state_dict(sd, "GRU", 4)
+    with pytest.raises(ValueError, match=r"state_dict: missing \['bias_hh_l0'\]"):
+        from_torch_state_dict({k: v for k, v in sd.items() if k != "bias_hh_l0"}, "GRU", 4)
+    with pytest.raises(ValueError, match=r"state_dict: unexpected \['weight_ih_l1'\]"):
+        from_torch_state_dict(dict(sd, weight_ih_l1=sd["weight_ih_l0"]), "GRU", 4)
+    no_bias = {k: v for k, v in sd.items() if k.startswith("weight")}
+    _, p = from_torch_state_dict(no_bias, "GRU", 4, bias=False)  # a module built with bias=False
+    assert not np.any(np.asarray(p["b_i"]))
+    with pytest.raises(ValueError, match=r"state_dict\['W_h'\]: expected shape \(4, 12\), got \(5, 12\)"):
+        from_torch_state_dict(dict(sd, weight_hh_l0=rng.standard_normal((12, 5))), "GRU", 4)

@@ -37,7 +37,7 @@ def test_flax_nn_rnn_matches(name, key):
     lengths = jnp.array([T, 5])
     ref = nn.RNN(module).apply({"params": {"cell": variables["params"]}}, xs, seq_lengths=lengths)  # (B, T, H)
     cell, params = rj.interop.from_flax(module, variables)
-    ys, _ = rj.apply_batch(rj.rnn(cell), params, xs, lengths)
+    ys, _ = rj.rnn(cell).apply(params, xs, lengths)
     np.testing.assert_array_less(_rel(ys[0], ref[0]), 1e-5)
     np.testing.assert_array_less(_rel(ys[1, :5], ref[1, :5]), 1e-5)  # Flax does not zero the padding
 

@@ -29,7 +29,6 @@ def _assert_trees_close(got, want, tol=TOL):
 def _pair(make, key, lengths, initial, dtype=jnp.float64):
     """(fused loss, reference loss, params, xs): the loss weighs every output and final-state leaf."""
     ref_layer, fused_layer = make(False), make(True)
-    assert ref_layer.batched is None and fused_layer.batched is not None
     k1, k2, k3, k4 = jax.random.split(key, 4)
     params = perturb(fused_layer.init(k1, I, dtype), k2)
     xs = jax.random.normal(k3, (B, T, I), dtype)
@@ -40,7 +39,7 @@ def _pair(make, key, lengths, initial, dtype=jnp.float64):
 
     def loss_of(layer):
         def loss(p, x, s):
-            ys, fin = rj.apply_batch(layer, p, x, lengths, s)
+            ys, fin = layer.apply(p, x, lengths, s)
             fin_term = sum(jnp.sum(jnp.sin(l)) for l in jax.tree_util.tree_leaves(fin))
             return jnp.sum(jnp.tanh(ys) * jnp.broadcast_to(w, ys.shape)) + fin_term, (ys, fin)
         return loss
@@ -58,19 +57,28 @@ def _check(make, key, lengths=None, initial=False):
     _assert_trees_close(fg, rg)
 
 
-@pytest.mark.parametrize("name", FUSABLE)
-@pytest.mark.parametrize("layout", ["batch", "feature"])
+# Elman with activations given as callables: the known ones by identity, any other through its own VJP.
+CALLABLE_CELLS = {
+    "elman_jnp.tanh": lambda H: rj.elman(H, jnp.tanh),
+    "elman_jax.nn.relu": lambda H: rj.elman(H, jax.nn.relu),
+    "elman_jax.nn.sigmoid": lambda H: rj.elman(H, jax.nn.sigmoid),
+    "elman_softsign": lambda H: rj.elman(H, jax.nn.soft_sign),
+    "elman_softmax": lambda H: rj.elman(H, jax.nn.softmax),  # not elementwise: still exact
+}
+ALL_FUSABLE = {**{n: CELLS[n] for n in FUSABLE}, **CALLABLE_CELLS}
+
+
+@pytest.mark.parametrize("name", ALL_FUSABLE)
 @pytest.mark.parametrize("hoist", [True, False], ids=["hoisted", "in-loop"])
 @pytest.mark.parametrize("lengths", [None, [7, 3, 0]], ids=["full", "lengths"])
-def test_fused_equals_unroller(name, layout, hoist, lengths, key):
-    _check(lambda f: rj.rnn(CELLS[name](H), fused=f, layout=layout, hoist_input=hoist), key,
+def test_fused_equals_unroller(name, hoist, lengths, key):
+    _check(lambda f: rj.rnn(ALL_FUSABLE[name](H), fused=f, hoist_input=hoist), key,
            None if lengths is None else jnp.array(lengths))
 
 
-@pytest.mark.parametrize("name", FUSABLE)
-@pytest.mark.parametrize("layout", ["batch", "feature"])
-def test_fused_reverse_initial_state_unroll(name, layout, key):
-    _check(lambda f: rj.rnn(CELLS[name](H), reverse=True, unroll=3, fused=f, layout=layout), key,
+@pytest.mark.parametrize("name", ALL_FUSABLE)
+def test_fused_reverse_initial_state_unroll(name, key):
+    _check(lambda f: rj.rnn(ALL_FUSABLE[name](H), reverse=True, unroll=3, fused=f), key,
            jnp.array([7, 5, 2]), initial=True)
 
 
@@ -82,12 +90,38 @@ def test_fused_bidirectional_stack(skip, key):
     _check(make, key, jnp.array([6, 7, 1]))
 
 
-def test_default_picks_fused_when_available():
-    assert rj.rnn(rj.gru(4)).batched is not None
-    assert rj.rnn(rj.jordan(4, 2)).batched is None           # no fused kernel: vmap of the unroller
-    assert rj.rnn(rj.elman(4, jnp.sin)).batched is None       # custom activation
-    assert rj.rnn(rj.lstm(4), remat=8).batched is None        # remat keeps the generic path
-    assert rj.bidirectional(rj.rnn(rj.lstm(4)), rj.rnn(rj.jordan(4, 4))).batched is None
+def _calls_kernel(layer, cell, batch=(2,)):
+    """Does a batched ``layer.apply`` reach the cell's fused kernel? (Counted by wrapping it.)"""
+    calls = []
+    spy = cell._replace(fused=lambda *a, **k: calls.append(1) or cell.fused(*a, **k))
+    lay = layer(spy)
+    params = lay.init(jax.random.key(0), 3)
+    lay.apply(params, jnp.ones(batch + (4, 3), jnp.float32))
+    return bool(calls)
+
+
+def test_every_fusable_cell_carries_its_kernel():
+    for make in list(ALL_FUSABLE.values()):
+        assert make(4).fused is not None
+    assert rj.jordan(4, 2).fused is None
+
+
+def test_batched_calls_take_the_kernel_unbatched_calls_the_scan():
+    assert _calls_kernel(rj.rnn, rj.gru(4))
+    assert _calls_kernel(rj.rnn, rj.elman(4, jnp.sin))                  # any callable activation
+    assert not _calls_kernel(rj.rnn, rj.gru(4), batch=())               # one sequence: the generic scan
+    assert not _calls_kernel(lambda c: rj.rnn(c, fused=False), rj.gru(4))
+    assert not _calls_kernel(lambda c: rj.rnn(c, remat=8), rj.lstm(4))  # remat keeps the generic path
+    assert _calls_kernel(lambda c: rj.stack(rj.bidirectional(rj.rnn(c), rj.rnn(c))), rj.lstm(4))
+
+
+def test_converted_cells_get_their_kernel(key):
+    import flax.linen as nn
+
+    for module in (nn.SimpleCell(5), nn.GRUCell(5), nn.LSTMCell(5)):
+        variables = module.init(key, module.initialize_carry(key, (3,)), jnp.ones((3,)))
+        cell, _ = rj.interop.from_flax(module, variables)
+        assert cell.fused is not None, type(module).__name__
 
 
 def test_fused_errors():
@@ -97,14 +131,12 @@ def test_fused_errors():
         rj.rnn(rj.lstm(4), fused=True, remat=4)
     with pytest.raises(ValueError, match="hoist_input: expected True, False or 'auto'"):
         rj.rnn(rj.lstm(4), hoist_input="yes")
-    with pytest.raises(ValueError, match="layout: expected 'auto'"):
-        rj.rnn(rj.lstm(4), layout="time")
     with pytest.raises(ValueError, match="fused: expected None, True or False"):
         rj.rnn(rj.lstm(4), fused="yes")
     layer = rj.rnn(rj.gru(4))
     params = layer.init(jax.random.key(0), 3)
     with pytest.raises(ValueError, match="W_h"):
-        rj.apply_batch(layer, {**params, "W_h": params["W_h"][:2]}, jnp.zeros((2, 5, 3)))
+        layer.apply({**params, "W_h": params["W_h"][:2]}, jnp.zeros((2, 5, 3)))
 
 
 def test_fused_jit_does_not_retrace(key):
@@ -115,7 +147,7 @@ def test_fused_jit_does_not_retrace(key):
     @jax.jit
     def loss(p, x):
         traces.append(1)
-        return jnp.mean(rj.apply_batch(layer, p, x)[0] ** 2)
+        return jnp.mean(layer.apply(p, x)[0] ** 2)
 
     g = jax.grad(loss)
     x = jnp.ones((B, T, I), jnp.float32)
@@ -128,36 +160,40 @@ def test_fused_float32_matches(key):
     layer, ref = rj.rnn(rj.lstm(H), fused=True), rj.rnn(rj.lstm(H), fused=False)
     params = layer.init(key, I, jnp.float32)
     xs = jax.random.normal(key, (B, T, I), jnp.float32)
-    got, want = rj.apply_batch(layer, params, xs)[0], rj.apply_batch(ref, params, xs)[0]
+    got, want = layer.apply(params, xs)[0], ref.apply(params, xs)[0]
     assert got.dtype == jnp.float32
     assert _rel(got, want) < 1e-5
 
 
-def test_flip_valid_batch_matches_per_sequence():
-    xs = jnp.arange(2 * 5 * 3.0).reshape(5, 2, 3)
+def test_flip_valid_reverses_each_valid_prefix():
+    from rnn_jax import _ops
+
+    xs = jnp.arange(2 * 5 * 3.0).reshape(5, 2, 3)  # (T, B, I)
     lengths = jnp.array([5, 2])
-    got = fused.flip_valid_batch(xs, lengths)
-    for b in range(2):
-        np.testing.assert_array_equal(got[:, b], rj.flip_valid(xs[:, b], lengths[b]))
+    got = _ops.flip_valid(xs, lengths)
+    np.testing.assert_array_equal(got[:, 0], xs[::-1, 0])
+    np.testing.assert_array_equal(got[:, 1], jnp.concatenate([xs[1::-1, 1], xs[2:, 1]]))
+    np.testing.assert_array_equal(_ops.flip_valid(got, lengths), xs)  # an involution
 
 
-@pytest.mark.parametrize("name", FUSABLE)
+@pytest.mark.parametrize("name", ALL_FUSABLE)
 @pytest.mark.parametrize("hoist", [True, False, "auto"])
 def test_fused_inference_path_equals_unroller(name, hoist, key):
     """Without differentiation the custom_vjp runs its primal (no residuals kept): same values."""
-    layer = rj.rnn(CELLS[name](H), hoist_input=hoist, fused=True)
-    ref = rj.rnn(CELLS[name](H), fused=False)
+    layer = rj.rnn(ALL_FUSABLE[name](H), hoist_input=hoist, fused=True)
+    ref = rj.rnn(ALL_FUSABLE[name](H), fused=False)
     params = perturb(layer.init(key, I, jnp.float64), key)
     xs = jax.random.normal(key, (B, T, I), jnp.float64)
     lengths = jnp.array([7, 2, 5])
-    got = jax.jit(lambda p, x: rj.apply_batch(layer, p, x, lengths))(params, xs)
-    want = rj.apply_batch(ref, params, xs, lengths)
+    got = jax.jit(lambda p, x: layer.apply(p, x, lengths))(params, xs)
+    want = ref.apply(params, xs, lengths)
     _assert_trees_close(got, want)
 
 
-def test_choose_hoist_rule():
-    assert fused.choose_hoist("elman_tanh", 16, 1000, 128) == (True, True)
+def test_hoist_rule():
+    assert fused._hoist(False, (True, True)) == (False, False)  # the user's choice wins
+    assert fused._hoist(True, (False, False)) == (True, True)
     if jax.default_backend() == "cpu":
-        assert fused.choose_hoist("gru", 16, 100, 256) == (False, False)
-        assert fused.choose_hoist("lstm", 16, 100, 256) == (False, True)
-        assert fused.choose_hoist("lstm", 16, 1000, 128) == (False, False)
+        assert fused._hoist("auto", (False, True)) == (False, True)
+    with pytest.raises(ValueError, match="hoist"):
+        fused._hoist("yes", (True, True))

@@ -80,7 +80,7 @@ def test_streaming_equals_offline(make, key):
     params = perturb(layer.init(key, I, jnp.float64), key)
     xs = _xs(key)
     ys, final = layer.apply(params, xs)
-    state = rj.stream_init(layer, jnp.float64)
+    state = rj.stream_init(layer, dtype=jnp.float64)
     step = jax.jit(lambda p, s, x: rj.stream_step(layer, p, s, x))
     for t in range(T):
         state, y = step(params, state, xs[t])
@@ -115,9 +115,20 @@ def test_combinators_vmap_equals_per_example_loop(make, key):
     params = perturb(layer.init(key, I, jnp.float64), key)
     xs = jax.random.normal(key, (3, T, I), jnp.float64)
     lengths = jnp.array([T, 0, 5])
-    ys, finals = rj.apply_batch(layer, params, xs, lengths)
+    ys, finals = layer.apply(params, xs, lengths)
     for b in range(3):
         ys_b, fin_b = layer.apply(params, xs[b], lengths[b])
         np.testing.assert_allclose(ys[b], ys_b, rtol=1e-13, atol=1e-15)
         for a, c in zip(jax.tree_util.tree_leaves(finals), jax.tree_util.tree_leaves(fin_b)):
             np.testing.assert_allclose(a[b], c, rtol=1e-13, atol=1e-15)
+
+
+def test_apply_batch_is_a_deprecated_alias(key):
+    layer = rj.rnn(rj.gru(H))
+    params = layer.init(key, 3, jnp.float64)
+    xs = jax.random.normal(key, (2, 5, 3), jnp.float64)
+    with pytest.warns(DeprecationWarning, match="call layer.apply"):
+        got = rj.apply_batch(layer, params, xs, jnp.array([5, 2]))
+    want = layer.apply(params, xs, jnp.array([5, 2]))
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_array_equal(a, b)

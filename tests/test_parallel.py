@@ -56,12 +56,12 @@ def test_deer_gradients_equal_scan(name, key):
         assert _rel(a, b) < 1e-5
 
 
-def test_deer_lengths_reverse_initial_carry(key):
+def test_deer_lengths_reverse_initial_state(key):
     cell, params, xs = _setup("gru", key)
     h0 = jax.random.normal(key, (H,), jnp.float64)
     for length in (T, 9, 0):
-        got = parallel.deer(cell, params, xs, length=length, reverse=True, initial_carry=h0)
-        want = rj.unroll(cell, params, xs, length=length, reverse=True, initial_carry=h0)
+        got = parallel.deer(cell, params, xs, lengths=length, reverse=True, initial_state=h0)
+        want = rj.unroll(cell, params, xs, lengths=length, reverse=True, initial_state=h0)
         assert _rel(got[0], want[0]) < 1e-5 or np.abs(np.asarray(want[0])).max() == 0
         assert _rel(got[1], want[1]) < 1e-5
 
@@ -116,9 +116,8 @@ def test_deer_errors(key):
 def test_rnn_layer_parallel_option(key):
     cell, params, xs = _setup("gru", key)
     batch = jnp.stack([xs, xs * 0.5])
-    got = rj.apply_batch(rj.rnn(cell, parallel="newton"), params, batch, jnp.array([T, 7]))[0]
-    want = rj.apply_batch(rj.rnn(cell, fused=False), params, batch, jnp.array([T, 7]))[0]
-    assert rj.rnn(cell, parallel="diagonal").batched is None
+    got = rj.rnn(cell, parallel="newton").apply(params, batch, jnp.array([T, 7]))[0]
+    want = rj.rnn(cell, fused=False).apply(params, batch, jnp.array([T, 7]))[0]
     assert _rel(got, want) < 1e-5
     with pytest.raises(ValueError, match="parallel: expected None or one of"):
         rj.rnn(cell, parallel="yes")

@@ -56,7 +56,7 @@ def test_from_torch_module_and_back(mode):
     module = cls(I, H, num_layers=2, bidirectional=True, batch_first=True)
     layer, params = rj.interop.from_torch(module)
     x = np.random.default_rng(0).standard_normal((2, T, I)).astype(np.float32)
-    ys, _ = rj.apply_batch(layer, params, jnp.asarray(x))
+    ys, _ = layer.apply(params, jnp.asarray(x))
     ref = module(torch.tensor(x))[0].detach().numpy()
     assert relative_error(ys, ref) <= TOL
     # params -> a fresh module -> the same outputs

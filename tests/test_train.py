@@ -24,7 +24,7 @@ def _setup(key):
 
     def loss_fn(params, batch):
         x, y = batch
-        pred = jax.vmap(lambda a: model.apply(params, a)[0])(x)
+        pred = model.apply(params, x)[0]  # (B, T, 1)
         return jnp.mean((pred - y) ** 2), {}
 
     idx = train.epoch_batches(64, 16, jax.random.key(7))
@@ -92,11 +92,12 @@ def test_nan_stops_and_keeps_last_good_checkpoint(key, tmp_path):
     res = train.fit(poisoned, params, train.optimizer("adam", 1e-2), lambda s: (*batch_fn(s), s), 50,
                     run_dir=str(tmp_path), progress=False, checkpoint_every=100)
     assert res.status == "diverged" and "step 5: loss or gradient is not finite" in res.message
-    assert int(res.state.step) == 5
+    assert int(res.state.step) == 6  # batches consumed; the bad one updated nothing
+    assert int(res.state.opt_state[0][0].count) == 5  # Adam saw the 5 good updates only
     assert all(np.isfinite(l).all() for l in jax.tree_util.tree_leaves(res.state.params))
     template = train.init_state(params, train.optimizer("adam", 1e-2))
     saved, extra = train.load_checkpoint(str(tmp_path / "checkpoint.msgpack"), template)
-    assert extra["step"] == 5
+    assert extra["step"] == 6 == int(saved.step)  # a resume goes on with the next batch, never one twice
     for a, b in zip(jax.tree_util.tree_leaves(saved.params), jax.tree_util.tree_leaves(res.state.params)):
         np.testing.assert_array_equal(a, b)
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
@@ -154,3 +155,76 @@ def test_optimizer_argument_errors():
         train.optimizer("lbfgs")
     with pytest.raises(ValueError, match="clip_norm: expected a positive number, got -1"):
         train.optimizer("adam", clip_norm=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs never lose or mix data.
+
+def test_run_dir_is_never_reused_without_resume(key, tmp_path):
+    model, loss_fn, batch_fn = _setup(key)
+    tx = train.optimizer("adam", 1e-3)
+    train.fit(loss_fn, model.init(key), tx, batch_fn, 3, run_dir=str(tmp_path), progress=False, log_every=1)
+    before = (tmp_path / "metrics.jsonl").read_text()
+    with pytest.raises(ValueError, match="already holds a run"):
+        train.fit(loss_fn, model.init(key), tx, batch_fn, 3, run_dir=str(tmp_path), progress=False)
+    assert (tmp_path / "metrics.jsonl").read_text() == before  # nothing appended, nothing overwritten
+
+
+def test_resume_tolerates_a_torn_last_metrics_line(key, tmp_path):
+    model, loss_fn, batch_fn = _setup(key)
+    tx = train.optimizer("adam", 1e-3)
+    train.fit(loss_fn, model.init(key), tx, batch_fn, 4, run_dir=str(tmp_path), progress=False, log_every=1,
+              checkpoint_every=2)
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "kind": "tr')  # a run killed mid-write
+    res = train.fit(loss_fn, model.init(key), tx, batch_fn, 6, run_dir=str(tmp_path), resume=True, progress=False,
+                    log_every=1)
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6] and res.status == "done"
+
+
+def test_a_flipped_byte_in_a_checkpoint_is_an_error(tmp_path):
+    path = str(tmp_path / "c.msgpack")
+    train.save_checkpoint(path, {"w": jnp.arange(64.0)}, {"step": 3})
+    blob = bytearray(open(path, "rb").read())
+    blob[len(blob) // 2] ^= 0x01
+    open(path, "wb").write(bytes(blob))
+    with pytest.raises(ValueError, match="corrupt"):
+        train.load_checkpoint(path, {"w": jnp.zeros(64)})
+
+
+def test_a_monitored_key_that_never_appears_is_an_error(key):
+    model, loss_fn, batch_fn = _setup(key)
+    with pytest.raises(ValueError, match="monitor: the evaluation returned \\['acc'\\], not 'val_loss'"):
+        train.fit(loss_fn, model.init(key), train.optimizer("adam", 1e-3), batch_fn, 10, eval_every=5,
+                  eval_fn=lambda p: {"acc": 1.0}, patience=2, progress=False)
+
+
+def test_one_seed_on_a_seed_axis_and_consistent_counters(key):
+    model, loss_fn, batch_fn = _setup(key)
+    one = jax.vmap(model.init)(jax.random.split(key, 1))  # a seed axis of size 1: the ordinary request
+    res = train.fit(loss_fn, one, train.optimizer("adam", 1e-3), batch_fn, 4, seeds=1, progress=False, log_every=2)
+    assert np.shape(res.history[-1]["loss"]) == (1,)
+    with pytest.raises(ValueError, match="leading seed axis of size 2"):
+        train.fit(loss_fn, one, train.optimizer("adam", 1e-3), batch_fn, 4, seeds=2, progress=False)
+
+    def poisoned(p, batch):  # seed 0's loss is NaN at every step: its update is skipped, its count is not
+        loss, aux = loss_fn(p, batch)
+        return loss * jnp.where(p["head"]["b"][0] > 100, jnp.nan, 1.0), aux
+
+    two = jax.vmap(model.init)(jax.random.split(key, 2))
+    two["head"]["b"] = two["head"]["b"].at[0, 0].set(1000.0)
+    step = train.make_step(poisoned, train.optimizer("adam", 1e-3), seeds=2)
+    state = jax.vmap(lambda p: train.init_state(p, train.optimizer("adam", 1e-3)))(two)
+    for i in range(3):
+        state, m = step(state, batch_fn(i))
+    np.testing.assert_array_equal(state.step, [3, 3])
+    assert not bool(m["finite"][0]) and bool(m["finite"][1])
+
+
+@pytest.mark.parametrize("bad", [dict(log_every=0), dict(eval_every=-1), dict(steps=-1), dict(patience=0)])
+def test_fit_argument_errors(bad, key):
+    model, loss_fn, batch_fn = _setup(key)
+    steps = bad.pop("steps", 3)
+    with pytest.raises(ValueError, match=next(iter(bad), "steps")):
+        train.fit(loss_fn, model.init(key), train.optimizer("adam", 1e-3), batch_fn, steps, progress=False, **bad)

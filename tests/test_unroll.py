@@ -21,32 +21,32 @@ def _setup(name, key, dtype=jnp.float64):
 def test_padding_semantics(key):
     cell, params, xs = _setup("lstm", key)
     L = 6
-    ys, fin = rj.unroll(cell, params, xs, length=L)
+    ys, fin = rj.unroll(cell, params, xs, lengths=L)
     assert not np.asarray(ys[L:]).any()  # outputs past length are zero
     ys_short, fin_short = rj.unroll(cell, params, xs[:L])
     np.testing.assert_allclose(ys[:L], ys_short, rtol=1e-13)  # padding does not change valid outputs
     np.testing.assert_allclose(fin.c, fin_short.c, rtol=1e-13)  # final state is the last valid one
     garbage = xs.at[L:].set(1e6)
-    ys_g, fin_g = rj.unroll(cell, params, garbage, length=L)
+    ys_g, fin_g = rj.unroll(cell, params, garbage, lengths=L)
     np.testing.assert_array_equal(ys_g, ys)  # values in the padding are never read
 
 
 def test_reverse_reads_valid_prefix_backwards(key):
     cell, params, xs = _setup("gru", key)
     L = 7
-    ys, fin = rj.unroll(cell, params, xs, length=L, reverse=True)
+    ys, fin = rj.unroll(cell, params, xs, lengths=L, reverse=True)
     ys_flip, fin_flip = rj.unroll(cell, params, xs[:L][::-1])
     np.testing.assert_allclose(ys[:L], ys_flip[::-1], rtol=1e-13)
     np.testing.assert_allclose(fin, fin_flip, rtol=1e-13)
     assert not np.asarray(ys[L:]).any()
 
 
-def test_flip_valid_is_an_involution():
-    xs = jnp.arange(10.0)[:, None]
-    f = rj.flip_valid(xs, 4)
-    np.testing.assert_array_equal(f[:, 0], [3, 2, 1, 0, 4, 5, 6, 7, 8, 9])
-    np.testing.assert_array_equal(rj.flip_valid(f, 4), xs)
-    np.testing.assert_array_equal(rj.flip_valid(xs)[:, 0], np.arange(10.0)[::-1])
+def test_sequence_mask_batches():
+    m = rj.sequence_mask(jnp.array([[3, 0], [5, 1]]), 4)
+    assert m.shape == (2, 2, 4)
+    np.testing.assert_array_equal(m[0, 0], [True, True, True, False])
+    np.testing.assert_array_equal(m[0, 1], [False] * 4)
+    np.testing.assert_array_equal(m[1, 1], [True, False, False, False])
 
 
 FAST_PATHS = [dict(unroll=3), dict(hoist_input=True), dict(remat=True), dict(remat=4),
@@ -58,7 +58,7 @@ def test_fast_paths_equal_reference_values_and_gradients(name, key):
     cell, params, xs = _setup(name, key)
 
     def loss(p, length, reverse, **kw):
-        ys, fin = rj.unroll(cell, p, xs, length=length, reverse=reverse, **kw)
+        ys, fin = rj.unroll(cell, p, xs, lengths=length, reverse=reverse, **kw)
         return jnp.sum(ys ** 2) + sum(jnp.sum(l) for l in jax.tree_util.tree_leaves(fin))
 
     vg = jax.jit(jax.value_and_grad(loss), static_argnums=(1, 2), static_argnames=("unroll", "hoist_input", "remat"))
@@ -71,10 +71,10 @@ def test_fast_paths_equal_reference_values_and_gradients(name, key):
                 np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=str(opts))
 
 
-def test_initial_carry_is_used(key):
+def test_initial_state_is_used(key):
     cell, params, xs = _setup("lstm", key)
     c0 = rj.LSTMState(jnp.full((H,), 0.3), jnp.full((H,), -0.2))
-    ys, _ = rj.unroll(cell, params, xs, initial_carry=c0)
+    ys, _ = rj.unroll(cell, params, xs, initial_state=c0)
     ys_ref, _ = loop_unroll(cell, params, xs, carry=c0)
     np.testing.assert_allclose(ys, ys_ref, rtol=1e-13)
     assert not np.allclose(ys, rj.unroll(cell, params, xs)[0])
@@ -87,7 +87,7 @@ def test_vmap_equals_per_example_loop(name, key):
     xs = jax.random.normal(key, (B, T, I), jnp.float64)
     lengths = jnp.array([T, 0, 3, 8])
     layer = rj.rnn(cell)
-    ys, fin = rj.apply_batch(layer, params, xs, lengths)
+    ys, fin = layer.apply(params, xs, lengths)
     for b in range(B):
         ys_b, fin_b = layer.apply(params, xs[b], lengths[b])
         np.testing.assert_allclose(ys[b], ys_b, rtol=1e-13, atol=1e-15)
@@ -104,7 +104,7 @@ def test_second_jitted_call_does_not_retrace(key):
     @jax.jit
     def f(params, xs, lengths):
         traces.append(1)
-        return rj.apply_batch(layer, params, xs, lengths)[0].sum()
+        return layer.apply(params, xs, lengths)[0].sum()
 
     xs = jnp.ones((3, T, I), jnp.float32)
     f(params, xs, jnp.array([1, 2, 3]))

@@ -81,7 +81,7 @@ def run_jax(case, state_dict, seed=0):
     x, lengths, w_out, w_h, w_c = inputs(case, seed)
 
     def loss_fn(params):
-        out, finals = rj.apply_batch(layer, params, jnp.asarray(x), jnp.asarray(lengths))
+        out, finals = layer.apply(params, jnp.asarray(x), jnp.asarray(lengths))
         h_n, c_n = _torch_finals(finals, case)
         loss = jnp.sum(out * w_out) + jnp.sum(h_n * w_h)
         if c_n is not None:

@@ -29,11 +29,11 @@ def _cell(mode, H):
     return cells.elman(H, activation=mode.split("_")[1].lower())
 
 
-def _direction_params(sd, mode, name):
+def _direction_params(sd, mode, name, bias):
     w_ih, w_hh = np.asarray(sd[f"weight_ih_{name}"]), np.asarray(sd[f"weight_hh_{name}"])
-    zeros = np.zeros(w_ih.shape[0], w_ih.dtype)
-    b_ih = np.asarray(sd.get(f"bias_ih_{name}", zeros))
-    b_hh = np.asarray(sd.get(f"bias_hh_{name}", zeros))
+    zeros = np.zeros(w_ih.shape[0], w_ih.dtype)  # a module built with bias=False has none
+    b_ih = np.asarray(sd[f"bias_ih_{name}"]) if bias else zeros
+    b_hh = np.asarray(sd[f"bias_hh_{name}"]) if bias else zeros
     p = {"W_i": jnp.asarray(w_ih.T), "W_h": jnp.asarray(w_hh.T)}
     if mode.startswith("RNN"):
         p["b_i"] = jnp.asarray(b_ih + b_hh)
@@ -52,24 +52,33 @@ def torch_layer(mode: str, hidden_size: int, num_layers: int = 1, bidirectional:
 
 
 def from_torch_state_dict(state_dict, mode: str, hidden_size: int, num_layers: int = 1,
-                          bidirectional: bool = False):
+                          bidirectional: bool = False, bias: bool = True):
     """``(layer, params)`` from a PyTorch recurrent module's state dict (arrays or tensors on the CPU).
 
-    ``mode`` is PyTorch's own name: ``"RNN_TANH"``, ``"RNN_RELU"``, ``"LSTM"`` or ``"GRU"``.
+    ``mode`` is PyTorch's own name: ``"RNN_TANH"``, ``"RNN_RELU"``, ``"LSTM"`` or ``"GRU"``; ``bias``
+    as the module's (False: zero biases). The keys must be exactly the module's: a missing or an extra
+    key is an error naming it (no weight is ever invented), as is a weight of the wrong shape.
     """
     layer = torch_layer(mode, hidden_size, num_layers, bidirectional)
     sd = {k: np.asarray(v) for k, v in state_dict.items()}
-    missing = [f"weight_ih_l{k}" for k in range(num_layers) if f"weight_ih_l{k}" not in sd]
-    if missing:
-        raise ValueError(f"state_dict: missing {missing} for num_layers={num_layers}; keys are {sorted(sd)}")
+    names = [f"l{k}{sfx}" for k in range(num_layers) for sfx in (("", "_reverse") if bidirectional else ("",))]
+    kinds = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if bias else ())
+    expected = {f"{kind}_{n}" for n in names for kind in kinds}
+    missing, extra = sorted(expected - set(sd)), sorted(set(sd) - expected)
+    if missing or extra:
+        raise ValueError(f"state_dict: " + "; ".join(
+            ([f"missing {missing}"] if missing else []) + ([f"unexpected {extra}"] if extra else []))
+            + f" for mode={mode}, num_layers={num_layers}, bidirectional={bidirectional}, bias={bias}")
     per_layer = []
     for k in range(num_layers):
         if bidirectional:
-            per_layer.append({"fwd": _direction_params(sd, mode, f"l{k}"),
-                              "bwd": _direction_params(sd, mode, f"l{k}_reverse")})
+            per_layer.append({"fwd": _direction_params(sd, mode, f"l{k}", bias),
+                              "bwd": _direction_params(sd, mode, f"l{k}_reverse", bias)})
         else:
-            per_layer.append(_direction_params(sd, mode, f"l{k}"))
+            per_layer.append(_direction_params(sd, mode, f"l{k}", bias))
     params = per_layer[0] if num_layers == 1 else {"layers": tuple(per_layer), "gates": ()}
+    first = sd[f"weight_ih_{names[0]}"].shape[1]
+    _checks.check_params(_checks.expected_params(layer.init, first, jnp.float32), params, "state_dict")
     return layer, params
 
 
@@ -86,14 +95,13 @@ def _config(module):
 def from_torch(module):
     """Convert a PyTorch recurrent module into ``(layer, params)``.
 
-    ``layer.apply(params, x)`` for ``x (T, I)`` equals ``module(x)`` (one sequence; with
-    ``batch_first=True`` the module takes ``(B, T, I)``: use :func:`rnn_jax.apply_batch` on the same
-    array). The final state is the layer's: for a stack, a tuple over layers; for bidirectional,
+    ``layer.apply(params, x)`` for ``x (*batch, T, I)`` equals ``module(x)`` for a ``batch_first=True``
+    module (and for ``x (T, I)`` one sequence). The final state is the layer's: for a stack, a tuple over layers; for bidirectional,
     ``(fwd, bwd)``; for LSTM an ``LSTMState(h, c)``.
     """
     mode, H, L, bi = _config(module)
     sd = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
-    return from_torch_state_dict(sd, mode, H, L, bi)
+    return from_torch_state_dict(sd, mode, H, L, bi, bias=module.bias)
 
 
 def to_torch(params, module):
