@@ -39,8 +39,8 @@ def step_ms(checkout: str, name: str, extra: list[str]) -> dict:
             rows = [json.loads(line) for line in open(path)]
             rates = [r["steps_per_s"] for r in rows if r.get("kind") == "train" and "steps_per_s" in r][1:]
             if rates:
-                per_run[os.path.relpath(os.path.dirname(path), out).split(os.sep, 2)[-1]] = \
-                    1e3 / statistics.median(rates)
+                parts = os.path.relpath(os.path.dirname(path), out).split(os.sep)  # NAME/<time>/[run]
+                per_run[os.sep.join(parts[2:]) or name] = 1e3 / statistics.median(rates)
         return {"ms_per_step": per_run}
 
 
