@@ -68,14 +68,23 @@ def _check_model_params(init, params):
     return dtype
 
 
-def check_token_values(tokens, vocab_size: int, argname: str) -> None:
-    """Token ids must lie in ``[0, vocab_size)``: a gather would silently clamp the others. Checked
-    on concrete values (before tracing); under ``jit`` inside :func:`rnn_jax.checked`."""
-    if isinstance(tokens, jax.core.Tracer):
-        _checks.value_check((tokens >= 0) & (tokens < vocab_size), f"{argname}: expected token ids in [0, {vocab_size})")
+def check_token_values(tokens, vocab_size: int, argname: str, lengths=None) -> None:
+    """Token ids must lie in ``[0, vocab_size)`` (a gather would silently clamp the others), except past
+    each sequence's length, where padding may hold any id. ``lengths``: ``(B,)`` for the flattened
+    batch, or None. Checked on concrete values (before tracing); under ``jit`` inside
+    :func:`rnn_jax.checked`."""
+    if isinstance(tokens, jax.core.Tracer) or isinstance(lengths, jax.core.Tracer):
+        ok = (tokens >= 0) & (tokens < vocab_size)
+        if lengths is not None:
+            t = jnp.arange(tokens.shape[-1]).reshape((1,) * (tokens.ndim - 1) + (tokens.shape[-1],))
+            ok = ok | ~(t < lengths.reshape(tokens.shape[:-1] + (1,)))
+        _checks.value_check(ok, f"{argname}: expected token ids in [0, {vocab_size})")
         return
     arr = np.asarray(tokens)
-    bad = np.nonzero((arr < 0) | (arr >= vocab_size))
+    invalid = (arr < 0) | (arr >= vocab_size)
+    if lengths is not None:
+        invalid &= np.arange(arr.shape[-1]) < np.asarray(lengths).reshape(arr.shape[:-1] + (1,))
+    bad = np.nonzero(invalid)
     if bad[0].size:
         idx = tuple(int(b[0]) for b in bad)
         raise ValueError(f"{argname}: expected token ids in [0, {vocab_size}), got {int(arr[idx])} at index {idx}")
@@ -110,12 +119,12 @@ class _Inputs:
         """Edge checks; returns ``(xs_tm (T, B, ...) raw, lengths (B,) | None, batch, T)``."""
         tokens = self.vocab is not None
         batch, T = _checks.check_batch(xs, None if tokens else self.size, self.argname, tokens=tokens)
-        if tokens:
-            check_token_values(xs, self.vocab, self.argname)
-        else:
-            _checks.check_same_dtype(xs, {"": jnp.zeros((), dtype)}, self.argname)
         lengths = _checks.check_batch_lengths(lengths, batch, T, "lengths" if self.argname == "xs"
                                               else f"{self.argname}_lengths")
+        if tokens:
+            check_token_values(xs, self.vocab, self.argname, lengths)
+        else:
+            _checks.check_same_dtype(xs, {"": jnp.zeros((), dtype)}, self.argname)
         return _ops.to_time_major(xs, batch), lengths, batch, T
 
     def __call__(self, p, xs, lengths, dtype):
@@ -331,8 +340,8 @@ class _Decoder:
         if tuple(tgt_in.shape[:-1]) != tuple(batch):
             raise ValueError(f"tgt_in: expected batch dimensions {_checks.shape_str(batch)} like the source, got "
                              f"shape {_checks.shape_str(tgt_in.shape)}")
-        check_token_values(tgt_in, self.vocab, "tgt_in")
         lengths = _checks.check_batch_lengths(tgt_lengths, batch, T, "tgt_lengths")
+        check_token_values(tgt_in, self.vocab, "tgt_in", lengths)
         tok = _ops.to_time_major(tgt_in, batch)                                    # (T, B)
         ctx = jnp.broadcast_to(context, (T,) + context.shape)                      # (T, B, C)
         xs = jnp.concatenate([p["E"][tok], ctx], -1)                               # (T, B, E + C)

@@ -1,4 +1,6 @@
 """Bad input raises ValueError naming the argument, the expected and the actual shape or value."""
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -181,6 +183,15 @@ def test_token_errors(key):
         model.generate(params, jnp.array([1]), max_len=-2)
     with pytest.raises(ValueError, match="prompt_lengths: expected every prompt to hold at least one token"):
         model.generate(params, jnp.array([[1, 2], [3, 4]]), jnp.array([2, 0]), max_len=3)
+    # padding past each length may hold any id (e.g. -1); it reaches neither outputs nor gradients
+    padded = jnp.array([[1, 2, -1, 99], [3, 4, 5, 1]])
+    lengths = jnp.array([2, 4])
+    clean = padded.at[0, 2:].set(0)
+    out, _ = model.apply(params, padded, lengths)
+    np.testing.assert_array_equal(out, model.apply(params, clean, lengths)[0])
+    g = jax.grad(lambda p, x: jnp.sum(model.apply(p, x, lengths)[0] ** 2))
+    for a, b in zip(jax.tree_util.tree_leaves(g(params, padded)), jax.tree_util.tree_leaves(g(params, clean))):
+        np.testing.assert_array_equal(a, b)
     onehot = rj.many_to_one(rj.rnn(rj.gru(H)), 2, vocab_size=4)
     with pytest.raises(ValueError, match=r"xs: expected token ids in \[0, 4\), got 10"):
         onehot.apply(onehot.init(key), jnp.array([10, 1]))
@@ -234,3 +245,41 @@ def test_state_dict_keys_must_match_exactly():
     assert not np.any(np.asarray(p["b_i"]))
     with pytest.raises(ValueError, match=r"state_dict\['W_h'\]: expected shape \(4, 12\), got \(5, 12\)"):
         from_torch_state_dict(dict(sd, weight_hh_l0=rng.standard_normal((12, 5))), "GRU", 4)
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--steps=-1"], "--steps: expected a positive int, got -1"),
+    (["--batch_size=-3"], "--batch_size: expected a positive int, got -3"),
+    (["--batch_size=0"], "--batch_size: expected a positive int, got 0"),
+    (["--hidden=0"], "--hidden: expected a positive int, got 0"),
+    (["--lr=nan"], "--lr: expected a finite number, got nan"),
+    (["--cell4=lstm"], "--cell4: unknown value 'lstm'"),
+    (["--resume=/nonexistent/run"], "--resume: /nonexistent/run is not a run folder"),
+])
+def test_bad_command_lines_exit_2_before_a_run_folder_is_made(argv, match, tmp_path, capsys):
+    from experiments import bit_reverse
+
+    with pytest.raises(SystemExit) as e:
+        bit_reverse.main(argv + [f"--out={tmp_path}"])
+    assert e.value.code == 2
+    assert match in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # no run folder, not even a config.json
+
+
+def test_run_folders_are_unique(tmp_path):
+    import argparse
+
+    from experiments import _common, bit_reverse
+
+    args = argparse.Namespace(resume=None, out=str(tmp_path), quick=True)
+    cfg = bit_reverse.Config()
+    a, b = _common.make_run_dir("x", cfg, args), _common.make_run_dir("x", cfg, args)  # the same second
+    assert a != b and os.path.exists(os.path.join(a, "config.json")) and os.path.exists(os.path.join(b, "config.json"))
+
+
+def test_one_seed_on_the_command_line(tmp_path):
+    from experiments import classify
+
+    out = classify.main(["--quick", "--seeds=1", "--steps=20", "--hidden=8", f"--out={tmp_path}"])
+    row = out["rows"][0]
+    assert row["seeds"] == 1 and len(row["test_accuracy_per_seed"]) == 1
