@@ -30,7 +30,7 @@ from rnn_jax import _checks, _ops
 from rnn_jax import parallel as _parallel
 from rnn_jax._ops import affine
 from rnn_jax.cells import Cell
-from rnn_jax.unroll import scan
+from rnn_jax.unroll import check_inputs, scan
 
 __all__ = ["Layer", "rnn", "bidirectional", "stack", "apply_batch", "stream_init", "stream_step",
            "MERGES", "SKIPS"]
@@ -62,29 +62,6 @@ class Layer(NamedTuple):
     initial_state: Callable[..., Any]
     step: Optional[Callable[..., tuple[Any, jax.Array]]]
     name: str
-
-
-def check_inputs(init, input_size, initial_state, params, xs, lengths, state):
-    """The edge checks of a layer call; returns ``(xs (T, B, I) with zeros past each length,
-    lengths (B,) | None, state (B, ...) | None, batch)``."""
-    shape = getattr(xs, "shape", None)
-    if shape is not None and len(shape) >= 2:
-        try:
-            I = input_size(params)
-        except (KeyError, IndexError, TypeError, AttributeError):
-            I = None  # malformed params: check_params names what is wrong below
-        if I is not None and shape[-1] != I:
-            raise ValueError(f"xs: expected shape (*batch, T, {I}) (feature size {I}, from params), "
-                             f"got {_checks.shape_str(shape)}")
-    batch, T = _checks.check_batch(xs, None)
-    _checks.check_params(_checks.expected_params(init, xs.shape[-1], xs.dtype), params)
-    _checks.check_same_dtype(xs, params)
-    lengths = _checks.check_batch_lengths(lengths, batch, T)
-    if state is not None:
-        _checks.check_batch_state(state, initial_state(xs.dtype), batch, xs.dtype)
-        state = _ops.flatten_batch(state, batch)
-    xs_tm = _ops.zero_padding(_ops.to_time_major(xs, batch), _ops.time_mask(lengths, T))
-    return xs_tm, lengths, state, batch
 
 
 def _layer(init, run, output_size, input_size, initial_state, step, name) -> Layer:

@@ -107,17 +107,32 @@ def scan(cell: Cell, params, xs: jax.Array, lengths=None, state=None, *, reverse
     return ys, final
 
 
-def _edge(cell, params, xs, lengths, initial_state):
-    """Checks of the public entry points; returns ``(xs_tm, lengths (B,), state (B, ...), batch)``."""
-    batch, T = _checks.check_batch(xs, cell.input_size(params))
-    _checks.check_params(_checks.expected_params(cell.init, xs.shape[-1], xs.dtype), params)
+def check_inputs(init, input_size, initial_state, params, xs, lengths, state):
+    """The edge checks of a layer call; returns ``(xs (T, B, I) with zeros past each length,
+    lengths (B,) | None, state (B, ...) | None, batch)``."""
+    shape = getattr(xs, "shape", None)
+    if shape is not None and len(shape) >= 2:
+        try:
+            I = input_size(params)
+        except (KeyError, IndexError, TypeError, AttributeError):
+            I = None  # malformed params: check_params names what is wrong below
+        if I is not None and shape[-1] != I:
+            raise ValueError(f"xs: expected shape (*batch, T, {I}) (feature size {I}, from params), "
+                             f"got {_checks.shape_str(shape)}")
+    batch, T = _checks.check_batch(xs, None)
+    _checks.check_params(_checks.expected_params(init, xs.shape[-1], xs.dtype), params)
     _checks.check_same_dtype(xs, params)
     lengths = _checks.check_batch_lengths(lengths, batch, T)
-    if initial_state is not None:
-        _checks.check_batch_state(initial_state, cell.initial_state(xs.dtype), batch, xs.dtype)
-        initial_state = _ops.flatten_batch(initial_state, batch)
+    if state is not None:
+        _checks.check_batch_state(state, initial_state(xs.dtype), batch, xs.dtype)
+        state = _ops.flatten_batch(state, batch)
     xs_tm = _ops.zero_padding(_ops.to_time_major(xs, batch), _ops.time_mask(lengths, T))
-    return xs_tm, lengths, initial_state, batch
+    return xs_tm, lengths, state, batch
+
+
+def _edge(cell, params, xs, lengths, initial_state):
+    """Checks of the public entry points that take a cell."""
+    return check_inputs(cell.init, cell.input_size, cell.initial_state, params, xs, lengths, initial_state)
 
 
 def unroll(cell: Cell, params, xs: jax.Array, lengths=None, initial_state: Any = None, *,
