@@ -15,11 +15,14 @@ text at several temperatures. Published reference on character-level PTB: Pascan
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 import rnn_jax as rj
 from experiments import _common
@@ -28,22 +31,31 @@ from rnn_jax.data import text
 from rnn_jax.ngram import NGram
 
 CORPORA = ("hello", "shakespeare", "ptb")
-MODELS = ("elman", "lstm", "gru", "gru-stacked")
+MODELS = ("elman", "lstm", "gru")
+CELLS = {"elman": rj.elman, "lstm": rj.lstm, "gru": rj.gru}
 PROMPTS = {"shakespeare": "ROMEO.\n", "ptb": "the ", "hello": "h"}
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     corpora: tuple[str, ...] = CORPORA            # hello, shakespeare, ptb
-    models: tuple[str, ...] = MODELS              # elman, lstm, gru, gru-stacked
-    hidden: int = 128                             # units per recurrent layer
-    seq_len: int = 100                            # characters per training window (BPTT length)
-    batch_size: int = 32                          # windows per update
-    steps: int = 1500                             # Adam updates per model and corpus
-    lr: float = 1e-2                              # peak learning rate (cosine decay)
+    models: tuple[str, ...] = ("lstm", "gru")     # elman, lstm, gru
+    layers: int = 2                               # stacked recurrent layers
+    hidden: int = 512                             # units per recurrent layer
+    embed: int = 128                              # learned character embedding size
+    dropout: float = 0.1                          # dropout on each layer's outputs (0 = none)
+    seq_len: int = 100                            # characters per window (truncated BPTT length)
+    batch_size: int = 64                          # streams read side by side
+    stateful: bool = True                         # carry each stream's state across its windows
+    steps: int = 6000                             # Adam updates per model and corpus
+    lr: float = 2e-3                              # peak learning rate (warm-up, cosine decay)
+    warmup: int = 200                             # warm-up updates
     clip_norm: float = 1.0                        # gradient clipping by global norm
-    eval_chars: int = 100_000                     # held-out characters for bits/char
-    eval_segments: int = 10                       # contiguous segments they are read in
+    eval_every: int = 1000                        # updates between validation evaluations
+    valid_chars: int = 100_000                    # validation characters read at each evaluation
+    eval_chars: int = 1_000_000                   # test characters (clipped to the test split's size)
+    eval_segments: int = 8                        # contiguous test segments, each read with its state carried
+    checkpoint_every: int = 250                   # updates between checkpoints
     ngram_orders: tuple[int, ...] = (1, 2, 3, 4, 5, 6)  # Markov baselines
     sample_len: int = 300                         # characters per sample
     temperatures: tuple[float, ...] = (0.5, 1.0)  # sampling temperatures
@@ -51,14 +63,55 @@ class Config:
 
     @classmethod
     def quick(cls):
-        return cls(corpora=("hello", "ptb"), models=("gru",), hidden=48, steps=150, eval_chars=5000,
+        return cls(corpora=("hello", "ptb"), models=("gru",), layers=1, hidden=48, embed=16, batch_size=32,
+                   steps=150, warmup=10, lr=1e-2, eval_every=75, valid_chars=5000, eval_chars=5000,
                    ngram_orders=(1, 3), sample_len=60, temperatures=(1.0,))
 
 
-def build(name: str, H: int, V: int):
-    layer = {"elman": lambda: rj.rnn(rj.elman(H)), "lstm": lambda: rj.rnn(rj.lstm(H)),
-             "gru": lambda: rj.rnn(rj.gru(H)), "gru-stacked": lambda: rj.stack(rj.rnn(rj.gru(H)), rj.rnn(rj.gru(H)))}[name]()
-    return rj.many_to_many(layer, V, vocab_size=V)  # one-hot inputs
+class LM:
+    """Embedding -> ``layers`` recurrent layers (dropout on each one's outputs while training) -> a
+    linear read-out to next-character logits. ``apply(params, x (B, T), state, key=None) -> (logits
+    (B, T, V), state)`` where ``state`` is the list of the layers' states (batched)."""
+
+    def __init__(self, cell: str, V: int, E: int, H: int, layers: int, dropout: float):
+        self.V, self.E, self.dropout = V, E, dropout
+        self.layers = [rj.rnn(CELLS[cell](H)) for _ in range(layers)]
+
+    def init(self, key):
+        ks = jax.random.split(key, len(self.layers) + 2)
+        sizes = [self.E] + [layer.output_size for layer in self.layers]
+        return {"embed": jax.random.normal(ks[0], (self.V, self.E), jnp.float32) * self.E ** -0.5,
+                "layers": [layer.init(k, n) for layer, k, n in zip(self.layers, ks[1:-1], sizes)],
+                "out": rj.models.dense_init(ks[-1], sizes[-1], self.V)}
+
+    def zero_state(self, batch: int):
+        return [jax.tree.map(lambda s: jnp.zeros((batch,) + s.shape, s.dtype), layer.initial_state())
+                for layer in self.layers]
+
+    def apply(self, params, x, state, key=None):
+        h = params["embed"][x]
+        finals = []
+        for i, (layer, p, s) in enumerate(zip(self.layers, params["layers"], state)):
+            h, f = layer.apply(p, h, None, s)
+            finals.append(f)
+            if key is not None and self.dropout > 0:
+                keep = jax.random.bernoulli(jax.random.fold_in(key, i), 1 - self.dropout, h.shape)
+                h = jnp.where(keep, h / (1 - self.dropout), 0)
+        return rj.models.dense(params["out"], h), finals
+
+    def sample(self, params, prompt: np.ndarray, n: int, key, temperature: float) -> np.ndarray:
+        """Read ``prompt``, then draw ``n`` characters one at a time with the state carried."""
+        _, state = self.apply(params, jnp.asarray(prompt)[None], self.zero_state(1))
+        last = jnp.asarray(prompt[-1:])
+
+        def body(carry, k):
+            state, tok = carry
+            logits, state = self.apply(params, tok[:, None], state)
+            tok = jax.random.categorical(k, logits[:, -1] / temperature).astype(tok.dtype)
+            return (state, tok), tok[0]
+
+        _, toks = jax.lax.scan(body, (state, last), jax.random.split(key, n))
+        return np.asarray(toks)
 
 
 def hello_run(cfg, run_dir):
@@ -83,63 +136,134 @@ def hello_run(cfg, run_dir):
             "bigram_bits_per_char": ngram.bits_per_char(c.train)}
 
 
-def evaluate_bpc(model, params, ids: np.ndarray, segments: int) -> float:
-    n = (len(ids) - 1) // segments
-    x = jnp.asarray(np.stack([ids[i * n: (i + 1) * n] for i in range(segments)]))
-    y = jnp.asarray(np.stack([ids[i * n + 1: (i + 1) * n + 1] for i in range(segments)]))
-
-    @jax.jit
-    def total_bits(p):
-        logits, _ = model.apply(p, x)  # (segments, n, V)
-        return rj.losses.softmax_cross_entropy(logits, y, reduction="sum") / np.log(2)
-
-    return float(total_bits(params)) / x.size
+def streams(ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``ids`` cut into ``n`` contiguous streams: inputs and next-character targets, each ``(n, len // n)``."""
+    m = (len(ids) - 1) // n
+    x = ids[: n * m].reshape(n, m)
+    y = ids[1: n * m + 1].reshape(n, m)
+    return x, y
 
 
-def lm_run(corpus_name, model_name, c, cfg, run_dir, mesh=None):
+def evaluate_bpc(model: LM, params, ids: np.ndarray, segments: int, window: int = 1000) -> float:
+    """Bits per character over ``ids``, read as ``segments`` contiguous streams side by side, each one
+    window after another with its state carried (so every character but the first of each segment
+    is predicted from all the text before it in its segment)."""
+    x, y = streams(ids, segments)
+    fwd = _eval_window(model)
+    state, bits = model.zero_state(segments), 0.0
+    for t in range(0, x.shape[1], window):
+        b, state = fwd(params, jnp.asarray(x[:, t: t + window]), jnp.asarray(y[:, t: t + window]), state)
+        bits += float(b)
+    return bits / x.size
+
+
+def _eval_window(model):
+    if not hasattr(model, "_fwd"):
+        @jax.jit
+        def fwd(p, x, y, state):
+            logits, state = model.apply(p, x, state)
+            return rj.losses.softmax_cross_entropy(logits, y, reduction="sum") / np.log(2), state
+        model._fwd = fwd
+    return model._fwd
+
+
+def lm_run(corpus_name, model_name, c, cfg, run_dir):
+    """Stateful truncated BPTT: the training text is cut into ``batch_size`` contiguous streams; update
+    ``s`` reads window ``s`` of every stream (``seq_len`` characters) from the state the previous
+    window left (a constant: no gradient crosses a window boundary); the state is reset, and the
+    windows shifted by a random offset, at every pass over the text. Resumable from its folder."""
     V, L, B = len(c.vocab), cfg.seq_len, cfg.batch_size
-    model = build(model_name, cfg.hidden, V)
+    model = LM(model_name, V, cfg.embed, cfg.hidden, cfg.layers, cfg.dropout)
     key = jax.random.fold_in(jax.random.key(cfg.seed), CORPORA.index(corpus_name))
-    k_init, k_data, k_sample = jax.random.split(key, 3)
-    data = c.train
-    mine = distributed.process_slice(B)
+    k_init, k_data, k_drop, k_sample = jax.random.split(key, 4)
+    per_epoch = (len(c.train) - 1) // B // L - 1  # windows per pass (one kept spare for the offset)
+    tx = train.optimizer("adam", cfg.lr, clip_norm=cfg.clip_norm, lr_schedule="warmup_cosine", steps=cfg.steps,
+                         warmup=cfg.warmup)
 
-    def batch_fn(step):
-        starts = np.asarray(jax.random.randint(jax.random.fold_in(k_data, step), (B,), 0, len(data) - L - 1))[mine]
-        idx = starts[:, None] + np.arange(L + 1)[None, :]
-        w = data[idx]
-        return w[:, :-1], w[:, 1:]
+    def window(step):
+        epoch, w = divmod(step, per_epoch)
+        offset = int(jax.random.randint(jax.random.fold_in(k_data, epoch), (), 0, L)) if cfg.stateful else 0
+        if not cfg.stateful:  # every window a random place, read from a zero state
+            starts = np.asarray(jax.random.randint(jax.random.fold_in(k_data, step), (B,), 0, len(c.train) - L - 1))
+            idx = starts[:, None] + np.arange(L + 1)[None, :]
+            return c.train[idx][:, :-1], c.train[idx][:, 1:], True
+        x, y = streams(c.train[offset:], B)
+        return x[:, w * L:(w + 1) * L], y[:, w * L:(w + 1) * L], w == 0
 
-    def loss_fn(p, batch):
-        x, y = batch
-        logits, _ = model.apply(p, x)  # (B, L, V)
+    def loss_fn(params, carry, x, y, k):
+        logits, finals = model.apply(params, x, carry, k)
         ce = rj.losses.softmax_cross_entropy(logits, y, reduction="mean")
-        return ce, {"bits_per_char": ce / np.log(2)}
+        return ce, jax.lax.stop_gradient(finals)
 
-    tx = train.optimizer("adam", cfg.lr, clip_norm=cfg.clip_norm, lr_schedule="cosine", steps=cfg.steps)
-    valid = c.valid[: cfg.eval_chars // 2 + 1]
-    with _common.Timer() as t:
-        res = train.fit(loss_fn, model.init(k_init), tx, batch_fn, cfg.steps,
-                        run_dir=os.path.join(run_dir, f"{corpus_name}_{model_name}"), log_every=25,
-                        eval_every=max(cfg.steps // 5, 1), tokens_per_batch=B * L, progress=False, mesh=mesh,
-                        eval_fn=lambda p: {"valid_bits_per_char": evaluate_bpc(model, p, valid, cfg.eval_segments)},
-                        monitor="valid_bits_per_char", checkpoint_every=cfg.steps)
-    params = res.state.params
-    test_bpc = evaluate_bpc(model, params, c.test[: cfg.eval_chars + 1], cfg.eval_segments)
-    prompt = jnp.asarray(text.encode(PROMPTS[corpus_name], c.vocab))
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def step_fn(state, carry, x, y, reset, k):
+        carry = jax.tree.map(lambda s: jnp.where(reset, jnp.zeros_like(s), s), carry)
+        (loss, finals), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, carry, x, y, k)
+        gnorm = optax.tree_utils.tree_norm(grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        return (train.TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state), finals,
+                {"loss": loss, "bits_per_char": loss / np.log(2), "grad_norm": gnorm})
+
+    folder = os.path.join(run_dir, f"{corpus_name}_{model_name}")
+    files = train.RunFiles(folder, resume=True)
+    state = train.init_state(model.init(k_init), tx)
+    carry = model.zero_state(B)
+    history, start, best, elapsed = [], 0, None, 0.0
+    if files.has_checkpoint():
+        (state, carry), extra = train.load_checkpoint(files.ckpt, (state, carry))
+        start, best, elapsed = int(extra["step"]), extra["best"], float(extra["wall_s"])
+        history = files.rows(start)
+        print(f"{corpus_name:<12} {model_name:<12} resumed at update {start}", flush=True)
+    else:
+        files.rows(0)
+    valid = c.valid[: cfg.valid_chars + 1]
+    t0, t_log, since = time.perf_counter() - elapsed, time.perf_counter(), 0
+
+    def log(row):
+        history.append(row)
+        files.log(row)
+
+    for s in range(start, cfg.steps):
+        x, y, reset = window(s)
+        state, carry, m = step_fn(state, carry, jnp.asarray(x), jnp.asarray(y), jnp.asarray(reset),
+                                  jax.random.fold_in(k_drop, s))
+        since += 1
+        done = s + 1
+        if not np.isfinite(float(m["loss"])):
+            raise FloatingPointError(f"{corpus_name} {model_name}: loss not finite at update {done}; the last "
+                                     f"checkpoint in {folder} is kept")
+        if done % 25 == 0 or done == cfg.steps:
+            now = time.perf_counter()
+            log({"step": done, "kind": "train", "wall_s": now - t0, **{k: float(v) for k, v in m.items()},
+                 "tokens_per_s": since * B * L / (now - t_log)})
+            t_log, since = now, 0
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+            vb = evaluate_bpc(model, state.params, valid, cfg.eval_segments)
+            log({"step": done, "kind": "eval", "wall_s": time.perf_counter() - t0, "valid_bits_per_char": vb})
+            print(f"{corpus_name:<12} {model_name:<12} update {done}: valid {vb:.3f} bits/char "
+                  f"({time.perf_counter() - t0:.0f}s)", flush=True)
+            if best is None or vb < best:
+                best = vb
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            files.save((state, carry), {"step": done, "best": best, "wall_s": time.perf_counter() - t0})
+    wall = time.perf_counter() - t0
+    params = state.params
+    test_ids = c.test[: cfg.eval_chars + 1]
+    test_bpc = evaluate_bpc(model, params, test_ids, cfg.eval_segments)
+    prompt = text.encode(PROMPTS[corpus_name], c.vocab)
     samples = {str(temp): PROMPTS[corpus_name] + text.decode(
-        model.generate(params, prompt, max_len=cfg.sample_len, key=jax.random.fold_in(k_sample, i),
-                       temperature=temp)[0], c.vocab)
+        model.sample(params, prompt, cfg.sample_len, jax.random.fold_in(k_sample, i), temp), c.vocab)
         for i, temp in enumerate(cfg.temperatures)}
     n_params = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(params))
-    tok_s = [r["tokens_per_s"] for r in res.history if "tokens_per_s" in r]
-    row = {"corpus": corpus_name, "model": model_name, "hidden": cfg.hidden, "params": n_params,
-           "test_bits_per_char": test_bpc, "train_bits_per_char_last": res.history[-1].get("bits_per_char"),
-           "status": res.status, "steps": cfg.steps, "wall_s": t.seconds,
+    tok_s = [r["tokens_per_s"] for r in history if "tokens_per_s" in r]
+    row = {"corpus": corpus_name, "model": model_name, "layers": cfg.layers, "hidden": cfg.hidden,
+           "params": n_params, "test_chars": len(test_ids) - 1, "test_bits_per_char": test_bpc,
+           "best_valid_bits_per_char": best, "train_bits_per_char_last": history[-1].get("bits_per_char"),
+           "steps": cfg.steps, "epochs": cfg.steps / per_epoch, "wall_s": wall,
            "tokens_per_s_median": float(np.median(tok_s)) if tok_s else None, "samples": samples,
-           "history": res.history}
-    print(f"{corpus_name:<12} {model_name:<12} test {test_bpc:.3f} bits/char ({n_params} params, {t.seconds:.0f}s)",
-          flush=True)
+           "history": history}
+    print(f"{corpus_name:<12} {model_name:<12} test {test_bpc:.3f} bits/char on {len(test_ids) - 1} chars "
+          f"({n_params} params, {cfg.steps / per_epoch:.2f} epochs, {wall:.0f}s)", flush=True)
     return row
 
 
@@ -164,7 +288,7 @@ def main(argv=None):
             print(f"{corpus_name:<12} {n}-gram       test {results['ngram'][-1]['test_bits_per_char']:.3f} bits/char",
                   flush=True)
         for model_name in cfg.models:
-            row = lm_run(corpus_name, model_name, c, cfg, run_dir, args.mesh)
+            row = lm_run(corpus_name, model_name, c, cfg, run_dir)
             curves[f"{corpus_name} {model_name}"] = _common.train_curve(row.pop("history"), "bits_per_char")
             results["rows"].append(row)
             _common.save_results(run_dir, results)

@@ -22,13 +22,15 @@ import zlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 import rnn_jax as rj
 from experiments import _common
 from rnn_jax import diagnostics, distributed, train
 from rnn_jax.data import long_range as lr
 
-MODELS = ("tanh-xavier", "relu-he", "irnn", "tanh-orthogonal", "highway-tanh", "lstm", "gru")
+MODELS = ("tanh-xavier", "relu-he", "irnn", "tanh-orthogonal", "highway-tanh", "lstm", "gru", "lstm-chrono",
+          "irnn-sgd", "orthogonal")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +50,13 @@ class Config:
     clip_norm: float = 1.0                                  # bound for clipping by global norm
     test_size: int = 512                                    # held-out sequences per task
     diag_T: int = 200                                       # adding length for the diagnostics
+    eval_every: int = 50                                    # updates between test evaluations
+    orthogonal_hidden: int = 190                            # units of the orthogonal cell (expRNN's copy setting)
+    orthogonal_lr: float = 1e-3                             # RMSprop rate of the orthogonal cell (A: a tenth)
+    sgd_lr: float = 1e-3                                    # plain SGD rate of irnn-sgd (Le et al. 2015)
+    sgd_clip_norm: float = 10.0                             # its gradient clipping by global norm
+    stop_when_solved: bool = False                          # stop a run once it is solved with a margin (see SOLVED_STOP)
+    copy_diagnostics: bool = False                          # error reach and step Jacobians on copy memory
     seed: int = 0                                           # PRNG seed
 
     @classmethod
@@ -57,9 +66,12 @@ class Config:
                    test_size=256)
 
 
-def make_cell(name: str, H: int):
+def make_cell(name: str, H: int, T: int = 1000):
     small = rj.initializers.uniform(1e-3)
     return {
+        "lstm-chrono": lambda: rj.lstm(H, chrono=max(T, 3)),
+        "irnn-sgd": lambda: rj.elman(H, "relu", kernel_init=small, recurrent_init=rj.initializers.identity(1.0)),
+        "orthogonal": lambda: rj.orthogonal_rnn(H),
         "tanh-xavier": lambda: rj.elman(H, "tanh", recurrent_init="glorot_uniform"),
         "relu-he": lambda: rj.elman(H, "relu", kernel_init="he_uniform", recurrent_init="he_uniform"),
         "irnn": lambda: rj.elman(H, "relu", kernel_init=small, recurrent_init=rj.initializers.identity(1.0)),
@@ -69,11 +81,33 @@ def make_cell(name: str, H: int):
     }[name]()
 
 
-def make_layer(name: str, H: int):
+def make_layer(name: str, H: int, T: int = 1000):
     if name == "highway-tanh":
         one = lambda: rj.rnn(rj.elman(H, "tanh", recurrent_init="glorot_uniform"))  # noqa: E731
         return rj.stack(one(), one(), skip="highway")
-    return rj.rnn(make_cell(name, H))
+    return rj.rnn(make_cell(name, H, T))
+
+
+def hidden_of(model_name: str, cfg) -> int:
+    return cfg.orthogonal_hidden if model_name == "orthogonal" else cfg.hidden
+
+
+def make_optimizer(model_name: str, clip: str, cfg):
+    """Each model's recipe: Adam for most; RMSprop for the orthogonal cell with its generator ``A`` at a
+    tenth of the rate (Lezcano-Casado & Martinez-Rubio 2019); plain SGD with a small rate and norm
+    clipping for ``irnn-sgd`` (Le et al. 2015). ``clip`` adds clipping by value or global norm."""
+    clip_value = cfg.clip_value if clip == "value" else None
+    clip_norm = cfg.clip_norm if clip == "norm" else None
+    if model_name == "irnn-sgd":
+        return train.optimizer("sgd", cfg.sgd_lr, clip_norm=cfg.sgd_clip_norm, clip_value=clip_value)
+    if model_name != "orthogonal":
+        return train.optimizer("adam", cfg.lr, clip_value=clip_value, clip_norm=clip_norm)
+    inner = optax.multi_transform(
+        {"A": optax.rmsprop(cfg.orthogonal_lr / 10), "rest": optax.rmsprop(cfg.orthogonal_lr)},
+        lambda params: jax.tree_util.tree_map_with_path(
+            lambda path, _: "A" if any(getattr(k, "key", None) == "A" for k in path) else "rest", params))
+    clips = ([optax.clip(clip_value)] if clip_value else []) + ([optax.clip_by_global_norm(clip_norm)] if clip_norm else [])
+    return optax.chain(*clips, inner)
 
 
 TASKS = {
@@ -84,8 +118,8 @@ TASKS = {
 }
 
 
-def build(task: str, model_name: str, H: int):
-    spec, layer = TASKS[task], make_layer(model_name, H)
+def build(task: str, model_name: str, H: int, T: int = 1000):
+    spec, layer = TASKS[task], make_layer(model_name, H, T)
     if spec["kind"] == "regress":
         return rj.many_to_one(layer, 1, input_size=spec["input_size"])
     if spec["kind"] == "classify":
@@ -117,6 +151,11 @@ def baseline(task, T):
     return {"adding": lr.ADDING_BASELINE, "copy": lr.copy_baseline(T), "order": float(np.log(4))}[task]
 
 
+# A run stops early (with --stop_when_solved) at the first evaluation past these: a margin beyond "solved".
+SOLVED_STOP = {"adding": ("test_loss", "min", 1e-3), "copy": ("test_accuracy", "max", 0.999),
+               "order": ("test_accuracy", "max", 0.999)}
+
+
 def solved(task, metrics):
     if task == "adding":
         return metrics["test_loss"] < 0.01
@@ -126,14 +165,14 @@ def solved(task, metrics):
 def run_one(task, T, model_name, clip, cfg, run_dir, diag=False, mesh=None):
     key = jax.random.fold_in(jax.random.key(cfg.seed), zlib.crc32(f"{task}-{T}".encode()))  # stable across runs
     k_init, k_data, k_test = jax.random.split(key, 3)
-    model = build(task, model_name, cfg.hidden)
+    H = hidden_of(model_name, cfg)
+    model = build(task, model_name, H, T)
     params = model.init(k_init)
     gen = TASKS[task]["gen"]
     loss_fn = make_loss(task, model)
     test = gen(k_test, cfg.test_size, T)
     eval_loss = jax.jit(loss_fn)
-    tx = train.optimizer("adam", cfg.lr, clip_value=cfg.clip_value if clip == "value" else None,
-                         clip_norm=cfg.clip_norm if clip == "norm" else None)
+    tx = make_optimizer(model_name, clip, cfg)
     reach_rows, reach_steps = [], []
     diag_x, diag_y = jax.tree.map(lambda a: a[0], test)
     single = model_name != "highway-tanh"
@@ -143,14 +182,14 @@ def run_one(task, T, model_name, clip, cfg, run_dir, diag=False, mesh=None):
             return None
         head = params["head"]
         return np.asarray(diagnostics.error_reach(
-            make_cell(model_name, cfg.hidden), params["rnn"], diag_x,
+            make_cell(model_name, H, T), params["rnn"], diag_x,
             lambda y: (rj.models.dense(head, y)[0] - diag_y) ** 2))
 
     def eval_fn(params):
         loss, aux = eval_loss(params, test)
         if diag:
             reach_rows.append(reach(params))
-            reach_steps.append(len(reach_steps) * 50)
+            reach_steps.append(len(reach_steps) * cfg.eval_every)
         return {"test_loss": float(loss), "test_accuracy": float(aux["accuracy"])}
 
     reach0 = reach(params) if diag else None
@@ -159,17 +198,20 @@ def run_one(task, T, model_name, clip, cfg, run_dir, diag=False, mesh=None):
     if diag:
         eval_fn(params)
     sub = os.path.join(run_dir, f"{task}_T{T}", f"{model_name}_{clip}")
+    monitor, mode, stop_at = SOLVED_STOP[task] if cfg.stop_when_solved else ("test_loss", "min", None)
     with _common.Timer() as t:
         mine = distributed.process_slice(cfg.batch_size)
         res = train.fit(loss_fn, params, tx,
                         lambda s: jax.tree.map(lambda a: a[mine], gen(jax.random.fold_in(k_data, s), cfg.batch_size, T)),
-                        cfg.steps, run_dir=sub, eval_fn=eval_fn, eval_every=50, log_every=25, monitor="test_loss",
-                        checkpoint_every=cfg.steps, progress=False, mesh=mesh)
+                        cfg.steps, run_dir=sub, eval_fn=eval_fn, eval_every=cfg.eval_every, log_every=25,
+                        monitor=monitor, mode=mode, stop_at=stop_at,
+                        checkpoint_every=min(cfg.steps, 500), progress=False, mesh=mesh)
     final = eval_fn(res.state.params) if res.status != "diverged" else {"test_loss": float("nan"),
                                                                          "test_accuracy": float("nan")}
     row = {"task": task, "T": T, "model": model_name, "clip": clip, "status": res.status, **final,
            "baseline": baseline(task, T), "solved": bool(res.status != "diverged" and solved(task, final)),
-           "wall_s": t.seconds, "max_grad_norm": float(max((r["grad_norm"] for r in res.history
+           "updates": max((r["step"] for r in res.history), default=0), "batch_size": cfg.batch_size,
+           "hidden": H, "wall_s": t.seconds, "max_grad_norm": float(max((r["grad_norm"] for r in res.history
                                                              if r.get("kind") == "train"), default=float("nan")))}
     extra = None
     if diag and single:
@@ -180,9 +222,30 @@ def run_one(task, T, model_name, clip, cfg, run_dir, diag=False, mesh=None):
                  "spectrum_init": {k: {kk: v for kk, v in d.items() if kk != "singular_values"} for k, d in spec0.items()},
                  "spectrum_trained": {k: {kk: v for kk, v in d.items() if kk != "singular_values"}
                                       for k, d in spec1.items()}}
+    if task == "copy" and cfg.copy_diagnostics and single:
+        extra = dict(extra or {}, copy=copy_diagnostics(model_name, H, T, params, res.state.params, diag_x, diag_y))
     print(f"{task:<7} T={T:<5} {model_name:<16} clip={clip:<6} {res.status:<9} loss={final['test_loss']:.4g} "
           f"acc={final['test_accuracy']:.3f} solved={row['solved']} ({t.seconds:.0f}s)", flush=True)
     return row, extra
+
+
+def copy_diagnostics(model_name, H, T, params0, params1, x, y):
+    """On one copy sequence: ``||dE/dh_k||`` for E the cross-entropy of the LAST recalled symbol (which
+    was shown T + 10 steps earlier), at initialisation and after training; and the singular values of
+    each step's Jacobian along the trained trajectory (min, median, max per step, and their spread)."""
+    cell = make_cell(model_name, H, T)
+    xs = jax.nn.one_hot(x, lr.COPY_VOCAB)
+
+    def reach(p):
+        head = p["head"]
+        return np.asarray(diagnostics.error_reach(
+            cell, p["rnn"], xs, lambda out: rj.losses.softmax_cross_entropy(rj.models.dense(head, out), y[-1])))
+
+    sv = np.asarray(diagnostics.step_jacobian_singular_values(cell, params1["rnn"], xs))  # (T + 20, C)
+    return {"reach_init": reach(params0).tolist(), "reach_trained": reach(params1).tolist(),
+            "jacobian_sv_min": sv.min(1).tolist(), "jacobian_sv_median": np.median(sv, 1).tolist(),
+            "jacobian_sv_max": sv.max(1).tolist(),
+            "jacobian_sv_quantiles": {q: float(np.quantile(sv, q)) for q in (0.01, 0.1, 0.5, 0.9, 0.99)}}
 
 
 def main(argv=None):
@@ -191,7 +254,7 @@ def main(argv=None):
     _common.check_choices("tasks", cfg.tasks, tuple(TASKS))
     _common.check_choices("clips", cfg.clips + cfg.long_T_clips, ("none", "value", "norm"))
     run_dir = _common.make_run_dir("long_range", cfg, args)
-    rows, diags = [], {}
+    rows, diags, copy_diags = [], {}, {}
     lengths = {"adding": cfg.adding_T, "copy": cfg.copy_T, "order": cfg.order_T}
     for task in cfg.tasks:
         for T in lengths[task]:
@@ -200,10 +263,17 @@ def main(argv=None):
                     diag = task == "adding" and T == cfg.diag_T and clip == "norm"
                     row, extra = run_one(task, T, model_name, clip, cfg, run_dir, diag, args.mesh)
                     rows.append(row)
+                    if extra and "copy" in extra:
+                        copy_diags[f"{model_name} T={T}"] = extra.pop("copy")
                     if extra:
                         diags[model_name] = extra
                     _common.save_results(run_dir, {"experiment": "long_range", "run_dir": run_dir, "rows": rows})
     results = {"experiment": "long_range", "run_dir": run_dir, "rows": rows}
+    if copy_diags:
+        results["copy_diagnostics"] = copy_diags
+        diagnostics.plot_reach({f"{m} ({when})": d[f"reach_{when}"] for m, d in copy_diags.items()
+                                for when in ("init", "trained")}, os.path.join(run_dir, "copy_reach.png"),
+                               "copy memory: error of the last recalled symbol reaching step k")
     if diags:
         diagnostics.plot_reach({f"{m} (init)": d["reach_init"] for m, d in diags.items()},
                                os.path.join(run_dir, "reach_init.png"),

@@ -33,7 +33,8 @@ from rnn_jax._ops import affine
 Params = dict
 Activation = Union[str, Callable[[jax.Array], jax.Array]]
 
-__all__ = ["Cell", "LSTMState", "JordanState", "elman", "jordan", "lstm", "gru", "resolve_activation"]
+__all__ = ["Cell", "LSTMState", "JordanState", "elman", "jordan", "lstm", "gru", "orthogonal_rnn", "modrelu",
+           "resolve_activation"]
 
 # g' as a function of the output s = g(a), for the activations whose derivative needs only s: the
 # fused Elman recurrence then keeps only the states. Keyed by the function itself, so a callable
@@ -241,7 +242,7 @@ def jordan(hidden_size: int, output_size: int, activation: Activation = "tanh",
 
 
 def lstm(hidden_size: int, forget_bias: float = 1.0, *, kernel_init="glorot_uniform",
-         recurrent_init="orthogonal", bias_init="zeros") -> Cell:
+         recurrent_init="orthogonal", bias_init="zeros", chrono: Optional[int] = None) -> Cell:
     """Long short-term memory cell, PyTorch / cuDNN convention.
 
     .. math::
@@ -255,14 +256,28 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, *, kernel_init="glorot_unif
     ``b_h`` (4H,): the two biases of PyTorch's ``nn.LSTM`` and cuDNN. The state is ``LSTMState(h, c)``;
     the output is ``h'``. ``forget_bias`` is written into ``b_i``'s forget block at initialisation
     (Gers et al. 2000; Jozefowicz et al. 2015); the step adds nothing hidden.
+
+    ``chrono=T_max`` (Tallec & Ollivier 2018) replaces the constant forget bias: each unit's forget
+    bias is ``log(u)``, ``u ~ U[1, T_max - 1]``, and its input-gate bias is the negative of it, so
+    that at initialisation the units keep their memory for characteristic times spread over
+    ``[1, T_max]`` (the forget gate's time constant is about ``1 / (1 - sigmoid(b_f)) ~ u``).
     """
     H = _check_size("hidden_size", hidden_size)
+    if chrono is not None and (isinstance(chrono, bool) or not isinstance(chrono, int) or chrono < 3):
+        raise ValueError(f"chrono: expected None or an int T_max >= 3 (the longest dependency), got {chrono!r}")
 
     def bias_fix(params):
         params["b_i"] = params["b_i"].at[H:2 * H].set(forget_bias)
         return params
 
-    init = _gated_init(H, 4, kernel_init, recurrent_init, bias_init, bias_fix if forget_bias else None)
+    base = _gated_init(H, 4, kernel_init, recurrent_init, bias_init, bias_fix if forget_bias else None)
+
+    def init(key, input_size, dtype=jnp.float32):
+        params = base(key, input_size, dtype)
+        if chrono is not None:
+            u = jax.random.uniform(jax.random.fold_in(key, 7), (H,), dtype, 1.0, chrono - 1.0)
+            params["b_i"] = params["b_i"].at[H:2 * H].set(jnp.log(u)).at[:H].set(-jnp.log(u))
+        return params
 
     def step_projected(params, state, gx):
         z = gx + state.h @ params["W_h"] + params["b_h"]  # (4H,)
@@ -313,3 +328,90 @@ def gru(hidden_size: int, *, kernel_init="glorot_uniform", recurrent_init="ortho
                           unroll=unroll, hoist=hoist)
 
     return _recurrent_cell("gru", H, 3, init, step_projected, fused=fused)
+
+
+def modrelu(z: jax.Array, b: jax.Array) -> jax.Array:
+    """modReLU (Arjovsky et al. 2016), real form: ``sign(z) * relu(|z| + b)``: keeps the sign, shrinks
+    the magnitude by ``-b`` (a trained bias per unit), zero where ``|z| < -b``. ``b`` broadcasts over
+    ``z``'s leading (batch) axes."""
+    return jnp.sign(z) * jax.nn.relu(jnp.abs(z) + jnp.broadcast_to(b, z.shape))
+
+
+def _henaff(key, H: int, dtype):
+    """A skew-symmetric generator whose exponential is Henaff et al. (2016)'s initialisation: a block
+    diagonal of 2x2 rotations by angles drawn uniformly in [-pi, pi] (a last 1x1 block of 1 when H is odd)."""
+    theta = jax.random.uniform(key, (H // 2,), dtype, -jnp.pi, jnp.pi)
+    i = jnp.arange(H // 2) * 2
+    return jnp.zeros((H, H), dtype).at[i, i + 1].set(theta)
+
+
+def orthogonal_rnn(hidden_size: int, *, recurrent_init: str = "henaff", kernel_init="he_normal",
+                   bias_bound: float = 0.01) -> Cell:
+    r"""Orthogonal recurrent cell kept orthogonal by construction (expRNN, Lezcano-Casado & Martinez-Rubio 2019).
+
+    .. math::
+        W = \exp(A - A^\top), \qquad h_t = \mathrm{modReLU}(x_t W_i + h_{t-1} W;\ b),
+        \qquad \mathrm{modReLU}(z; b) = \operatorname{sign}(z)\,\mathrm{relu}(|z| + b)
+
+    ``A`` (H, H) is the trained parameter; ``A - A^T`` is skew-symmetric, so ``W`` (its matrix
+    exponential) is orthogonal for every value of ``A``, before and after any update: no projection,
+    no drift. An orthogonal ``W`` preserves the norm of the state and of the error flowing back
+    through it (all singular values 1); only modReLU's zeroed units shorten it, which is what lets
+    this cell carry information over thousands of steps (the copy task, Arjovsky et al. 2016).
+
+    ``recurrent_init``: ``"henaff"`` (``W`` a block diagonal of 2x2 rotations with angles uniform in
+    [-pi, pi], Henaff et al. 2016) or ``"identity"`` (``A = 0``, ``W = I``). ``kernel_init`` for
+    ``W_i`` (I, H); the modReLU bias ``b`` (H,) starts uniform in ``[-bias_bound, bias_bound]``.
+    Params: ``W_i`` (I, H), ``A`` (H, H), ``b`` (H,). The state and output are ``h`` (H,).
+
+    A batched call computes ``W`` once per sequence (``Cell.fused``: the exponential, then one scan
+    with autodiff); ``step`` computes it at every call, so prefer whole sequences.
+    """
+    H = _check_size("hidden_size", hidden_size)
+    if recurrent_init not in ("henaff", "identity"):
+        raise ValueError(f"recurrent_init: expected 'henaff' or 'identity', got {recurrent_init!r}")
+    if not (isinstance(bias_bound, (int, float)) and bias_bound >= 0):
+        raise ValueError(f"bias_bound: expected a number >= 0, got {bias_bound!r}")
+    k_init = inits.get(kernel_init, H, argname="kernel_init")
+
+    def init(key, input_size, dtype=jnp.float32):
+        _check_size("input_size", input_size)
+        k1, k2, k3 = jax.random.split(key, 3)
+        A = _henaff(k2, H, dtype) if recurrent_init == "henaff" else jnp.zeros((H, H), dtype)
+        return {"W_i": k_init(k1, (input_size, H), dtype),                                # (I, H)
+                "A": A,                                                                  # (H, H)
+                "b": jax.random.uniform(k3, (H,), dtype, -bias_bound, bias_bound)}      # (H,)
+
+    def recurrent(params):
+        A = params["A"]
+        wide = jnp.promote_types(A.dtype, jnp.float32)  # expm needs float32 or float64
+        return jax.scipy.linalg.expm((A - A.T).astype(wide)).astype(A.dtype)  # (H, H), orthogonal
+
+    def project(params, x):
+        return x @ params["W_i"]
+
+    def cell_step(params, W, h, gx):
+        h = modrelu(gx + h @ W, params["b"])
+        return h, h
+
+    def step_projected(params, h, gx):
+        return cell_step(params, recurrent(params), h, gx)
+
+    def fused(params, xs, h0, mask, *, unroll=1, hoist="auto"):
+        W = recurrent(params)
+        gx = project(params, xs)  # (T, B, H): all input products at once
+
+        def body(h, inp):
+            new, _ = cell_step(params, W, h, inp[0])
+            if mask is None:
+                return new, new
+            m = inp[1]
+            return jnp.where(m, new, h), jnp.where(m, new, 0)
+
+        final, ys = jax.lax.scan(body, h0, (gx,) if mask is None else (gx, mask), unroll=unroll)
+        return ys, final
+
+    return Cell(init=init, initial_state=lambda dtype=jnp.float32: jnp.zeros((H,), dtype),
+                step=_make_step(project, step_projected), project=project, step_projected=step_projected,
+                input_size=lambda params: params["W_i"].shape[0], hidden_size=H, output_size=H,
+                name="orthogonal", fused=fused)

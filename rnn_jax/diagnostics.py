@@ -24,7 +24,7 @@ from jax.flatten_util import ravel_pytree
 
 from rnn_jax.cells import Cell
 
-__all__ = ["error_reach", "jacobian_norms", "recurrent_spectrum", "plot_reach", "plot_heatmap"]
+__all__ = ["error_reach", "jacobian_norms", "step_jacobian_singular_values", "recurrent_spectrum", "plot_reach", "plot_heatmap"]
 
 
 def _states(cell: Cell, params, xs, initial_state=None):
@@ -59,22 +59,35 @@ def error_reach(cell: Cell, params, xs, loss_of_last: Callable[[jax.Array], jax.
     return jnp.linalg.norm(g[1:], axis=-1)
 
 
-def jacobian_norms(cell: Cell, params, xs, initial_state=None) -> jax.Array:
-    """``(T,)``: entry k is ``||d state_{T-1} / d state_k||_2`` (entry ``T-1`` is 1: the identity)."""
+def _step_jacobians(cell: Cell, params, xs, initial_state=None):
+    """``(T, C, C)``: ``J_t = d state_t / d state_{t-1}`` along the trajectory from ``initial_state``."""
     C, unravel, flat0 = _states(cell, params, xs, initial_state)
     prev = jnp.concatenate([flat0[None], C[:-1]], 0)  # carries before each step
 
     def step_jac(c_flat, x):
         return jax.jacfwd(lambda cf: ravel_pytree(cell.step(params, unravel(cf), x)[0])[0])(c_flat)
 
-    J = jax.vmap(step_jac)(prev, xs)  # (T, C, C): J_t = d state_t / d state_{t-1}
-    n = flat0.shape[0]
+    return jax.vmap(step_jac)(prev, xs)
+
+
+def jacobian_norms(cell: Cell, params, xs, initial_state=None) -> jax.Array:
+    """``(T,)``: entry k is ``||d state_{T-1} / d state_k||_2`` (entry ``T-1`` is 1: the identity)."""
+    J = _step_jacobians(cell, params, xs, initial_state)  # (T, C, C)
 
     def back(M, Jt):  # M = d c_{T-1} / d c_t ; going back one step multiplies by J_t
         return M @ Jt, M
 
-    _, Ms = lax.scan(back, jnp.eye(n, dtype=xs.dtype), J, reverse=True)  # Ms[k] = d c_{T-1} / d c_k
+    _, Ms = lax.scan(back, jnp.eye(J.shape[-1], dtype=xs.dtype), J, reverse=True)  # Ms[k] = d c_{T-1} / d c_k
     return jnp.linalg.norm(Ms, ord=2, axis=(1, 2))
+
+
+def step_jacobian_singular_values(cell: Cell, params, xs, initial_state=None) -> jax.Array:
+    """``(T, C)``: the singular values (descending) of each step's Jacobian ``d state_t / d state_{t-1}``.
+
+    The error reaching ``k`` steps back is the product of ``k`` of these Jacobians: when every one
+    has all its singular values at 1 (an orthogonal recurrence with its units active) the error's
+    norm is kept exactly; values below 1 shrink it geometrically (vanishing), above 1 may grow it."""
+    return jnp.linalg.svd(_step_jacobians(cell, params, xs, initial_state), compute_uv=False)
 
 
 def recurrent_spectrum(params, gates: int = 1) -> dict:

@@ -81,7 +81,9 @@ def _check(logits, targets, lengths, argname="targets", classes=True):
             _checks.value_check(ok, f"{argname}: expected class ids in [0, {V})")
         else:
             arr = np.asarray(targets)
-            bad = np.nonzero((arr < 0) | (arr >= V))
+            bad = np.nonzero(np.atleast_1d((arr < 0) | (arr >= V)))  # a scalar target is one example
+            if bad[0].size and arr.ndim == 0:
+                raise ValueError(f"{argname}: expected class ids in [0, {V}), got {int(arr)}")
             if bad[0].size:
                 if lengths is not None and not isinstance(lengths, jax.core.Tracer):
                     valid = np.asarray(step_mask(arr.shape, lengths, jnp.float32)) > 0

@@ -249,15 +249,20 @@ class RunFiles:
 
 class EarlyStopping:
     """Tracks the best evaluation of ``monitor`` (``mode`` min or max; the mean over seeds) and counts
-    evaluations without improvement. A monitored key that an evaluation does not return is an error."""
+    evaluations without improvement; with ``target``, also whether the latest evaluation reached it
+    (at most ``target`` for mode min, at least for max). A monitored key that an evaluation does not
+    return is an error."""
 
     def __init__(self, monitor: str, mode: str, patience: Optional[int], best: Optional[dict] = None,
-                 bad_evals: int = 0):
+                 bad_evals: int = 0, target: Optional[float] = None):
         if mode not in ("min", "max"):
             raise ValueError(f"mode: expected 'min' or 'max', got {mode!r}")
         if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
             raise ValueError(f"patience: expected None or a positive int, got {patience!r}")
+        if target is not None and not (isinstance(target, (int, float)) and np.isfinite(target)):
+            raise ValueError(f"stop_at: expected None or a finite number, got {target!r}")
         self.monitor, self.mode, self.patience, self.best, self.bad_evals = monitor, mode, patience, best, bad_evals
+        self.target, self.reached = target, False
 
     def update(self, row: dict) -> bool:
         """Record an evaluation; True when it is the best so far."""
@@ -265,6 +270,8 @@ class EarlyStopping:
             raise ValueError(f"monitor: the evaluation returned {sorted(k for k in row if k not in ('step', 'kind'))}, "
                              f"not {self.monitor!r}; pass monitor= one of those")
         value = float(np.mean(row[self.monitor]))
+        if self.target is not None:
+            self.reached = value <= self.target if self.mode == "min" else value >= self.target
         best = None if self.best is None else float(np.mean(self.best[self.monitor]))
         if best is None or (value < best if self.mode == "min" else value > best):
             self.best, self.bad_evals = dict(row), 0
@@ -274,7 +281,7 @@ class EarlyStopping:
 
     @property
     def stop(self) -> bool:
-        return self.patience is not None and self.bad_evals >= self.patience
+        return self.reached or (self.patience is not None and self.bad_evals >= self.patience)
 
 
 @dataclasses.dataclass
@@ -310,7 +317,7 @@ def _seed_axis(params, seeds):
 def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: Callable[[int], Any], steps: int, *,
         run_dir: Optional[str] = None, eval_fn: Optional[Callable[[Any], dict]] = None, eval_every: int = 100,
         log_every: int = 10, checkpoint_every: int = 100, resume: bool = False, monitor: str = "val_loss",
-        mode: str = "min", patience: Optional[int] = None, tokens_per_batch: Optional[int] = None,
+        mode: str = "min", patience: Optional[int] = None, stop_at: Optional[float] = None, tokens_per_batch: Optional[int] = None,
         seeds: Optional[int] = None, progress: bool = True, desc: str = "train", mesh=None) -> FitResult:
     """Train ``params`` for ``steps`` updates. Returns a :class:`FitResult`.
 
@@ -326,6 +333,8 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
         it must return ``monitor``.
       resume: continue from ``run_dir/checkpoint.msgpack`` if it exists.
       monitor, mode, patience: early stopping on ``eval_fn``'s ``monitor`` metric.
+      stop_at: stop (status ``"reached"``) at the first evaluation whose ``monitor`` is at most this
+        value (mode min) or at least it (mode max), e.g. once a task counts as solved.
       seeds: None, or the size of a leading seed axis of ``params`` (every seed trained at once, vmapped).
       mesh: a :class:`jax.sharding.Mesh` with a ``data`` axis (see :mod:`rnn_jax.distributed`): the
         batch from ``batch_fn`` (this process's part of it) is split along ``data``, the state is
@@ -338,7 +347,7 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
         raise ValueError(f"steps: expected an int >= 0, got {steps!r}")
     _seed_axis(params, seeds)
-    stopper = EarlyStopping(monitor, mode, patience)
+    stopper = EarlyStopping(monitor, mode, patience, target=stop_at)
     writer = jax.process_index() == 0
     files = RunFiles(run_dir, resume, writer)
     step_fn = make_step(loss_fn, tx, seeds)
@@ -403,7 +412,8 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
         if eval_fn is not None and (done % eval_every == 0 or done == steps):
             evaluate(done)
             if stopper.stop:
-                status, message = "early_stopped", f"no improvement of {monitor} in {patience} evaluations"
+                status, message = (("reached", f"{monitor} reached {stop_at} after {done} steps") if stopper.reached
+                                   else ("early_stopped", f"no improvement of {monitor} in {patience} evaluations"))
                 save(done)
                 if bar is not None:
                     bar.update(1)

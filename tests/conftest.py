@@ -23,6 +23,7 @@ CELLS = {
     "jordan": lambda H: rj.jordan(H, 3),
     "lstm": lambda H: rj.lstm(H),
     "gru": lambda H: rj.gru(H),
+    "orthogonal": lambda H: rj.orthogonal_rnn(H),
 }
 
 

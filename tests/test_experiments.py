@@ -86,8 +86,7 @@ def test_char_lm_quick_learns(tmp_path):
 
     from experiments import char_lm
 
-    res = char_lm.main([f"--out={tmp_path}", "--corpora=hello,ptb", "--models=gru", "--hidden=48", "--steps=150",
-                        "--eval_chars=3000", "--ngram_orders=2", "--sample_len=40", "--temperatures=1.0"])
+    res = char_lm.main([f"--out={tmp_path}", "--quick", "--eval_chars=3000", "--ngram_orders=2", "--sample_len=40"])
     assert res["hello"]["predicted_next"] == "ello" and res["hello"]["greedy_from_h"] == "hello"
     (row,) = res["rows"]
     assert row["test_bits_per_char"] < 0.8 * math.log2(50)  # uniform over PTB's 50 characters: 5.64 bits

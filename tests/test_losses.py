@@ -3,6 +3,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import rnn_jax as rj
 
@@ -41,3 +42,12 @@ def test_accuracy_and_mse():
 def test_zero_length_gives_zero_not_nan():
     out = rj.losses.softmax_cross_entropy(jnp.ones((3, 2)), jnp.zeros((3,), jnp.int32), 0, "mean")
     assert float(out) == 0.0
+
+
+def test_cross_entropy_of_one_prediction_with_a_scalar_target():
+    """A single prediction (logits (V,), target ()) is one example: it works, and a bad id is named."""
+    logits = jnp.asarray([0.5, -1.0, 2.0])
+    want = -jax.nn.log_softmax(logits)[2]
+    np.testing.assert_allclose(rj.losses.softmax_cross_entropy(logits, jnp.asarray(2)), want, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"class ids in \[0, 3\), got 3"):
+        rj.losses.softmax_cross_entropy(logits, jnp.asarray(3))

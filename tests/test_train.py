@@ -150,6 +150,27 @@ def test_early_stopping(key, tmp_path):
     assert os.path.exists(tmp_path / "best.msgpack")
 
 
+@pytest.mark.parametrize("mode,scores,stops_after", [("min", [0.5, 0.2, 0.05, 0.01], 3),
+                                                      ("max", [0.5, 0.99, 1.0, 1.0], 3)])
+def test_stop_at_a_target(key, tmp_path, mode, scores, stops_after):
+    """stop_at ends the run at the first evaluation that reaches the target, with status 'reached',
+    a checkpoint at that step, and the steps it took; a target never reached trains to the end."""
+    model, loss_fn, batch_fn = _setup(key)
+    target = 0.1 if mode == "min" else 1.0
+    it = iter(scores)
+    res = train.fit(loss_fn, model.init(key), train.optimizer("adam", 1e-3), batch_fn, 100, eval_every=5,
+                    eval_fn=lambda p: {"m": next(it)}, monitor="m", mode=mode, stop_at=target,
+                    run_dir=str(tmp_path / mode), progress=False)
+    assert res.status == "reached" and int(res.state.step) == 5 * stops_after and "reached" in res.message
+    assert os.path.exists(tmp_path / mode / "checkpoint.msgpack")
+    never = train.fit(loss_fn, model.init(key), train.optimizer("adam", 1e-3), batch_fn, 10, eval_every=5,
+                      eval_fn=lambda p: {"m": 0.5}, monitor="m", mode=mode, stop_at=target, progress=False)
+    assert never.status == "done" and int(never.state.step) == 10
+    with pytest.raises(ValueError, match="stop_at"):
+        train.fit(loss_fn, model.init(key), train.optimizer("adam", 1e-3), batch_fn, 10, stop_at=float("nan"),
+                  progress=False)
+
+
 def test_optimizer_argument_errors():
     with pytest.raises(ValueError, match="name: expected one of"):
         train.optimizer("lbfgs")
