@@ -141,27 +141,40 @@ class Timer:
         self.seconds = time.perf_counter() - self.t0
 
 
-def plot_curves(curves: dict, path: str, ylabel: str = "loss", title: str = "", logy: bool = True) -> str:
-    """One line per name: ``{name: (steps, values)}`` -> PNG."""
+def figure(figsize=(6, 4)):
+    """A new matplotlib figure and axes (the Agg backend: no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, (x, y) in curves.items():
-        ax.plot(x, y, label=name)
-    ax.set_xlabel("step")
+    return plt.subplots(figsize=figsize)
+
+
+def save_figure(fig, ax, path: str, *, xlabel: str, ylabel: str, title: str = "", logy: bool = False) -> str:
+    """Label, legend, grid, write ``path`` (PNG) and close."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if logy:
         ax.set_yscale("log")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_curves(curves: dict, path: str, ylabel: str = "loss", title: str = "", logy: bool = True,
+                xlabel: str = "step") -> str:
+    """One line per name: ``{name: (xs, values)}`` -> PNG."""
+    fig, ax = figure()
+    for name, (x, y) in curves.items():
+        ax.plot(x, y, label=name)
+    return save_figure(fig, ax, path, xlabel=xlabel, ylabel=ylabel, title=title, logy=logy)
 
 
 def train_curve(history, key="loss"):

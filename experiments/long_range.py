@@ -251,27 +251,14 @@ def copy_diagnostics(model_name, H, T, params0, params1, x, y):
 def plot_jacobian_spectra(copy_diags: dict, path: str) -> str:
     """Per model: the smallest, median and largest singular value of each step's Jacobian along a
     trained copy sequence (log scale)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _common.figure((7, 4))
     for i, (name, d) in enumerate(copy_diags.items()):
         t = np.arange(len(d["jacobian_sv_median"]))
         color = f"C{i}"
         ax.plot(t, np.maximum(d["jacobian_sv_median"], 1e-8), color=color, label=f"{name} (median)")
         ax.fill_between(t, np.maximum(d["jacobian_sv_min"], 1e-8), d["jacobian_sv_max"], color=color, alpha=0.2)
-    ax.set_yscale("log")
-    ax.set_xlabel("step t")
-    ax.set_ylabel("singular values of d h_t / d h_{t-1}")
-    ax.set_title("copy memory, trained: step Jacobians (band: min to max)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _common.save_figure(fig, ax, path, xlabel="step t", ylabel="singular values of d h_t / d h_{t-1}",
+                               title="copy memory, trained: step Jacobians (band: min to max)", logy=True)
 
 
 def main(argv=None):
