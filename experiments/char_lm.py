@@ -267,6 +267,22 @@ def lm_run(corpus_name, model_name, c, cfg, run_dir):
     return row
 
 
+def plot_learning_curves(histories: dict, run_dir: str) -> None:
+    """Training and validation bits/char against updates (learning_curves.png) and against wall-clock
+    minutes on this machine (learning_curves_wall.png)."""
+    for x_key, xlabel, name, scale in (("step", "updates", "learning_curves.png", 1),
+                                       ("wall_s", "wall-clock minutes", "learning_curves_wall.png", 60)):
+        curves = {}
+        for label, hist in histories.items():
+            for kind, key in (("train", "bits_per_char"), ("eval", "valid_bits_per_char")):
+                rows = [r for r in hist if r.get("kind") == kind and key in r]
+                if rows:
+                    curves[f"{label} {'train' if kind == 'train' else 'valid'}"] = (
+                        [r[x_key] / scale for r in rows], [r[key] for r in rows])
+        _common.plot_curves(curves, os.path.join(run_dir, name), "bits/char", "Character-level language models",
+                            logy=False, xlabel=xlabel)
+
+
 def main(argv=None):
     cfg, args = _common.parse_config(Config, argv, __doc__)
     _common.check_choices("corpora", cfg.corpora, CORPORA)
@@ -289,12 +305,11 @@ def main(argv=None):
                   flush=True)
         for model_name in cfg.models:
             row = lm_run(corpus_name, model_name, c, cfg, run_dir)
-            curves[f"{corpus_name} {model_name}"] = _common.train_curve(row.pop("history"), "bits_per_char")
+            curves[f"{corpus_name} {model_name}"] = row.pop("history")
             results["rows"].append(row)
             _common.save_results(run_dir, results)
     if curves:
-        _common.plot_curves(curves, os.path.join(run_dir, "learning_curves.png"), "training bits/char",
-                            "Character-level language models", logy=False)
+        plot_learning_curves(curves, run_dir)
     _common.save_results(run_dir, results)
     with open(os.path.join(run_dir, "samples.md"), "w") as f:
         for r in results["rows"]:

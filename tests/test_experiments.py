@@ -206,3 +206,20 @@ def test_report_says_when_a_short_budget_loses_to_the_ngram():
     assert rows["ptb gru"].startswith("2.100 bits/char -- worse than the 6-gram: 500 updates")
     assert rows["ptb lstm"] == "1.400 bits/char"  # better than the n-gram: no excuse needed
     assert rows["ptb best n-gram (order 6)"] == "1.560 bits/char"
+
+
+def test_char_lm_resumes_where_it_stopped(tmp_path, capsys):
+    """A stateful character-model run continues from its checkpoint (parameters, optimiser and the
+    streams' carried state) and its metrics log holds each update once."""
+    from experiments import char_lm
+
+    flags = ["--quick", "--corpora=ptb", "--ngram_orders=1", "--checkpoint_every=10", "--eval_every=10",
+             "--valid_chars=500", "--eval_chars=500", "--sample_len=5", f"--out={tmp_path}"]
+    first = char_lm.main(flags + ["--steps=20"])
+    more = char_lm.main([f"--resume={first['run_dir']}", "--steps=30"])
+    assert "resumed at update 20" in capsys.readouterr().out
+    with open(os.path.join(first["run_dir"], "ptb_gru", "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    steps = [r["step"] for r in rows if r["kind"] == "train"]
+    assert steps == sorted(set(steps)) and steps[-1] == 30
+    assert more["rows"][0]["steps"] == 30 and np.isfinite(more["rows"][0]["test_bits_per_char"])
