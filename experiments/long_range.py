@@ -2,6 +2,7 @@
 
     python -m experiments.long_range             # the full grid (~40 min on 2 CPU cores)
     python -m experiments.long_range --quick     # a small grid, about a minute
+    python -m experiments.long_range --resume=runs/long_range/<stamp>   # continue an interrupted grid
 
 Tasks (rnn_jax.data.long_range): the adding problem (baseline MSE 0.167), copy memory (baseline
 cross-entropy 10 ln 8 / (T + 20)) and the temporal-order task (chance 0.25). Models: tanh Elman with
@@ -162,7 +163,7 @@ def solved(task, metrics):
     return metrics["test_accuracy"] >= 0.99
 
 
-def run_one(task, T, model_name, clip, cfg, run_dir, diag=False, mesh=None):
+def run_one(task, T, model_name, clip, cfg, run_dir, diag=False, mesh=None, resume=False):
     key = jax.random.fold_in(jax.random.key(cfg.seed), zlib.crc32(f"{task}-{T}".encode()))  # stable across runs
     k_init, k_data, k_test = jax.random.split(key, 3)
     H = hidden_of(model_name, cfg)
@@ -205,7 +206,7 @@ def run_one(task, T, model_name, clip, cfg, run_dir, diag=False, mesh=None):
                         lambda s: jax.tree.map(lambda a: a[mine], gen(jax.random.fold_in(k_data, s), cfg.batch_size, T)),
                         cfg.steps, run_dir=sub, eval_fn=eval_fn, eval_every=cfg.eval_every, log_every=25,
                         monitor=monitor, mode=mode, stop_at=stop_at,
-                        checkpoint_every=min(cfg.steps, 500), progress=False, mesh=mesh)
+                        checkpoint_every=min(cfg.steps, 500), progress=False, mesh=mesh, resume=resume)
     final = eval_fn(res.state.params) if res.status != "diverged" else {"test_loss": float("nan"),
                                                                          "test_accuracy": float("nan")}
     row = {"task": task, "T": T, "model": model_name, "clip": clip, "status": res.status, **final,
@@ -274,7 +275,7 @@ def main(argv=None):
             for model_name in cfg.models:
                 for clip in (cfg.long_T_clips if T >= 1000 else cfg.clips):
                     diag = task == "adding" and T == cfg.diag_T and clip == "norm"
-                    row, extra = run_one(task, T, model_name, clip, cfg, run_dir, diag, args.mesh)
+                    row, extra = run_one(task, T, model_name, clip, cfg, run_dir, diag, args.mesh, bool(args.resume))
                     rows.append(row)
                     if extra and "copy" in extra:
                         copy_diags[f"{model_name} T={T}"] = extra.pop("copy")

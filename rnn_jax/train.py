@@ -353,23 +353,26 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
     step_fn = make_step(loss_fn, tx, seeds)
     state = (jax.vmap(lambda p: init_state(p, tx)) if seeds is not None else (lambda p: init_state(p, tx)))(params)
     get_batch = batch_fn if mesh is None else (lambda s: distributed.shard_batch(batch_fn(s), mesh))
-    history, start = [], 0
+    history, start, stopped = [], 0, None
     if resume and files.has_checkpoint():
         state, extra = load_checkpoint(files.ckpt, jax.tree.map(distributed.to_host, state))
         start = int(extra["step"])
         stopper.best, stopper.bad_evals = extra.get("best"), extra.get("bad_evals", 0)
         history = files.rows(start)
+        stopped = extra.get("stopped")  # it ended early (target reached, patience): resuming does not undo that
     elif resume:
         files.rows(0)  # nothing to resume from: an old log without a checkpoint starts over
     if mesh is not None:
         state = distributed.place_state(state, mesh)
+    if stopped:
+        return FitResult(state, stopped[0], stopped[1], history, stopper.best)
 
     def log(row):
         history.append(row)
         files.log(row)
 
-    def save(step):
-        files.save(state, {"step": step, "best": stopper.best, "bad_evals": stopper.bad_evals})
+    def save(step, stopped=None):
+        files.save(state, {"step": step, "best": stopper.best, "bad_evals": stopper.bad_evals, "stopped": stopped})
 
     def evaluate(step):
         row = {k: _to_py(v) for k, v in eval_fn(state.params).items()}
@@ -414,7 +417,7 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
             if stopper.stop:
                 status, message = (("reached", f"{monitor} reached {stop_at} after {done} steps") if stopper.reached
                                    else ("early_stopped", f"no improvement of {monitor} in {patience} evaluations"))
-                save(done)
+                save(done, (status, message))
                 if bar is not None:
                     bar.update(1)
                 break

@@ -223,3 +223,22 @@ def test_char_lm_resumes_where_it_stopped(tmp_path, capsys):
     steps = [r["step"] for r in rows if r["kind"] == "train"]
     assert steps == sorted(set(steps)) and steps[-1] == 30
     assert more["rows"][0]["steps"] == 30 and np.isfinite(more["rows"][0]["test_bits_per_char"])
+
+
+def test_long_range_orthogonal_cell_solves_copy_and_stops_when_solved(tmp_path):
+    """The orthogonal cell learns copy memory, the run stops once solved, the diagnostics show its step
+    Jacobians' singular values at 1 (the units modReLU keeps) and resuming a finished grid trains nothing."""
+    from experiments import long_range
+
+    flags = [f"--out={tmp_path}", "--tasks=copy", "--copy_T=10", "--models=orthogonal", "--orthogonal_hidden=128",
+             "--clips=none", "--steps=600", "--batch_size=128", "--test_size=128", "--eval_every=25",
+             "--stop_when_solved=true", "--copy_diagnostics=true"]
+    res = long_range.main(flags)
+    (row,) = res["rows"]
+    assert row["solved"] and row["status"] == "reached" and row["updates"] < 600, row
+    d = res["copy_diagnostics"]["orthogonal T=10"]
+    assert abs(np.median(d["jacobian_sv_median"]) - 1.0) < 1e-3 and max(d["jacobian_sv_max"]) < 1 + 1e-3
+    for f in ("copy_reach.png", "copy_jacobian_spectra.png"):
+        assert os.path.exists(os.path.join(res["run_dir"], f)), f
+    again = long_range.main([f"--resume={res['run_dir']}"])
+    assert again["rows"][0]["updates"] == row["updates"] and again["rows"][0]["solved"]

@@ -163,6 +163,12 @@ def test_stop_at_a_target(key, tmp_path, mode, scores, stops_after):
                     run_dir=str(tmp_path / mode), progress=False)
     assert res.status == "reached" and int(res.state.step) == 5 * stops_after and "reached" in res.message
     assert os.path.exists(tmp_path / mode / "checkpoint.msgpack")
+    again = train.fit(loss_fn, model.init(key), train.optimizer("adam", 1e-3), batch_fn, 100, eval_every=5,
+                      eval_fn=lambda p: {"m": 0.5}, monitor="m", mode=mode, stop_at=target,
+                      run_dir=str(tmp_path / mode), resume=True, progress=False)
+    assert again.status == "reached" and int(again.state.step) == 5 * stops_after  # resuming keeps it stopped
+    for a, b in zip(jax.tree_util.tree_leaves(again.state.params), jax.tree_util.tree_leaves(res.state.params)):
+        np.testing.assert_array_equal(a, b)
     never = train.fit(loss_fn, model.init(key), train.optimizer("adam", 1e-3), batch_fn, 10, eval_every=5,
                       eval_fn=lambda p: {"m": 0.5}, monitor="m", mode=mode, stop_at=target, progress=False)
     assert never.status == "done" and int(never.state.step) == 10
