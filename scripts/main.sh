@@ -8,5 +8,5 @@ python -m experiments.bit_reverse
 python -m experiments.exploding
 python -m experiments.classify --datasets=mnist1d,JapaneseVowels --archs=gru --seeds=2 --steps=900 --hidden=128
 python -m experiments.translate --n_train=8000 --n_test=1000 --hidden=64 --steps=1200
-python -m experiments.char_lm --corpora=hello,ptb --models=gru --layers=1 --hidden=256 --embed=64 --batch_size=32 --steps=500 --eval_every=250 --valid_chars=20000 --eval_chars=20000 --ngram_orders=2,4,6
+python -m experiments.char_lm --corpora=hello,ptb --models=gru --layers=1 --hidden=256 --embed=64 --batch_size=32 --steps=500 --lr=5e-3 --warmup=50 --eval_every=250 --valid_chars=20000 --eval_chars=20000 --ngram_orders=2,4,6
 python -m experiments.report
