@@ -76,6 +76,12 @@ class LM:
     def __init__(self, cell: str, V: int, E: int, H: int, layers: int, dropout: float):
         self.V, self.E, self.dropout = V, E, dropout
         self.layers = [rj.rnn(CELLS[cell](H)) for _ in range(layers)]
+        self.eval_window = jax.jit(self._window_bits)  # one compiled evaluation per model
+
+    def _window_bits(self, params, x, y, state):
+        """Bits (summed) of one window of every stream, and the state it leaves."""
+        logits, state = self.apply(params, x, state)
+        return rj.losses.softmax_cross_entropy(logits, y, reduction="sum") / np.log(2), state
 
     def init(self, key):
         ks = jax.random.split(key, len(self.layers) + 2)
@@ -149,22 +155,12 @@ def evaluate_bpc(model: LM, params, ids: np.ndarray, segments: int, window: int 
     window after another with its state carried (so every character but the first of each segment
     is predicted from all the text before it in its segment)."""
     x, y = streams(ids, segments)
-    fwd = _eval_window(model)
+    fwd = model.eval_window
     state, bits = model.zero_state(segments), 0.0
     for t in range(0, x.shape[1], window):
         b, state = fwd(params, jnp.asarray(x[:, t: t + window]), jnp.asarray(y[:, t: t + window]), state)
         bits += float(b)
     return bits / x.size
-
-
-def _eval_window(model):
-    if not hasattr(model, "_fwd"):
-        @jax.jit
-        def fwd(p, x, y, state):
-            logits, state = model.apply(p, x, state)
-            return rj.losses.softmax_cross_entropy(logits, y, reduction="sum") / np.log(2), state
-        model._fwd = fwd
-    return model._fwd
 
 
 def lm_run(corpus_name, model_name, c, cfg, run_dir):
