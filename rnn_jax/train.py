@@ -99,7 +99,8 @@ def init_state(params, tx: optax.GradientTransformation) -> TrainState:
     return TrainState(jnp.asarray(0, jnp.int32), params, tx.init(params))
 
 
-def make_step(loss_fn: Callable, tx: optax.GradientTransformation, seeds: Optional[int] = None):
+def make_step(loss_fn: Callable, tx: optax.GradientTransformation, seeds: Optional[int] = None,
+              seed_batches: bool = False):
     """``step(state, batch) -> (state, metrics)``, jitted.
 
     ``loss_fn(params, batch) -> (loss, aux)``: the loss of a batch (models take batches), ``aux`` a
@@ -107,8 +108,11 @@ def make_step(loss_fn: Callable, tx: optax.GradientTransformation, seeds: Option
     A non-finite loss or gradient leaves the params and optimiser state unchanged (the step count
     still advances, so that every seed's count stays that of the batches seen). With ``seeds`` (an
     int) the state carries a leading seed axis of that size and the step is vmapped over it (the
-    same batch for every seed).
+    same batch for every seed; with ``seed_batches`` each seed gets its own batch, the batch's leaves
+    carrying the same leading axis: cross-validation folds, bootstrap replicates).
     """
+    if seed_batches and seeds is None:
+        raise ValueError("seed_batches=True needs seeds (the size of the leading seed axis)")
 
     def one(state: TrainState, batch):
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
@@ -120,7 +124,7 @@ def make_step(loss_fn: Callable, tx: optax.GradientTransformation, seeds: Option
         return TrainState(state.step + 1, *kept), dict(aux, loss=loss, grad_norm=gnorm, finite=finite)
 
     if seeds is not None:
-        one = jax.vmap(one, in_axes=(0, None))
+        one = jax.vmap(one, in_axes=(0, 0 if seed_batches else None))
     return jax.jit(one, donate_argnums=0)
 
 
@@ -303,14 +307,14 @@ def _positive_int(name, v):
         raise ValueError(f"{name}: expected a positive int, got {v!r}")
 
 
-def _seed_axis(params, seeds):
-    """``seeds``: None (no seed axis) or the size of the params' leading seed axis, checked."""
+def _seed_axis(params, seeds, what="params"):
+    """``seeds``: None (no seed axis) or the size of the leading seed axis of ``params`` (or of a batch), checked."""
     if seeds is None:
         return
     _positive_int("seeds", seeds)
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         if np.ndim(leaf) < 1 or np.shape(leaf)[0] != seeds:
-            raise ValueError(f"params{jax.tree_util.keystr(path)}: expected a leading seed axis of size {seeds} "
+            raise ValueError(f"{what}{jax.tree_util.keystr(path)}: expected a leading seed axis of size {seeds} "
                              f"(seeds={seeds}), got shape {tuple(np.shape(leaf))}")
 
 
@@ -318,7 +322,8 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
         run_dir: Optional[str] = None, eval_fn: Optional[Callable[[Any], dict]] = None, eval_every: int = 100,
         log_every: int = 10, checkpoint_every: int = 100, resume: bool = False, monitor: str = "val_loss",
         mode: str = "min", patience: Optional[int] = None, stop_at: Optional[float] = None, tokens_per_batch: Optional[int] = None,
-        seeds: Optional[int] = None, progress: bool = True, desc: str = "train", mesh=None) -> FitResult:
+        seeds: Optional[int] = None, seed_batches: bool = False, progress: bool = True, desc: str = "train",
+        mesh=None) -> FitResult:
     """Train ``params`` for ``steps`` updates. Returns a :class:`FitResult`.
 
     The parts: a :class:`TrainState` and the jitted step (:func:`make_step`); a :class:`RunFiles`
@@ -336,6 +341,8 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
       stop_at: stop (status ``"reached"``) at the first evaluation whose ``monitor`` is at most this
         value (mode min) or at least it (mode max), e.g. once a task counts as solved.
       seeds: None, or the size of a leading seed axis of ``params`` (every seed trained at once, vmapped).
+      seed_batches: with ``seeds``, ``batch_fn`` returns one batch per seed (leaves with the same leading
+        seed axis), e.g. one per cross-validation fold; by default every seed sees the same batch.
       mesh: a :class:`jax.sharding.Mesh` with a ``data`` axis (see :mod:`rnn_jax.distributed`): the
         batch from ``batch_fn`` (this process's part of it) is split along ``data``, the state is
         replicated (or split along ``model``). Checkpoints are written by process 0 only.
@@ -350,9 +357,11 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
     stopper = EarlyStopping(monitor, mode, patience, target=stop_at)
     writer = jax.process_index() == 0
     files = RunFiles(run_dir, resume, writer)
-    step_fn = make_step(loss_fn, tx, seeds)
+    step_fn = make_step(loss_fn, tx, seeds, seed_batches)
     state = (jax.vmap(lambda p: init_state(p, tx)) if seeds is not None else (lambda p: init_state(p, tx)))(params)
     get_batch = batch_fn if mesh is None else (lambda s: distributed.shard_batch(batch_fn(s), mesh))
+    if seed_batches:
+        _seed_axis(batch_fn(0), seeds, what="batch_fn(0)")  # before tracing: one batch per seed
     history, start, stopped = [], 0, None
     if resume and files.has_checkpoint():
         state, extra = load_checkpoint(files.ckpt, jax.tree.map(distributed.to_host, state))

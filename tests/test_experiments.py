@@ -136,10 +136,14 @@ def test_tagging_quick_beats_chance_and_reports_the_baseline(tmp_path):
 def test_sentiment_quick_learns(tmp_path):
     from experiments import sentiment
 
-    res = sentiment.main(["--quick", f"--out={tmp_path}"])
-    assert res["sentences"] == 10_568 and sum(res["split"].values()) == 10_568
+    res = sentiment.main(["--quick", "--folds=3", "--seeds=1", f"--out={tmp_path}"])
+    assert res["sentences"] == 10_568 and res["split"]["test"] == 10_568  # every sentence tested once
     for row in res["rows"]:
+        assert row["test_sentences"] == 10_568 and len(row["test_accuracy_per_fold"]) == 3
         assert row["test_accuracy_mean"] > 0.6, row  # two balanced classes: chance is 0.5
+    gru = res["rows"][1]
+    assert gru["vs_bow_ensemble"]["sentences"] == 10_568
+    assert abs(gru["vs_bow_ensemble"]["difference"] - (gru["test_accuracy_ensemble"] - res["rows"][0]["test_accuracy_ensemble"])) < 1e-9
 
 
 def test_rotten_tomatoes_sentences_are_cached_and_complete():
@@ -161,6 +165,32 @@ def test_stratified_split_keeps_the_class_balance():
     assert sorted(np.concatenate(list(parts.values())).tolist()) == list(range(1000))  # a partition
     for name, n in (("train", 800), ("valid", 100), ("test", 100)):
         assert len(parts[name]) == n and labels[parts[name]].mean() == 0.4
+
+
+def test_cross_validation_folds_partition_the_tests():
+    from experiments import sentiment
+
+    labels = np.array([0] * 600 + [1] * 400)
+    folds = sentiment.stratified_folds(labels, 10, np.random.default_rng(0))
+    assert sorted(np.concatenate([f["test"] for f in folds]).tolist()) == list(range(1000))  # each tested once
+    for i, f in enumerate(folds):
+        assert sorted(np.concatenate(list(f.values())).tolist()) == list(range(1000))  # a partition
+        assert (len(f["train"]), len(f["valid"]), len(f["test"])) == (800, 100, 100)
+        assert labels[f["test"]].mean() == 0.4 and set(f["valid"]) == set(folds[(i + 1) % 10]["test"])
+    with pytest.raises(ValueError, match="folds: expected 0 .* or an int >= 3, got 2"):
+        sentiment.stratified_folds(labels, 2, np.random.default_rng(0))
+
+
+def test_paired_comparison():
+    from experiments import sentiment
+
+    a = np.array([1] * 60 + [0] * 40, bool)
+    b = np.array([1] * 50 + [0] * 10 + [1] * 0 + [0] * 40, bool)  # a is right on 10 more sentences, never less
+    c = sentiment.paired_comparison(a, b, np.random.default_rng(0))
+    assert c["difference"] == 0.1 and (c["only_a_right"], c["only_b_right"]) == (10, 0)
+    assert c["mcnemar_p"] == 2 * 0.5 ** 10 and 0 < c["ci95"][0] < 0.1 < c["ci95"][1]
+    same = sentiment.paired_comparison(a, a, np.random.default_rng(0))
+    assert same["difference"] == 0 and same["mcnemar_p"] == 1.0 and same["ci95"] == [0.0, 0.0]
 
 
 def test_pattern_corpora_are_cached_not_committed():

@@ -125,6 +125,24 @@ def test_seeds_train_in_one_program(key):
         np.testing.assert_allclose(b[1], a, rtol=2e-5, atol=1e-6)
 
 
+def test_seed_batches_give_each_seed_its_own_data(key):
+    """``seed_batches``: seed i trained on batch stream i equals a single run on that stream."""
+    model, loss_fn, batch_fn = _setup(key)
+    other = lambda s: jax.tree.map(lambda a: a[::-1], batch_fn(s + 7))  # noqa: E731  a different stream
+    stacked = jax.vmap(model.init)(jax.random.split(key, 2))
+    tx = train.optimizer("adam", 1e-2)
+    both = lambda s: jax.tree.map(lambda a, b: jnp.stack([a, b]), batch_fn(s), other(s))  # noqa: E731
+    multi = train.fit(loss_fn, stacked, tx, both, 10, seeds=2, seed_batches=True, progress=False)
+    for i, stream in enumerate((batch_fn, other)):
+        one = train.fit(loss_fn, jax.tree.map(lambda a: a[i], stacked), tx, stream, 10, progress=False)
+        for a, b in zip(jax.tree_util.tree_leaves(one.state.params), jax.tree_util.tree_leaves(multi.state.params)):
+            np.testing.assert_allclose(b[i], a, rtol=2e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"batch_fn\(0\).*leading seed axis of size 2"):
+        train.fit(loss_fn, stacked, tx, batch_fn, 2, seeds=2, seed_batches=True, progress=False)
+    with pytest.raises(ValueError, match="seed_batches=True needs seeds"):
+        train.fit(loss_fn, stacked, tx, both, 2, seed_batches=True, progress=False)
+
+
 def test_evaluation_with_several_seeds_uses_the_mean(key, tmp_path):
     model, loss_fn, batch_fn = _setup(key)
     stacked = jax.vmap(model.init)(jax.random.split(key, 2))
