@@ -18,6 +18,12 @@ One Adam step (loss, gradient of every weight, update) of the same model in thre
 
 Elman (tanh), LSTM and GRU cells. All steps of one size are timed in one process, interleaved round by
 round with rotating order, an untimed call before each sample, samples of >= 20 ms; medians.
+
+``floor``: the matrix products that any exact implementation of the step's recurrences must run, and
+nothing else: per recurrence, the T sequential ``(B, H) @ (H, G*H)`` products of the forward loop, the T
+sequential ``(B, G*H) @ (G*H, H)`` products of the backward loop, and the input and weight-gradient
+products taken once over all ``T*B`` rows. ``floor/flax`` is the ratio to Flax's step that an
+implementation would reach if the gate arithmetic, the head, the loss and the optimiser cost nothing.
 """
 from __future__ import annotations
 
@@ -98,6 +104,50 @@ def rnn_jax_step(model, cell_name, s, batch):
         loss = lambda p, src, sl, ti, to: ce(m.apply(p, src, sl, ti), to, reduction="mean")  # noqa: E731
     run = _jax_step(loss, m.init(jax.random.key(0)))
     return lambda: run(*batch)
+
+
+GATES = {"elman": 1, "lstm": 4, "gru": 3}
+
+
+def recurrences(model, s) -> list[tuple[int, int, int, int]]:
+    """``(T, B, I, H)`` of each recurrent layer of a model."""
+    if model == "classifier":
+        return [(s["T"], s["B"], s["I"], s["H"])]
+    if model == "char_lm":
+        return [(s["T"], s["B"], s["E"], s["H"])]
+    return [(s["S"], s["B"], s["E"], s["H"]), (s["T"], s["B"], s["E"] + s["H"], s["H"])]
+
+
+def floor_step(model, cell_name, s, batch):
+    """The step's unavoidable products alone (see the module docstring), jitted as one program."""
+    G = GATES[cell_name]
+    rng = np.random.default_rng(1)
+    args = []
+    for T, B, I, H in recurrences(model, s):
+        args.append(tuple(jnp.asarray(rng.standard_normal(shape).astype(np.float32) / np.sqrt(shape[-2]))
+                          for shape in ((T, B, I), (I, G * H), (H, G * H), (B, H))))
+
+    def one(xs, W_i, W_h, h0):
+        H = W_h.shape[0]
+        GX = xs @ W_i  # (T, B, G*H): the input product, once
+
+        def fwd(h, gx):
+            z = h @ W_h + gx
+            return z[:, :H], z
+
+        _, Z = jax.lax.scan(fwd, h0, GX)
+
+        def bwd(d, z):
+            dz = jnp.tile(d, (1, G)) * z
+            return dz @ W_h.T, dz
+
+        _, dZ = jax.lax.scan(bwd, h0, Z, reverse=True)
+        dW_h = jnp.einsum("tbh,tbg->hg", Z[..., :H], dZ)  # the weight gradients: one product each
+        dW_i = jnp.einsum("tbi,tbg->ig", xs, dZ)
+        return dW_h, dW_i, dZ @ W_i.T
+
+    f = jax.jit(lambda args: [one(*a) for a in args])
+    return lambda: jax.block_until_ready(f(args))
 
 
 def flax_step(model, cell_name, s, batch):
@@ -231,21 +281,22 @@ def main(argv=None):
         s = sizes[model]
         for cell in args.cells.split(","):
             batch = data(model, s)
-            makers = {"rnn_jax": rnn_jax_step, "flax": flax_step, "torch": torch_step}
+            makers = {"rnn_jax": rnn_jax_step, "flax": flax_step, "torch": torch_step, "floor": floor_step}
             fns, compile_s = {}, {}
-            for lib in libs:
+            for lib in libs + ("floor",):
                 fns[lib] = makers[lib](model, cell, s, batch)
                 t = time.perf_counter()
                 fns[lib]()
                 compile_s[lib] = time.perf_counter() - t
             timing = _harness.interleaved(fns, rounds, inner="auto")
-            ms = {lib: 1e3 * timing[lib]["median_s"] for lib in libs}
+            ms = {lib: 1e3 * timing[lib]["median_s"] for lib in libs + ("floor",)}
             row = {"model": model, "cell": cell, "sizes": s, "ms": ms, "first_call_s": compile_s,
                    "vs_flax": ms["rnn_jax"] / ms["flax"],
-                   "vs_torch": ms["rnn_jax"] / ms["torch"] if "torch" in ms else None}
+                   "vs_torch": ms["rnn_jax"] / ms["torch"] if "torch" in ms else None,
+                   "floor_vs_flax": ms["floor"] / ms["flax"], "floor_vs_rnn_jax": ms["floor"] / ms["rnn_jax"]}
             rows.append(row)
-            print(f"{model:<11}{cell:<6}" + "".join(f"{lib} {ms[lib]:8.2f} ms  " for lib in libs)
-                  + f"rnn_jax/flax {row['vs_flax']:.2f}"
+            print(f"{model:<11}{cell:<6}" + "".join(f"{lib} {ms[lib]:8.2f} ms  " for lib in libs + ("floor",))
+                  + f"rnn_jax/flax {row['vs_flax']:.2f}  floor/flax {row['floor_vs_flax']:.2f}"
                   + (f"  rnn_jax/torch {row['vs_torch']:.2f}" if row["vs_torch"] else ""), flush=True)
     payload = {"benchmark": "train_step", "machine": _harness.machine(), "dtype": "float32", "rounds": rounds,
                "quick": args.quick, "rows": rows}
