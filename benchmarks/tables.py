@@ -89,12 +89,18 @@ def choices(d):
 
 def train_step(d):
     libs = [lib for lib in ("rnn_jax", "flax", "torch") if lib in d["rows"][0]["ms"]]
+    floor = "floor" in d["rows"][0]["ms"]  # the step's matrix products alone (results from before it lack it)
+    extra = ["floor ms"] if floor else []
+    ratios = ["rnn_jax/flax", "rnn_jax/torch"] + (["floor/flax", "floor/rnn_jax"] if floor else [])
     lines = [f"medians of {d['rounds']} interleaved rounds, float32, one Adam step\n",
-             "| model | cell | " + " | ".join(f"{lib} ms" for lib in libs) + " | rnn_jax/flax | rnn_jax/torch |",
-             "|" + "---|" * (2 + len(libs) + 2)]
+             "| model | cell | " + " | ".join([f"{lib} ms" for lib in libs] + extra + ratios) + " |",
+             "|" + "---|" * (2 + len(libs) + len(extra) + len(ratios))]
     for r in d["rows"]:
-        lines.append(f"| {r['model']} | {r['cell']} | " + " | ".join(f"{r['ms'][lib]:.2f}" for lib in libs)
-                     + f" | {r['vs_flax']:.2f} | " + (f"{r['vs_torch']:.2f}" if r.get("vs_torch") else "-") + " |")
+        cells = [f"{r['ms'][lib]:.2f}" for lib in libs] + ([f"{r['ms']['floor']:.2f}"] if floor else [])
+        cells += [f"{r['vs_flax']:.2f}", f"{r['vs_torch']:.2f}" if r.get("vs_torch") else "-"]
+        if floor:
+            cells += [f"{r['floor_vs_flax']:.2f}", f"{r['floor_vs_rnn_jax']:.2f}"]
+        lines.append(f"| {r['model']} | {r['cell']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -34,7 +34,7 @@ Params = dict
 Activation = Union[str, Callable[[jax.Array], jax.Array]]
 
 __all__ = ["Cell", "LSTMState", "JordanState", "elman", "jordan", "lstm", "gru", "orthogonal_rnn", "modrelu",
-           "resolve_activation"]
+           "prepared", "resolve_activation"]
 
 # g' as a function of the output s = g(a), for the activations whose derivative needs only s: the
 # fused Elman recurrence then keeps only the states. Keyed by the function itself, so a callable
@@ -63,6 +63,9 @@ class Cell(NamedTuple):
         ``(params, xs (T, B, I), state (B, ...), mask (T, B, 1) | None, *, unroll, hoist)
         -> (ys (T, B, O), final_state)``, time-major, equal to a loop of ``step`` (past a
         sequence's length: state frozen, output zero).
+      prepare: None, or ``params -> params``: what every step needs that depends on the parameters
+        alone (the orthogonal cell's ``W = expm(A - A^T)``), computed once per sequence by the
+        unroller and the diagnostics (:func:`prepared`). ``step`` accepts raw or prepared params.
     """
 
     init: Callable[..., Params]
@@ -75,6 +78,13 @@ class Cell(NamedTuple):
     output_size: int
     name: str
     fused: Optional[Callable[..., tuple[jax.Array, Any]]] = None
+    prepare: Optional[Callable[[Params], Params]] = None
+
+
+def prepared(cell: Cell, params: Params) -> Params:
+    """``params`` with the cell's per-sequence precomputation done (see ``Cell.prepare``): call it once
+    before a loop of ``cell.step`` calls; differentiable like any function of ``params``."""
+    return params if cell.prepare is None else cell.prepare(params)
 
 
 class LSTMState(NamedTuple):
@@ -365,7 +375,9 @@ def orthogonal_rnn(hidden_size: int, *, recurrent_init: str = "henaff", kernel_i
     Params: ``W_i`` (I, H), ``A`` (H, H), ``b`` (H,). The state and output are ``h`` (H,).
 
     A batched call computes ``W`` once per sequence (``Cell.fused``: the exponential, then one scan
-    with autodiff); ``step`` computes it at every call, so prefer whole sequences.
+    with autodiff), and so do the generic unroller and the diagnostics (``Cell.prepare`` adds ``W`` to
+    the params). ``step`` on raw params computes it at every call: in a loop of your own, call
+    ``step`` on :func:`prepared` params.
     """
     H = _check_size("hidden_size", hidden_size)
     if recurrent_init not in ("henaff", "identity"):
@@ -395,7 +407,10 @@ def orthogonal_rnn(hidden_size: int, *, recurrent_init: str = "henaff", kernel_i
         return h, h
 
     def step_projected(params, h, gx):
-        return cell_step(params, recurrent(params), h, gx)
+        return cell_step(params, params["W"] if "W" in params else recurrent(params), h, gx)
+
+    def prepare(params):
+        return {**params, "W": recurrent(params)}
 
     def fused(params, xs, h0, mask, *, unroll=1, hoist="auto"):
         W = recurrent(params)
@@ -414,4 +429,4 @@ def orthogonal_rnn(hidden_size: int, *, recurrent_init: str = "henaff", kernel_i
     return Cell(init=init, initial_state=lambda dtype=jnp.float32: jnp.zeros((H,), dtype),
                 step=_make_step(project, step_projected), project=project, step_projected=step_projected,
                 input_size=lambda params: params["W_i"].shape[0], hidden_size=H, output_size=H,
-                name="orthogonal", fused=fused)
+                name="orthogonal", fused=fused, prepare=prepare)

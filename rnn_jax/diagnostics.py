@@ -22,7 +22,7 @@ import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from rnn_jax.cells import Cell
+from rnn_jax.cells import Cell, prepared
 
 __all__ = ["error_reach", "jacobian_norms", "step_jacobian_singular_values", "recurrent_spectrum", "plot_reach", "plot_heatmap"]
 
@@ -31,6 +31,7 @@ def _states(cell: Cell, params, xs, initial_state=None):
     """Carries after every step, flattened: ``(T, C)``, and the unravel function."""
     state0 = cell.initial_state(xs.dtype) if initial_state is None else initial_state
     flat0, unravel = ravel_pytree(state0)
+    params = prepared(cell, params)
 
     def body(c, x):
         c, _ = cell.step(params, c, x)
@@ -46,6 +47,7 @@ def error_reach(cell: Cell, params, xs, loss_of_last: Callable[[jax.Array], jax.
     state0 = cell.initial_state(xs.dtype) if initial_state is None else initial_state
     T = xs.shape[0]
     flat0, unravel = ravel_pytree(state0)
+    params = prepared(cell, params)
 
     def loss(deltas):  # deltas (T, C): added to the state entering each step
         def body(c, inp):
@@ -63,6 +65,7 @@ def _step_jacobians(cell: Cell, params, xs, initial_state=None):
     """``(T, C, C)``: ``J_t = d state_t / d state_{t-1}`` along the trajectory from ``initial_state``."""
     C, unravel, flat0 = _states(cell, params, xs, initial_state)
     prev = jnp.concatenate([flat0[None], C[:-1]], 0)  # carries before each step
+    params = prepared(cell, params)
 
     def step_jac(c_flat, x):
         return jax.jacfwd(lambda cf: ravel_pytree(cell.step(params, unravel(cf), x)[0])[0])(c_flat)

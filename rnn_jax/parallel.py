@@ -38,7 +38,7 @@ from jax import lax
 
 from rnn_jax import _ops
 from rnn_jax._ops import shift_down
-from rnn_jax.cells import Cell
+from rnn_jax.cells import Cell, prepared
 from rnn_jax.unroll import _edge
 
 __all__ = ["deer", "linear_recurrence", "DeerInfo", "METHODS"]
@@ -79,6 +79,8 @@ def linear_recurrence(A, b, s0):
 
 def _flat_step(cell, params, unravel):
     """``f(s_prev (D,), (x, valid)) -> s (D,)`` on the flattened state; invalid steps keep ``s_prev``."""
+    params = prepared(cell, params)  # once, not at every step
+
     def f(s, inp):
         x, valid = inp
         new = jax.flatten_util.ravel_pytree(cell.step(params, unravel(s), x)[0])[0]
@@ -165,7 +167,8 @@ def _deer_one(cell, params, xs, length, state0, reverse, method, max_iters, tol,
 
     S, info = _solve(make_f, params, s0, (xs, valid), method, max_iters, tol, fallback)
     S_prev = shift_down(S, s0)
-    ys = jax.vmap(lambda s, x: cell.step(params, unravel(s), x)[1])(S_prev, xs)
+    ready = prepared(cell, params)
+    ys = jax.vmap(lambda s, x: cell.step(ready, unravel(s), x)[1])(S_prev, xs)
     ys = jnp.where(valid[:, None], ys, jnp.zeros_like(ys))
     if reverse:
         ys = _ops.flip_valid(ys[:, None], length[None])[:, 0]

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from rnn_jax import _checks, _ops
-from rnn_jax.cells import Cell
+from rnn_jax.cells import Cell, prepared
 
 __all__ = ["unroll", "unroll_reduce", "scan", "sequence_mask"]
 
@@ -72,6 +72,7 @@ def scan(cell: Cell, params, xs: jax.Array, lengths=None, state=None, *, reverse
     ``(B, ...)`` or None (zeros). Returns ``(ys (T, B, O), final_state)``."""
     T, B = xs.shape[:2]
     state = _ops.broadcast_state(cell.initial_state(xs.dtype), B) if state is None else state
+    params = prepared(cell, params)  # once per sequence, not per step
     if reverse:
         xs = _ops.flip_valid(xs, lengths)
     if hoist_input:
@@ -176,6 +177,7 @@ def unroll_reduce(cell: Cell, params, xs: jax.Array, per_step, *, targets: Any =
     state = _ops.broadcast_state(cell.initial_state(xs.dtype), B) if state is None else state
     tgt_tm = None if targets is None else jax.tree.map(lambda a: _ops.to_time_major(a, batch), targets)
     n_valid = jnp.full((B,), T, jnp.int32) if lengths is None else lengths
+    params = prepared(cell, params)  # once, not at every step
     step = jax.vmap(cell.step, in_axes=(None, 0, 0))
     loss = jax.vmap(per_step, in_axes=(0, None if targets is None else 0))
 

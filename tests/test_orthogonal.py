@@ -52,6 +52,50 @@ def test_step_is_the_documented_equation(key):
     assert np.any(np.asarray(new) == 0) or np.all(np.abs(z) + np.asarray(params["b"]) > 0)
 
 
+def _primitives(jaxpr) -> set:
+    """Every primitive in a jaxpr, nested ones (jit, scan bodies) included."""
+    out = set()
+    for e in jaxpr.eqns:
+        out.add(e.primitive.name)
+        for v in e.params.values():
+            for sub in (v if isinstance(v, (list, tuple)) else [v]):
+                sub = getattr(sub, "jaxpr", sub)
+                if hasattr(sub, "eqns"):
+                    out |= _primitives(sub)
+    return out
+
+
+def test_exponential_taken_once_per_sequence(key):
+    """``prepare`` adds ``W``; the step on prepared params equals the step on raw ones, and the generic
+    unroller and the diagnostics take the exponential before their loops, not inside them."""
+    cell = rj.orthogonal_rnn(5)
+    params = cell.init(key, 3, jnp.float64)
+    ready = rj.prepared(cell, params)
+    np.testing.assert_allclose(ready["W"], _W(params), atol=1e-12)
+    h, x = jnp.linspace(-1, 1, 5), jnp.array([0.3, -0.7, 1.1])
+    np.testing.assert_allclose(cell.step(ready, h, x)[0], cell.step(params, h, x)[0], atol=1e-14)
+    assert rj.prepared(rj.gru(4), {"x": 1}) == {"x": 1}  # cells without a precomputation: unchanged
+    xs = jax.random.normal(key, (20, 2, 3), jnp.float64)
+
+    def loop_bodies(f, *args):
+        eqns = jax.make_jaxpr(f)(*args).jaxpr.eqns
+        scans = [e for e in eqns if e.primitive.name == "scan"]
+        assert scans
+        return [_primitives(e.params["jaxpr"].jaxpr) for e in scans]
+
+    assert "lu" in _primitives(jax.make_jaxpr(cell.prepare)(params).jaxpr)  # the exponential solves with LU
+    for prims in loop_bodies(lambda p: rj.unroll(cell, p, xs), params):  # the generic unroller
+        assert "lu" not in prims
+    for prims in loop_bodies(lambda p: diagnostics.step_jacobian_singular_values(cell, p, xs[:, 0]), params):
+        assert "lu" not in prims
+    # and the result is unchanged: unroll (generic scan) == a loop of raw steps
+    ys, _ = rj.unroll(cell, params, xs[:, 0])
+    s = jnp.zeros(5, jnp.float64)
+    for t in range(20):
+        s, y = cell.step(params, s, xs[t, 0])
+        np.testing.assert_allclose(ys[t], y, atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.float64, 1e-12)])
 def test_stays_orthogonal_under_training(key, dtype, tol):
     """Adam with a large learning rate moves A far from its start; W = expm(A - A^T) stays orthogonal."""
