@@ -93,6 +93,12 @@ def test_tables_render_the_committed_results():
         data = tables.load(name)
         text = getattr(tables, name.split("_")[0])(data)
         assert text.count("\n") >= len(data["rows"]) + 1
+    ts = tables.load("train_step")
+    assert tables.train_step(ts).count("\n") == len(ts["rows"]) + 2
+    row = dict(ts["rows"][0], floor_vs_flax=0.5, floor_vs_rnn_jax=0.6)
+    row["ms"] = dict(row["ms"], floor=1.25)  # a run that measured the products' floor gets its columns
+    text = tables.train_step(dict(ts, rows=[row]))
+    assert "| floor ms |" in text and "| 1.25 |" in text and text.rstrip().endswith("| 0.50 | 0.60 |")
     tp = tables.load("throughput")
     assert {r["cell"] for r in tp["rows"]} == {"elman", "lstm", "gru"}
     assert {r["B"] for r in tp["rows"]} >= {1, 64} and max(r["T"] for r in tp["rows"]) >= 1000
