@@ -102,11 +102,15 @@ def stratified_split(labels: np.ndarray, rng) -> dict:
     return {k: rng.permutation(np.concatenate(v)) for k, v in parts.items()}
 
 
+def _check_folds(k) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 3:
+        raise ValueError(f"folds: expected 0 (one fixed split) or an int >= 3, got {k!r}")
+
+
 def stratified_folds(labels: np.ndarray, k: int, rng) -> list[dict]:
     """``k`` stratified parts; fold ``i`` tests on part ``i``, validates on part ``i + 1`` (mod k) and trains
     on the other ``k - 2`` (80/10/10 at k = 10). Every sentence is tested in exactly one fold."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 3:
-        raise ValueError(f"folds: expected 0 (one fixed split) or an int >= 3, got {k!r}")
+    _check_folds(k)
     parts = [[] for _ in range(k)]
     for c in np.unique(labels):
         for i, chunk in enumerate(np.array_split(rng.permutation(np.flatnonzero(labels == c)), k)):
@@ -144,7 +148,7 @@ def main(argv=None):
     cfg, args = _common.parse_config(Config, argv, __doc__)
     _common.check_choices("models", cfg.models, MODELS)
     if cfg.folds:
-        stratified_folds(np.zeros(10, np.int32), cfg.folds, np.random.default_rng(0))  # checks folds first
+        _check_folds(cfg.folds)  # before the run folder is made
     run_dir = _common.make_run_dir("sentiment", cfg, args)
     sents = rotten.sentences()
     labels = np.array([s.label for s in sents], np.int32)

@@ -28,10 +28,9 @@ __all__ = ["error_reach", "jacobian_norms", "step_jacobian_singular_values", "re
 
 
 def _states(cell: Cell, params, xs, initial_state=None):
-    """Carries after every step, flattened: ``(T, C)``, and the unravel function."""
+    """Carries after every step, flattened: ``(T, C)``, and the unravel function. ``params`` prepared."""
     state0 = cell.initial_state(xs.dtype) if initial_state is None else initial_state
     flat0, unravel = ravel_pytree(state0)
-    params = prepared(cell, params)
 
     def body(c, x):
         c, _ = cell.step(params, c, x)
@@ -63,9 +62,9 @@ def error_reach(cell: Cell, params, xs, loss_of_last: Callable[[jax.Array], jax.
 
 def _step_jacobians(cell: Cell, params, xs, initial_state=None):
     """``(T, C, C)``: ``J_t = d state_t / d state_{t-1}`` along the trajectory from ``initial_state``."""
+    params = prepared(cell, params)  # once for the trajectory and the Jacobians
     C, unravel, flat0 = _states(cell, params, xs, initial_state)
     prev = jnp.concatenate([flat0[None], C[:-1]], 0)  # carries before each step
-    params = prepared(cell, params)
 
     def step_jac(c_flat, x):
         return jax.jacfwd(lambda cf: ravel_pytree(cell.step(params, unravel(cf), x)[0])[0])(c_flat)
