@@ -9,12 +9,35 @@ import sys
 import time
 
 
+def add_host_memory_flag(parser) -> None:
+    parser.add_argument("--host_memory", choices=("reuse", "default"), default="reuse",
+                        help="reuse (what the experiments run with): rnn_jax.reuse_host_memory(); default: the C "
+                             "library's own policy (every step faults its buffers in afresh). Applies to every "
+                             "framework in the process alike.")
+
+
+def apply_host_memory(args) -> None:
+    """Call before the first computation (``--host_memory``, see :func:`add_host_memory_flag`)."""
+    if args.host_memory == "reuse":
+        from rnn_jax.host_memory import reuse_host_memory
+
+        reuse_host_memory()
+
+
+def result_name(base: str, args) -> str:
+    """``base`` for runs with the experiments' host-memory policy, ``base_host_default`` without it, so
+    that the two never overwrite each other."""
+    return base if args.host_memory == "reuse" else f"{base}_host_default"
+
+
 def machine() -> dict:
     import jax
 
+    from rnn_jax.host_memory import host_memory_state
+
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "python": sys.version.split()[0], "jax": jax.__version__,
-            "backend": jax.default_backend()}
+            "backend": jax.default_backend(), "host_memory": host_memory_state()}
     try:
         import torch
 

@@ -37,7 +37,9 @@ def torch_cuda():
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=7)
+    _harness.add_host_memory_flag(p)
     args = p.parse_args(argv)
+    _harness.apply_host_memory(args)
     if not gpu_available():
         print(f"no GPU visible to JAX (backend: {jax.default_backend()}); nothing to measure. "
               "Install jax[cuda12] on a machine with an NVIDIA GPU and run again.")
@@ -64,7 +66,7 @@ def main(argv=None):
     out = {"benchmark": "accelerator", "machine": _harness.machine(), "devices": [str(d) for d in jax.devices()],
            "dtype": "float32", "rounds": args.rounds, "rows": rows, "deer_rows": deer_rows}
     throughput.print_table(out)
-    print("wrote", _harness.write_json("accelerator", out))
+    print("wrote", _harness.write_json(_harness.result_name("accelerator", args), out))
     return 0
 
 

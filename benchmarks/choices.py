@@ -52,7 +52,9 @@ def main(argv=None):
     p.add_argument("--unrolls", default="1")
     p.add_argument("--hoist", default="1,0", help="1: hoisted, 0: in-loop")
     p.add_argument("--modes", default="fwd,fwd+bwd")
+    _harness.add_host_memory_flag(p)
     args = p.parse_args(argv)
+    _harness.apply_host_memory(args)
     grid = [(1, 50, 16, 64), (16, 50, 32, 128)] if args.quick else GRID
     unrolls = [int(u) for u in args.unrolls.split(",")]
     hoists = [bool(int(h)) for h in args.hoist.split(",")]
@@ -71,7 +73,7 @@ def main(argv=None):
     out = {"benchmark": "choices", "machine": _harness.machine(), "dtype": "float32", "rounds": args.rounds,
            "rows": rows}
     name = "choices" if len(unrolls) == 1 else "choices_unroll"
-    print("wrote", _harness.write_json(name + "_quick" if args.quick else name, out))
+    print("wrote", _harness.write_json(_harness.result_name(name + "_quick" if args.quick else name, args), out))
     return out
 
 

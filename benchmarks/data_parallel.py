@@ -33,7 +33,9 @@ def main(argv=None):
     p.add_argument("--T", type=int, default=100)
     p.add_argument("--H", type=int, default=128)
     p.add_argument("--rounds", type=int, default=9)
+    _harness.add_host_memory_flag(p)
     args = p.parse_args(argv)
+    _harness.apply_host_memory(args)
     B, T, I, H = args.batch, args.T, 32, args.H
     model = rj.many_to_many(rj.rnn(rj.gru(H)), 1, input_size=I)
     params = model.init(jax.random.key(0))
@@ -66,7 +68,7 @@ def main(argv=None):
     out = {"benchmark": "data_parallel", "machine": _harness.machine(), "devices": [str(d) for d in jax.devices()],
            "xla_flags": os.environ.get("XLA_FLAGS"), "B": B, "T": T, "I": I, "H": H, "cell": "gru",
            "dtype": "float32", "rounds": args.rounds, "rows": rows}
-    path = _harness.write_json("data_parallel", out)
+    path = _harness.write_json(_harness.result_name("data_parallel", args), out)
     print(f"GRU H={H}, T={T}, global batch {B}, Adam; {jax.device_count()} {jax.default_backend()} devices")
     print(f"{'mesh':<8}{'step ms':>10}{'steps/s':>10}{'vs 1':>8}")
     for r in rows:

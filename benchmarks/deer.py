@@ -54,7 +54,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--rounds", type=int, default=5)
+    _harness.add_host_memory_flag(p)
     args = p.parse_args(argv)
+    _harness.apply_host_memory(args)
     rows = []
     print(f"{'B':>4}{'T':>7}{'H':>5} {'mode':<8}{'scan ms':>10}{'newton ms':>11}{'diag ms':>10}{'newton/scan':>12}"
           f"{'diag/scan':>10}  iterations (newton, diagonal)")
@@ -74,7 +76,7 @@ def main(argv=None):
                   f"{iters['newton']['max']}, {iters['diagonal']['max']}", flush=True)
     out = {"benchmark": "deer", "machine": _harness.machine(), "dtype": "float32", "rounds": args.rounds,
            "rows": rows}
-    print("wrote", _harness.write_json("deer_quick" if args.quick else "deer", out))
+    print("wrote", _harness.write_json(_harness.result_name("deer_quick" if args.quick else "deer", args), out))
     return out
 
 

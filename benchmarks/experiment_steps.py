@@ -8,7 +8,7 @@ alternating between the checkouts experiment by experiment, and reads the traini
 loop logs (``steps_per_s`` in every ``metrics.jsonl`` row, first logged row dropped: it holds the
 compile). Reports the median milliseconds per step of each run and the ratio. The same Python
 environment runs both checkouts (each from its own folder, so each imports its own ``rnn_jax``).
-Writes ``results/experiment_steps.json``.
+Writes ``results/experiment_steps.json`` (``--name`` to write another file).
 """
 from __future__ import annotations
 
@@ -48,6 +48,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--other", default=None, help="another checkout to time side by side (e.g. a git worktree)")
     p.add_argument("--experiments", default=",".join(EXPERIMENTS))
+    p.add_argument("--name", default="experiment_steps",
+                   help="results/NAME.json (a comparison of its own keeps its own file)")
     args = p.parse_args(argv)
     rows = []
     for name in args.experiments.split(","):
@@ -59,7 +61,7 @@ def main(argv=None):
         rows.append(row)
         print(json.dumps(row), flush=True)
     payload = {"benchmark": "experiment_steps", "machine": _harness.machine(), "other": args.other, "rows": rows}
-    print("wrote", _harness.write_json("experiment_steps", payload))
+    print("wrote", _harness.write_json(args.name, payload))
 
 
 if __name__ == "__main__":

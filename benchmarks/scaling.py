@@ -82,7 +82,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    _harness.add_host_memory_flag(ap)
     args = ap.parse_args(argv)
+    _harness.apply_host_memory(args)
     if args.child:
         T, H, remat, repeats = (int(v) for v in args.child.split(","))
         return child(T, H, remat, repeats)
@@ -103,7 +105,7 @@ def main(argv=None):
                       f"{r['rss_before_mib']:>10.0f}Mi{r['peak_rss_mib']:>8.0f}Mi", flush=True)
     out = {"benchmark": "scaling", "machine": _harness.machine(), "dtype": "float32", "cell": "elman tanh",
            "B": B, "I": I, "mode": "fwd+bwd", "rows": rows}
-    print("wrote", _harness.write_json("scaling_quick" if args.quick else "scaling", out))
+    print("wrote", _harness.write_json(_harness.result_name("scaling_quick" if args.quick else "scaling", args), out))
     return out
 
 

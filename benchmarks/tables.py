@@ -104,6 +104,23 @@ def train_step(d):
     return "\n".join(lines)
 
 
+def host(d):
+    """``host_memory.json``: each step under both host-memory policies (fresh processes per round)."""
+    lines = [f"medians over {d['rounds']} rounds of one process per policy (each the median of "
+             f"{d['inner_rounds']} interleaved rounds), float32, one Adam step\n",
+             "| model | cell | lib | default ms | reuse ms | reuse/default | page faults per step, default | reuse "
+             "| rnn_jax/flax, default | reuse |",
+             "|" + "---|" * 10]
+    for r in d["rows"]:
+        model, cell = r["case"].split("@")[0].split(":")
+        size = r["case"].partition("@")[2]
+        lines.append(f"| {model}{' (' + size + ')' if size else ''} | {cell} | {r['lib']} | {r['default_ms']:.2f} | {r['reuse_ms']:.2f} | "
+                     f"{r['reuse_over_default']:.2f} | {r['default_faults_per_step']:.0f} | {r['reuse_faults_per_step']:.0f} | "
+                     + (f"{r['rnn_jax_over_flax']['default']:.2f} | {r['rnn_jax_over_flax']['reuse']:.2f} |"
+                        if r["lib"] == "rnn_jax" else "| |"))
+    return "\n".join(lines)
+
+
 def main(argv=None):
     names = (argv if argv is not None else sys.argv[1:]) or ["throughput", "scaling", "deer", "choices"]
     for name in names:

@@ -132,7 +132,9 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--cells", default="elman,lstm,gru")
     p.add_argument("--sizes", default=None, help="B,T,I,H;B,T,I,H;... instead of the grid")
+    _harness.add_host_memory_flag(p)
     args = p.parse_args(argv)
+    _harness.apply_host_memory(args)
     frameworks = ["rnn_jax", "scan", "vmap", "flax"]
     try:
         import torch
@@ -159,7 +161,7 @@ def main(argv=None):
     out = {"benchmark": "throughput", "machine": _harness.machine(), "dtype": "float32",
            "matmul_ceiling_gflops": ceiling, "rounds": args.rounds, "grid": grid, "rows": rows}
     name = "throughput_quick" if args.quick else ("throughput_sizes" if args.sizes else "throughput")
-    path = _harness.write_json(name, out)
+    path = _harness.write_json(_harness.result_name(name, args), out)
     print_table(out)
     print(f"\nwrote {path}")
     return out

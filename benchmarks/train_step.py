@@ -266,7 +266,9 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--models", default=",".join(SIZES))
     p.add_argument("--cells", default=",".join(CELLS))
+    _harness.add_host_memory_flag(p)
     args = p.parse_args(argv)
+    _harness.apply_host_memory(args)
     sizes = QUICK if args.quick else SIZES
     rounds = args.rounds or (2 if args.quick else 15)
     try:
@@ -301,7 +303,7 @@ def main(argv=None):
     payload = {"benchmark": "train_step", "machine": _harness.machine(), "dtype": "float32", "rounds": rounds,
                "quick": args.quick, "rows": rows}
     if not args.quick:
-        path = _harness.write_json("train_step", payload)
+        path = _harness.write_json(_harness.result_name("train_step", args), payload)
         print(f"wrote {path}")
     return payload
 

@@ -14,6 +14,8 @@ import typing
 
 import jax
 
+from rnn_jax.host_memory import host_memory_state
+
 
 def parse_config(cls, argv=None, description: str = ""):
     """``--field=value`` flags from a frozen dataclass ``cls`` (help text from each field's
@@ -42,9 +44,15 @@ def parse_config(cls, argv=None, description: str = ""):
     p.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                    help="multi-process run: the coordinator (or RNN_JAX_COORDINATOR)")
     p.add_argument("--num_processes", type=int, default=None, help="multi-process run: number of processes")
+    p.add_argument("--host_memory", choices=("reuse", "default"), default="reuse",
+                   help="reuse: keep freed host memory for the next step (rnn_jax.reuse_host_memory: up to 28 %% "
+                        "shorter steps on Linux CPUs); default: the C library's own policy")
     p.add_argument("--process_id", type=int, default=None, help="multi-process run: this process's index")
     args = p.parse_args(argv)
-    from rnn_jax import distributed
+    from rnn_jax import distributed, host_memory
+
+    if args.host_memory == "reuse":
+        host_memory.reuse_host_memory()
 
     try:
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
@@ -101,7 +109,8 @@ def check_choices(flag: str, values, allowed) -> None:
 def machine() -> dict:
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "python": sys.version.split()[0], "jax": jax.__version__,
-            "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()]}
+            "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+            "host_memory": host_memory_state()}
 
 
 def make_run_dir(name: str, cfg, args) -> str:

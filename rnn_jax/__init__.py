@@ -4,7 +4,8 @@ Cells (one step, one example) -> layers (batches ``(*batch, T, I)``: one scan ov
 fused recurrence) -> models (the seeds' configurations) -> losses (masked, over a batch) -> optax.
 """
 from rnn_jax._checks import checked
-from rnn_jax import fused, gradcheck, initializers, interop, losses, parallel
+from rnn_jax import fused, gradcheck, host_memory, initializers, interop, losses, parallel
+from rnn_jax.host_memory import reuse_host_memory
 from rnn_jax.cells import (Cell, JordanState, LSTMState, elman, gru, jordan, lstm, modrelu, orthogonal_rnn,
                            prepared, resolve_activation)
 from rnn_jax.layers import (Layer, apply_batch, bidirectional, rnn, stack, stream_init, stream_step)
@@ -19,5 +20,5 @@ __all__ = [
     "Layer", "rnn", "bidirectional", "stack", "apply_batch", "stream_init", "stream_step",
     "Model", "many_to_one", "many_to_many", "encoder_decoder", "one_to_many",
     "unroll", "unroll_reduce", "sequence_mask", "gradcheck", "initializers", "interop", "losses",
-    "fused", "parallel", "checked",
+    "fused", "parallel", "checked", "host_memory", "reuse_host_memory",
 ]

@@ -57,6 +57,19 @@ def test_train_step_quick():
         assert _positive(r["ms"]["rnn_jax"]) and _positive(r["ms"]["flax"]) and _positive(r["vs_flax"])
 
 
+def test_host_memory_quick_runs_each_policy_in_its_own_process():
+    from benchmarks import host_memory, tables
+
+    out = host_memory.main(["--quick", "--cases", "classifier:gru"])
+    assert out["children"]["reuse"][0]["reuse"] is True
+    assert out["children"]["default"][0] == {"reuse": False, "mmap_threshold": None}
+    assert [(r["case"], r["lib"]) for r in out["rows"]] == [("classifier:gru", "rnn_jax"), ("classifier:gru", "flax")]
+    for r in out["rows"]:
+        assert _positive(r["default_ms"]) and _positive(r["reuse_ms"]) and _positive(r["reuse_over_default"])
+        assert r["default_faults_per_step"] >= 0 and r["reuse_faults_per_step"] >= 0
+    assert tables.host(out).count("\n") == len(out["rows"]) + 3
+
+
 def test_deer_quick_converges(tmp_path):
     _run("benchmarks.deer", "--quick", "--rounds", "1", tmp_path=tmp_path)
     rows = json.loads((tmp_path / "deer_quick.json").read_text())["rows"]

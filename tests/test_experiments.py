@@ -17,7 +17,12 @@ def test_bit_reverse_quick_solves_every_problem(tmp_path):
     for f in ("config.json", "results.json", "learning_curves.png", "problem3/metrics.jsonl",
               "problem3/checkpoint.msgpack"):
         assert os.path.exists(os.path.join(run, f)), f
-    assert json.load(open(os.path.join(run, "config.json")))["quick"] is True
+    config = json.load(open(os.path.join(run, "config.json")))
+    assert config["quick"] is True
+    # experiment scripts keep freed host memory (rnn_jax.reuse_host_memory) and record it
+    from rnn_jax import host_memory
+
+    assert config["machine"]["host_memory"]["reuse"] is (host_memory._glibc() is not None)
 
 
 def test_unknown_flag_is_a_clear_error(capsys):
@@ -30,6 +35,9 @@ def test_unknown_flag_is_a_clear_error(capsys):
     with pytest.raises(SystemExit) as e:
         bit_reverse.main(["--hidden=three"])
     assert "argument --hidden: invalid int value: 'three'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        bit_reverse.main(["--host_memory=always"])
+    assert e.value.code == 2 and "argument --host_memory: invalid choice: 'always'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         bit_reverse.main(["--problems=1,7"])
     assert e.value.code == 2 and "--problems: unknown value '7'" in capsys.readouterr().err
