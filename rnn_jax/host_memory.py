@@ -25,7 +25,6 @@ Windows, musl), it does nothing and returns False. The same effect without code,
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 
 __all__ = ["reuse_host_memory", "host_memory_state"]
@@ -43,7 +42,7 @@ def _glibc():
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the process's own symbols: the C library it runs on
         libc.gnu_get_libc_version.restype = ctypes.c_char_p  # absent outside glibc
         libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
         libc.mallopt.restype = ctypes.c_int
