@@ -11,8 +11,8 @@ the GRU character model's (B=32, H=256) 89.4 -> 73.4 ms; Flax's same steps 64.0 
 and 102.9 -> 93.1 ms. Steps whose buffers are small (an Elman classifier, a short encoder-decoder) fault
 little either way and do not change. It speeds up every framework in the process alike. It does not
 help where single buffers approach 64 MiB (a GRU layer at B=64, H=512 holds several of 39 MiB): XLA's
-threads allocate from glibc's per-thread arenas, whose heaps are capped at 64 MiB, and glibc maps such
-buffers afresh whatever the threshold.
+threads allocate from glibc's per-thread arenas, whose heaps are capped at 64 MiB; limiting glibc to
+one arena removed those faults but slowed smaller steps (benchmarks/README.md, "Host memory").
 
 :func:`reuse_host_memory` tells glibc to serve large requests from its heap and to keep freed heap
 memory (``mallopt`` of ``M_MMAP_THRESHOLD``, ``M_TRIM_THRESHOLD``, ``M_TOP_PAD``). The price: the
