@@ -10,7 +10,9 @@ import time
 
 
 def add_host_memory_flag(parser) -> None:
-    parser.add_argument("--host_memory", choices=("reuse", "default"), default="reuse",
+    from rnn_jax.host_memory import POLICIES
+
+    parser.add_argument("--host_memory", choices=POLICIES, default="reuse",
                         help="reuse (what the experiments run with): rnn_jax.reuse_host_memory(); default: the C "
                              "library's own policy (every step faults its buffers in afresh). Applies to every "
                              "framework in the process alike.")
@@ -18,10 +20,9 @@ def add_host_memory_flag(parser) -> None:
 
 def apply_host_memory(args) -> None:
     """Call before the first computation (``--host_memory``, see :func:`add_host_memory_flag`)."""
-    if args.host_memory == "reuse":
-        from rnn_jax.host_memory import reuse_host_memory
+    from rnn_jax.host_memory import use_policy
 
-        reuse_host_memory()
+    use_policy(args.host_memory)
 
 
 def result_name(base: str, args) -> str:

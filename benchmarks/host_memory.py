@@ -105,13 +105,10 @@ def main(argv=None):
                          "default_faults_per_step": flt["default"], "reuse_faults_per_step": flt["reuse"],
                          "default_ms_runs": [run["cases"][case][lib]["ms"] for run in runs["default"]],
                          "reuse_ms_runs": [run["cases"][case][lib]["ms"] for run in runs["reuse"]]})
-    for case in cases:
-        pair = {r["lib"]: r for r in rows if r["case"] == case}
-        for pol in ("default", "reuse"):
-            pair["ratio_" + pol] = pair["rnn_jax"][f"{pol}_ms"] / pair["flax"][f"{pol}_ms"]
-        for r in rows:
-            if r["case"] == case:
-                r["rnn_jax_over_flax"] = {pol: pair["ratio_" + pol] for pol in ("default", "reuse")}
+    for r in rows:  # the rnn_jax row of each case carries rnn_jax/flax under both policies
+        if r["lib"] == "rnn_jax":
+            flax = next(f for f in rows if f["case"] == r["case"] and f["lib"] == "flax")
+            r["rnn_jax_over_flax"] = {pol: r[f"{pol}_ms"] / flax[f"{pol}_ms"] for pol in runs}
     print(f"\n{'case':<18}{'lib':<9}{'default ms':>11}{'reuse ms':>10}{'reuse/def':>10}{'faults def':>12}{'faults reuse':>13}")
     for r in rows:
         print(f"{r['case']:<18}{r['lib']:<9}{r['default_ms']:>11.2f}{r['reuse_ms']:>10.2f}{r['reuse_over_default']:>10.2f}"

@@ -14,7 +14,7 @@ import typing
 
 import jax
 
-from rnn_jax.host_memory import host_memory_state
+from rnn_jax.host_memory import POLICIES, host_memory_state, use_policy
 
 
 def parse_config(cls, argv=None, description: str = ""):
@@ -44,15 +44,14 @@ def parse_config(cls, argv=None, description: str = ""):
     p.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                    help="multi-process run: the coordinator (or RNN_JAX_COORDINATOR)")
     p.add_argument("--num_processes", type=int, default=None, help="multi-process run: number of processes")
-    p.add_argument("--host_memory", choices=("reuse", "default"), default="reuse",
+    p.add_argument("--host_memory", choices=POLICIES, default="reuse",
                    help="reuse: keep freed host memory for the next step (rnn_jax.reuse_host_memory: up to 28 %% "
                         "shorter steps on Linux CPUs); default: the C library's own policy")
     p.add_argument("--process_id", type=int, default=None, help="multi-process run: this process's index")
     args = p.parse_args(argv)
-    from rnn_jax import distributed, host_memory
+    from rnn_jax import distributed
 
-    if args.host_memory == "reuse":
-        host_memory.reuse_host_memory()
+    use_policy(args.host_memory)
 
     try:
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)

@@ -4,8 +4,9 @@ XLA's CPU runtime allocates every temporary buffer of a compiled program afresh 
 it at the end. glibc's ``malloc`` serves large requests (from 128 KiB, adjusted as it goes) with fresh
 pages from the kernel and gives them back on ``free``, so every call of a training step touches new
 pages, and each first touch is a page fault that zero-fills 4 KiB. In a recurrent network's step the
-scan's per-step stores into its ``(T, B, H)`` buffers all land on new pages. Measured on this project's 2-core CPU (``python -m benchmarks.host_memory``: one fresh
-process per policy, alternating, medians of 4 rounds): the GRU classifier's Adam step (B=64, T=100,
+scan's per-step stores into its ``(T, B, H)`` buffers all land on new pages. Measured on this
+project's 2-core CPU (``python -m benchmarks.host_memory``: one fresh process per policy,
+alternating, medians of 4 rounds): the GRU classifier's Adam step (B=64, T=100,
 H=128) 65.0 -> 47.1 ms with 8960 -> 1807 page faults per step, the LSTM classifier's 76.1 -> 55.4 ms,
 the GRU character model's (B=32, H=256) 89.4 -> 73.4 ms; Flax's same steps 64.0 -> 49.3, 81.1 -> 59.2
 and 102.9 -> 93.1 ms. Steps whose buffers are small (an Elman classifier, a short encoder-decoder) fault
@@ -27,7 +28,7 @@ from __future__ import annotations
 import ctypes
 import sys
 
-__all__ = ["reuse_host_memory", "host_memory_state"]
+__all__ = ["reuse_host_memory", "host_memory_state", "use_policy", "POLICIES"]
 
 # mallopt parameter numbers (glibc <malloc.h>)
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
@@ -36,6 +37,8 @@ _TRIM_THRESHOLD = 2 ** 31 - 1  # mallopt takes an int
 _TOP_PAD = 1 << 28
 
 _state: dict = {"reuse": False, "mmap_threshold": None}
+
+POLICIES = ("reuse", "default")  # the choices of the scripts' --host_memory flag
 
 
 def _glibc():
@@ -75,3 +78,13 @@ def reuse_host_memory() -> bool:
 def host_memory_state() -> dict:
     """``{"reuse": bool, "mmap_threshold": bytes or None}``: what this process runs with (for run records)."""
     return dict(_state)
+
+
+def use_policy(policy: str) -> dict:
+    """``"reuse"``: :func:`reuse_host_memory`; ``"default"``: leave the C library's own policy. For
+    scripts that own their process (``--host_memory``). Returns :func:`host_memory_state`."""
+    if policy not in POLICIES:
+        raise ValueError(f"policy: expected one of {POLICIES}, got {policy!r}")
+    if policy == "reuse":
+        reuse_host_memory()
+    return host_memory_state()

@@ -31,3 +31,10 @@ def test_without_glibc_it_does_nothing_and_says_so(monkeypatch):
     monkeypatch.setattr(host_memory, "_state", {"reuse": False, "mmap_threshold": None})
     assert host_memory.reuse_host_memory() is False
     assert host_memory.host_memory_state() == {"reuse": False, "mmap_threshold": None}
+
+
+def test_use_policy_names_the_bad_value_and_leaves_default_alone(monkeypatch):
+    monkeypatch.setattr(host_memory, "_state", {"reuse": False, "mmap_threshold": None})
+    with pytest.raises(ValueError, match=r"policy: expected one of \('reuse', 'default'\), got 'always'"):
+        host_memory.use_policy("always")
+    assert host_memory.use_policy("default") == {"reuse": False, "mmap_threshold": None}
