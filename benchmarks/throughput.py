@@ -7,7 +7,8 @@ Every implementation runs the same computation: a batch ``(B, T, I)`` through on
 (Elman tanh, LSTM, GRU), loss = mean of squared outputs; "fwd+bwd" also computes the gradient with
 respect to every weight. rnn_jax: ``jax.jit`` of ``rnn(cell).apply`` on the batch (the cell's fused
 recurrence); "scan": the same with ``fused=False`` (one ``lax.scan``, the cell vmapped over the
-batch); "vmap": ``jax.vmap`` of single-sequence calls (what a user who vmaps gets: autodiff of the scan);
+batch); "vmap": ``jax.vmap`` of single-sequence calls (what a user who vmaps gets: the fused
+recurrence's JVP rule, transposed by JAX);
 PyTorch: ``nn.RNN/LSTM/GRU(batch_first=True)`` with its threads set to the core count (forward under
 ``no_grad``); Flax: ``nn.RNN`` of ``SimpleCell/LSTMCell/GRUCell`` under ``jax.jit``. float32. The three
 are timed in the same process, interleaved round by round, after warm-up; medians are reported and

@@ -60,9 +60,11 @@ class Cell(NamedTuple):
       output_size: O, the size of ``y`` (H for all cells but Jordan's).
       name: a short name for messages and tables.
       fused: the cell's fast batched recurrence, or None (the generic unroller then runs it):
-        ``(params, xs (T, B, I), state (B, ...), mask (T, B, 1) | None, *, unroll, hoist)
+        ``(params, xs (T, B, I), state (B, ...), mask (T, B, 1) | None, *, unroll, hoist, rule)
         -> (ys (T, B, O), final_state)``, time-major, equal to a loop of ``step`` (past a
-        sequence's length: state frozen, output zero).
+        sequence's length: state frozen, output zero). ``rule="vjp"`` is asked for by batched
+        calls, ``"jvp"`` by calls without batch dimensions, which ``jax.vmap`` maps
+        (:mod:`rnn_jax.fused` says why the two differ).
       prepare: None, or ``params -> params``: what every step needs that depends on the parameters
         alone (the orthogonal cell's ``W = expm(A - A^T)``), computed once per sequence by the
         unroller and the diagnostics (:func:`prepared`). ``step`` accepts raw or prepared params.
@@ -204,9 +206,9 @@ def elman(hidden_size: int, activation: Activation = "tanh", *, kernel_init="glo
 
     derivative = OUTPUT_DERIVATIVES.get(g)
 
-    def fused(params, xs, h0, mask, *, unroll=1, hoist="auto"):
+    def fused(params, xs, h0, mask, *, unroll=1, hoist="auto", rule="vjp"):
         return _fused.elman(params["W_i"], params["W_h"], params["b_i"], xs, h0, mask, activation=g,
-                            derivative=derivative, unroll=unroll, hoist=hoist)
+                            derivative=derivative, unroll=unroll, hoist=hoist, rule=rule)
 
     return _recurrent_cell("elman", H, 1, init, step_projected, fused=fused)
 
@@ -296,9 +298,9 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, *, kernel_init="glorot_unif
         h = jax.nn.sigmoid(o) * jnp.tanh(c)  # (H,)
         return LSTMState(h, c), h
 
-    def fused(params, xs, state, mask, *, unroll=1, hoist="auto"):
+    def fused(params, xs, state, mask, *, unroll=1, hoist="auto", rule="vjp"):
         ys, (h, c) = _fused.lstm(params["W_i"], params["W_h"], params["b_i"] + params["b_h"], xs, state, mask,
-                                 unroll=unroll, hoist=hoist)
+                                 unroll=unroll, hoist=hoist, rule=rule)
         return ys, LSTMState(h, c)
 
     return _recurrent_cell("lstm", H, 4, init, step_projected,
@@ -333,9 +335,9 @@ def gru(hidden_size: int, *, kernel_init="glorot_uniform", recurrent_init="ortho
         h = (1.0 - z) * n + z * h  # (H,)
         return h, h
 
-    def fused(params, xs, h0, mask, *, unroll=1, hoist="auto"):
+    def fused(params, xs, h0, mask, *, unroll=1, hoist="auto", rule="vjp"):
         return _fused.gru(params["W_i"], params["W_h"], params["b_i"], params["b_h"], xs, h0, mask,
-                          unroll=unroll, hoist=hoist)
+                          unroll=unroll, hoist=hoist, rule=rule)
 
     return _recurrent_cell("gru", H, 3, init, step_projected, fused=fused)
 
@@ -412,7 +414,7 @@ def orthogonal_rnn(hidden_size: int, *, recurrent_init: str = "henaff", kernel_i
     def prepare(params):
         return {**params, "W": recurrent(params)}
 
-    def fused(params, xs, h0, mask, *, unroll=1, hoist="auto"):
+    def fused(params, xs, h0, mask, *, unroll=1, hoist="auto", rule="vjp"):  # autodiff: one rule serves both
         W = recurrent(params)
         gx = project(params, xs)  # (T, B, H): all input products at once
 

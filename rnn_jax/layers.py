@@ -5,8 +5,8 @@ A :class:`Layer` takes batches: ``apply(params, xs (*batch, T, I), lengths=None,
 shape ``batch`` and final-state leaves ``(*batch, ...)``. One call serves one sequence and a batch,
 as Flax's ``nn.RNN`` does. Combinators return layers, as ``optax.chain`` returns a transformation:
 
-* :func:`rnn` turns a cell into a layer: a batch runs the cell's fused recurrence (hand-written
-  backward pass, :mod:`rnn_jax.fused`) when it has one, else one scan over time whose step is the
+* :func:`rnn` turns a cell into a layer: it runs the cell's fused recurrence (hand-written
+  derivatives, :mod:`rnn_jax.fused`) when it has one, else one scan over time whose step is the
   cell vmapped over the batch (:func:`rnn_jax.unroll.scan`);
 * :func:`bidirectional` runs one layer forwards and one over the reversed valid prefix, and merges;
 * :func:`stack` makes a deep RNN, with optional residual or highway connections between layers.
@@ -14,9 +14,10 @@ as Flax's ``nn.RNN`` does. Combinators return layers, as ``optax.chain`` returns
 Each layer is written once, on a time-major batch (``Layer.run``: ``xs (T, B, I)``, unchecked);
 ``apply`` checks its arguments once, at the edge, and converts to and from that layout.
 
-A call without batch dimensions runs the generic scan, so that ``jax.vmap`` over single-sequence
-calls is autodiff of one scan (as in Flax): a custom backward pass under ``jax.vmap`` would build one
-weight gradient per example. Batched calls are the fast path.
+A call without batch dimensions (``Layer.run(..., batched=False)``) runs the fused recurrence's JVP
+rule: a custom backward pass under ``jax.vmap`` would build one weight gradient per example, while
+the transpose of a custom JVP forms each as one product over the mapped examples. Batched calls are
+the fast path; ``jax.vmap`` over single-sequence calls comes close to it.
 """
 from __future__ import annotations
 
@@ -43,9 +44,10 @@ class Layer(NamedTuple):
       init: ``(key, input_size, dtype=float32) -> params``.
       apply: ``(params, xs (*batch, T, I), lengths=None, initial_state=None) -> (ys (*batch, T, O),
         final_state)``: checked, batch-first; the function users call.
-      run: ``(params, xs (T, B, I), lengths (B,) | None, state | None, fused=True) -> (ys (T, B, O),
+      run: ``(params, xs (T, B, I), lengths (B,) | None, state | None, batched=True) -> (ys (T, B, O),
         final_state)``: the unchecked time-major core that combinators and models compose.
-        ``fused=False`` asks for the generic scan (used for calls without batch dimensions).
+        ``batched=False`` marks a call without batch dimensions (B = 1), perhaps under ``jax.vmap``:
+        fused recurrences then take their JVP rule (:mod:`rnn_jax.fused`).
       output_size: O.
       input_size: ``params -> I``.
       initial_state: ``(dtype=float32) -> state`` of ONE example (zeros).
@@ -70,7 +72,7 @@ def _layer(init, run, output_size, input_size, initial_state, step, name) -> Lay
     def apply(params, xs, lengths=None, initial_state=None):
         xs_tm, lengths, state, batch = check_inputs(init, input_size, initial_state_fn, params, xs, lengths,
                                                     initial_state)
-        ys, final = run(params, xs_tm, lengths, state, fused=bool(batch))
+        ys, final = run(params, xs_tm, lengths, state, bool(batch))
         return _ops.from_time_major(ys, batch), _ops.unflatten_batch(final, batch)
 
     initial_state_fn = initial_state
@@ -85,10 +87,13 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
         parallel: Optional[str] = None) -> Layer:
     """A layer that runs ``cell`` over the sequence.
 
-    Batched calls run ``cell.fused``, the cell's fast recurrence with a hand-written backward pass
-    (Elman, LSTM, GRU), when it has one and ``fused`` is not False; otherwise (and for calls without
-    batch dimensions) the generic scan :func:`rnn_jax.unroll.scan`, autodiff through ``lax.scan``.
-    Both compute the same values and gradients (tested to 1e-10 in float64).
+    Calls run ``cell.fused``, the cell's fast recurrence with hand-written derivatives (Elman, LSTM,
+    GRU), when it has one and ``fused`` is not False; otherwise the generic scan
+    :func:`rnn_jax.unroll.scan`, autodiff through ``lax.scan``. Batched calls take the recurrence's
+    hand-written backward pass; calls without batch dimensions take its hand-written tangent
+    recurrence, which JAX transposes, so that ``jax.vmap`` over them still forms each weight gradient
+    as one product (:mod:`rnn_jax.fused`). All compute the same values and gradients (tested to
+    1e-10 in float64).
 
     Args:
       reverse: read the valid prefix backwards (outputs stay aligned with their inputs).
@@ -123,17 +128,17 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
     use_fused = cell.fused is not None and fused is not False and not remat and not parallel
     n_unroll = unroll
 
-    def run(params, xs, lengths=None, state=None, fused=True):
+    def run(params, xs, lengths=None, state=None, batched=True):
         if parallel:
             return _parallel.solve_batch(cell, params, xs, lengths, state, reverse=reverse, method=parallel)[:2]
-        if not (use_fused and fused):
+        if not use_fused:
             return scan(cell, params, xs, lengths, state, reverse=reverse, unroll=n_unroll, remat=remat,
                         hoist_input=hoist_input is True)
         state = _ops.broadcast_state(cell.initial_state(xs.dtype), xs.shape[1]) if state is None else state
         if reverse:
             xs = _ops.flip_valid(xs, lengths)
         ys, final = cell.fused(params, xs, state, _ops.time_mask(lengths, xs.shape[0]), unroll=n_unroll,
-                               hoist=hoist_input)
+                               hoist=hoist_input, rule="vjp" if batched else "jvp")
         return (_ops.flip_valid(ys, lengths) if reverse else ys), final
 
     step = None if reverse else jax.vmap(cell.step, in_axes=(None, 0, 0))
@@ -185,10 +190,10 @@ def bidirectional(fwd: Layer, bwd: Layer, merge: Union[str, Callable] = "concat"
     def initial_state(dtype=jnp.float32):
         return (fwd.initial_state(dtype), bwd.initial_state(dtype))
 
-    def run(params, xs, lengths=None, state=None, fused=True):
+    def run(params, xs, lengths=None, state=None, batched=True):
         s_f, s_b = (None, None) if state is None else state
-        ys_f, fin_f = fwd.run(params["fwd"], xs, lengths, s_f, fused)                         # (T, B, O_f)
-        ys_b, fin_b = bwd.run(params["bwd"], _ops.flip_valid(xs, lengths), lengths, s_b, fused)
+        ys_f, fin_f = fwd.run(params["fwd"], xs, lengths, s_f, batched)                         # (T, B, O_f)
+        ys_b, fin_b = bwd.run(params["bwd"], _ops.flip_valid(xs, lengths), lengths, s_b, batched)
         return merge_fn(ys_f, _ops.flip_valid(ys_b, lengths)), (fin_f, fin_b)  # bwd outputs aligned
 
     return _layer(init, run, out, input_size, initial_state, None, f"bidirectional({fwd.name}, {bwd.name})")
@@ -253,11 +258,11 @@ def stack(*layers: Layer, skip: Optional[str] = None, highway_bias: float = -1.0
         g = jax.nn.sigmoid(affine(x, gate["W"], gate["b"]))  # (..., O)
         return g * y + (1.0 - g) * x
 
-    def run(params, xs, lengths=None, state=None, fused=True):
+    def run(params, xs, lengths=None, state=None, batched=True):
         states = (None,) * len(layers) if state is None else state
         h, finals = xs, []
         for i, (layer, p, s) in enumerate(zip(layers, params["layers"], states)):
-            ys, fin = layer.run(p, h, lengths, s, fused)  # (T, B, O_i)
+            ys, fin = layer.run(p, h, lengths, s, batched)  # (T, B, O_i)
             h = connect(params, i, h, ys)
             finals.append(fin)
         return h, tuple(finals)

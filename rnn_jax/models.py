@@ -289,7 +289,7 @@ def many_to_many(layer: Layer, output_size: int, *, vocab_size: Optional[int] = 
             h, lengths, batch = inputs_p(params["embed"], prompt, prompt_lengths, dtype)
             if lengths is not None and not isinstance(lengths, jax.core.Tracer) and int(jnp.min(lengths)) < 1:
                 raise ValueError("prompt_lengths: expected every prompt to hold at least one token, got a 0")
-            ys, state = layer.run(params["rnn"], h, lengths, None, True)
+            ys, state = layer.run(params["rnn"], h, lengths, None, bool(batch))
             first = dense(params["head"], _last(ys, lengths))                                # (B, V)
 
             def step(state, tok):

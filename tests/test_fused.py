@@ -1,5 +1,6 @@
 """The fused recurrences (hand-written backward pass) equal the generic unroller, values and gradients."""
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -91,13 +92,14 @@ def test_fused_bidirectional_stack(skip, key):
 
 
 def _calls_kernel(layer, cell, batch=(2,)):
-    """Does a batched ``layer.apply`` reach the cell's fused kernel? (Counted by wrapping it.)"""
+    """The rules with which ``layer.apply`` on a ``batch`` reaches the cell's fused kernel (recorded by
+    wrapping it); empty when it takes the generic scan."""
     calls = []
-    spy = cell._replace(fused=lambda *a, **k: calls.append(1) or cell.fused(*a, **k))
+    spy = cell._replace(fused=lambda *a, **k: calls.append(k["rule"]) or cell.fused(*a, **k))
     lay = layer(spy)
     params = lay.init(jax.random.key(0), 3)
     lay.apply(params, jnp.ones(batch + (4, 3), jnp.float32))
-    return bool(calls)
+    return calls
 
 
 def test_every_fusable_cell_carries_its_kernel():
@@ -106,13 +108,109 @@ def test_every_fusable_cell_carries_its_kernel():
     assert rj.jordan(4, 2).fused is None
 
 
-def test_batched_calls_take_the_kernel_unbatched_calls_the_scan():
-    assert _calls_kernel(rj.rnn, rj.gru(4))
-    assert _calls_kernel(rj.rnn, rj.elman(4, jnp.sin))                  # any callable activation
-    assert not _calls_kernel(rj.rnn, rj.gru(4), batch=())               # one sequence: the generic scan
-    assert not _calls_kernel(lambda c: rj.rnn(c, fused=False), rj.gru(4))
-    assert not _calls_kernel(lambda c: rj.rnn(c, remat=8), rj.lstm(4))  # remat keeps the generic path
-    assert _calls_kernel(lambda c: rj.stack(rj.bidirectional(rj.rnn(c), rj.rnn(c))), rj.lstm(4))
+def test_every_call_takes_the_kernel_with_the_rule_for_its_shape():
+    assert _calls_kernel(rj.rnn, rj.gru(4)) == ["vjp"]
+    assert _calls_kernel(rj.rnn, rj.elman(4, jnp.sin)) == ["vjp"]        # any callable activation
+    assert _calls_kernel(rj.rnn, rj.gru(4), batch=()) == ["jvp"]         # one sequence: the JVP rule
+    assert _calls_kernel(rj.rnn, rj.lstm(4), batch=(2, 3)) == ["vjp"]
+    assert _calls_kernel(lambda c: rj.rnn(c, fused=False), rj.gru(4)) == []
+    assert _calls_kernel(lambda c: rj.rnn(c, remat=8), rj.lstm(4)) == []  # remat keeps the generic path
+    assert _calls_kernel(lambda c: rj.stack(rj.bidirectional(rj.rnn(c), rj.rnn(c))), rj.lstm(4)) == ["vjp"] * 2
+    with pytest.raises(ValueError, match="rule: expected 'vjp' or 'jvp', got 'auto'"):
+        fused.gru(*(jnp.ones(s) for s in [(2, 6), (2, 6), (6,), (6,), (3, 1, 2), (1, 2)]), rule="auto")
+
+
+def _single_sequence_pair(name, key, lengths, initial, hoist):
+    """A loss over single-sequence calls of the fused layer (JVP rule) and the same loss of the
+    generic scan, both summed over the batch, and their arguments."""
+    layers = {f: rj.rnn(ALL_FUSABLE[name](H), fused=f, hoist_input=hoist) for f in (True, False)}
+    k1, k2, k3, k4, k5 = jax.random.split(key, 5)
+    params = perturb(layers[True].init(k1, I, jnp.float64), k2)
+    xs = jax.random.normal(k3, (B, T, I), jnp.float64)
+    lengths = jnp.full((B,), T) if lengths is None else jnp.array(lengths)
+    s0 = jax.tree.map(lambda a: jax.random.normal(k4, (B,) + a.shape, jnp.float64) if initial else
+                      jnp.zeros((B,) + a.shape, jnp.float64), layers[True].initial_state(jnp.float64))
+    w = jax.random.normal(k5, (T, H), jnp.float64)
+
+    def loss_one(layer):
+        def loss(p, x, n, s):  # ONE sequence: x (T, I), n (), s one state
+            ys, fin = layer.apply(p, x, n, s)
+            return jnp.sum(jnp.tanh(ys) * w) + sum(jnp.sum(jnp.sin(l)) for l in jax.tree_util.tree_leaves(fin))
+        return loss
+
+    return loss_one(layers[True]), loss_one(layers[False]), (params, xs, lengths, s0)
+
+
+@pytest.mark.parametrize("name", ALL_FUSABLE)
+@pytest.mark.parametrize("hoist", [True, False], ids=["hoisted", "in-loop"])
+@pytest.mark.parametrize("lengths", [None, [7, 3, 0]], ids=["full", "lengths"])
+def test_single_sequence_kernel_under_vmap(name, hoist, lengths, key):
+    """jax.vmap over single-sequence calls (the JVP rule): values, summed and per-example gradients
+    and forward-mode derivatives equal the generic scan's."""
+    fused_one, ref_one, (params, xs, n, s0) = _single_sequence_pair(name, key, lengths, lengths is not None, hoist)
+    batch_axes = (None, 0, 0, 0)
+
+    def total(loss):
+        return lambda p, x, s: jnp.sum(jax.vmap(loss, batch_axes)(p, x, n, s))
+
+    for argnums in ((0, 1, 2),):
+        _assert_trees_close(jax.value_and_grad(total(fused_one), argnums)(params, xs, s0),
+                            jax.value_and_grad(total(ref_one), argnums)(params, xs, s0))
+    per_example = jax.vmap(jax.grad(fused_one), batch_axes)(params, xs, n, s0)
+    looped = [jax.grad(ref_one)(params, xs[b], n[b], jax.tree.map(lambda a: a[b], s0)) for b in range(B)]
+    _assert_trees_close(per_example, jax.tree.map(lambda *a: jnp.stack(a), *looped))
+    tangent = jax.tree.map(lambda a: jnp.cos(jnp.arange(a.size, dtype=a.dtype)).reshape(a.shape), (params, xs, s0))
+    _assert_trees_close(jax.jvp(total(fused_one), (params, xs, s0), tangent),
+                        jax.jvp(total(ref_one), (params, xs, s0), tangent))
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "elman_softsign"])
+def test_single_sequence_kernel_second_derivatives(name, key):
+    """The JVP rule is differentiable again: Hessian-vector products equal the generic scan's."""
+    fused_one, ref_one, (params, xs, n, s0) = _single_sequence_pair(name, key, [7, 3, 0], True, "auto")
+    v = jax.tree.map(lambda a: jnp.sin(jnp.arange(a.size, dtype=a.dtype)).reshape(a.shape), params)
+
+    def hvp(loss):
+        return jax.jvp(jax.grad(lambda p: loss(p, xs[1], n[1], jax.tree.map(lambda a: a[1], s0))), (params,), (v,))[1]
+
+    _assert_trees_close(hvp(fused_one), hvp(ref_one))
+
+
+def _intermediate_shapes(fn, *args):
+    """The shapes of every value in ``fn``'s jaxpr, nested jaxprs included."""
+    shapes = set()
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            shapes.update(tuple(v.aval.shape) for v in eqn.outvars if hasattr(v.aval, "shape"))
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                walk(sub)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return shapes
+
+
+@pytest.mark.parametrize("name,gates", [("elman_tanh", 1), ("lstm", 4), ("gru", 3)])
+def test_vmapped_single_sequence_calls_form_no_per_example_weight_gradients(name, gates, key):
+    """What makes the JVP rule fast under jax.vmap: the gradient of a loss summed over vmapped
+    single-sequence calls holds no (B, H, G*H) array of per-example recurrent-weight gradients,
+    which the VJP rule, vmapped, does form."""
+    cell = CELLS[name](H)
+    layer = rj.rnn(cell)
+    params = layer.init(key, I)
+    xs = jnp.ones((B + 1, T, I), jnp.float32)
+    state = jax.tree.map(lambda a: a[None], cell.initial_state(jnp.float32))  # one sequence: (1, ...)
+
+    def loss_with(rule):
+        def one(p, x):
+            ys, _ = cell.fused(p, x[:, None, :], state, None, rule=rule)
+            return jnp.sum(ys ** 2)
+        return lambda p: jnp.sum(jax.vmap(one, (None, 0))(p, xs))
+
+    per_example = (B + 1, H, gates * H)
+    assert per_example in _intermediate_shapes(jax.grad(loss_with("vjp")), params)
+    assert per_example not in _intermediate_shapes(jax.grad(loss_with("jvp")), params)
+    _assert_trees_close(jax.grad(loss_with("jvp"))(params), jax.grad(loss_with("vjp"))(params), 1e-5)
 
 
 def test_converted_cells_get_their_kernel(key):
