@@ -310,17 +310,16 @@ def _lstm_jvp(unroll, hoist, primals, tangents):
     Hs, Cs, I, F, G, O = res[3:9]
     H = W_h.shape[0]
     U = _linear(I.shape[:2] + (4 * H,), Hs.dtype, (xs, tW_i), (txs, W_i), (shift_down(Hs, state0[0]), tW_h), (tb,))
-    # dc' = f dc + K (dz_i, dz_f, dz_g) summed over the three blocks; dh' = P dz_o + Q dc'
-    K = jnp.concatenate([G * I * (1.0 - I), shift_down(Cs, state0[1]) * F * (1.0 - F), I * (1.0 - G * G)], axis=2)
+    # dc' = f dc + K_i dz_i + K_f dz_f + K_g dz_g; dh' = P dz_o + Q dc'. The factors are separate
+    # arrays: slicing one inside the loop would be a loop of its own once JAX splits the known part out.
+    K = (G * I * (1.0 - I), shift_down(Cs, state0[1]) * F * (1.0 - F), I * (1.0 - G * G))
     tc = jnp.tanh(Cs)
     P, Q = tc * O * (1.0 - O), O * (1.0 - tc * tc)
 
     def step(tstate, inp):
         dh, dc = tstate
-        u, k, f, p, q, m_t = inp
-        dz = u + dh @ W_h  # (B, 4H)
-        ki, kf, kg = _blocks(k, 3)
-        dz_i, dz_f, dz_g, dz_o = _blocks(dz, 4)
+        u, (ki, kf, kg), f, p, q, m_t = inp
+        dz_i, dz_f, dz_g, dz_o = _blocks(u + dh @ W_h, 4)  # (B, H) each
         dc_new = f * dc + ki * dz_i + kf * dz_f + kg * dz_g
         dh_new = p * dz_o + q * dc_new
         dh, dc = _keep(m_t, dh_new, dh), _keep(m_t, dc_new, dc)
