@@ -237,7 +237,8 @@ def test_fused_errors():
         layer.apply({**params, "W_h": params["W_h"][:2]}, jnp.zeros((2, 5, 3)))
 
 
-def test_fused_jit_does_not_retrace(key):
+@pytest.mark.parametrize("per_sequence", [False, True], ids=["batched", "vmapped"])
+def test_fused_jit_does_not_retrace(per_sequence, key):
     layer = rj.rnn(rj.lstm(H))
     params = layer.init(key, I, jnp.float32)
     traces = []
@@ -245,7 +246,8 @@ def test_fused_jit_does_not_retrace(key):
     @jax.jit
     def loss(p, x):
         traces.append(1)
-        return jnp.mean(layer.apply(p, x)[0] ** 2)
+        ys = jax.vmap(lambda a: layer.apply(p, a)[0])(x) if per_sequence else layer.apply(p, x)[0]
+        return jnp.mean(ys ** 2)
 
     g = jax.grad(loss)
     x = jnp.ones((B, T, I), jnp.float32)
@@ -295,3 +297,16 @@ def test_hoist_rule():
         assert fused._hoist("auto", (False, True)) == (False, True)
     with pytest.raises(ValueError, match="hoist"):
         fused._hoist("yes", (True, True))
+
+
+def test_forward_mode_on_a_batch_raises_and_vmap_over_sequences_gives_it(key):
+    """Batched calls carry a custom VJP, which JAX refuses to differentiate forwards (a clear error,
+    never a wrong number); jax.vmap over single-sequence calls (the JVP rule) or fused=False gives it."""
+    layer = rj.rnn(rj.gru(H))
+    params = layer.init(key, I, jnp.float64)
+    xs = jax.random.normal(key, (B, T, I), jnp.float64)
+    with pytest.raises(TypeError, match="forward-mode autodiff"):
+        jax.jvp(lambda x: layer.apply(params, x)[0], (xs,), (xs,))
+    per_sequence = jax.jvp(lambda x: jax.vmap(lambda a: layer.apply(params, a)[0])(x), (xs,), (xs,))
+    generic = jax.jvp(lambda x: rj.rnn(rj.gru(H), fused=False).apply(params, x)[0], (xs,), (xs,))
+    _assert_trees_close(per_sequence, generic)
