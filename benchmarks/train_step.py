@@ -38,6 +38,7 @@ import optax
 
 import rnn_jax as rj
 from benchmarks import _harness
+from rnn_jax.fused import _weight_grad  # the kernels' form of the weight-gradient product
 
 CELLS = ("elman", "lstm", "gru")
 SIZES = {  # model: dict of sizes
@@ -142,12 +143,8 @@ def floor_step(model, cell_name, s, batch):
             return dz @ W_h.T, dz
 
         _, dZ = jax.lax.scan(bwd, h0, Z, reverse=True)
-        dW_h = rows_product(Z[..., :H], dZ)  # the weight gradients: one product each
-        dW_i = rows_product(xs, dZ)
-        return dW_h, dW_i, dZ @ W_i.T
-
-    def rows_product(a, b):  # (T, B, m), (T, B, n) -> (m, n), contracting the T*B rows (rnn_jax's form)
-        return jax.lax.dot_general(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]), (((0,), (0,)), ((), ())))
+        # the weight gradients: one product each, in the form rnn_jax's kernels use
+        return _weight_grad(Z[..., :H], dZ), _weight_grad(xs, dZ), dZ @ W_i.T
 
     f = jax.jit(lambda args: [one(*a) for a in args])
     return lambda: jax.block_until_ready(f(args))

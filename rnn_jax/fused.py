@@ -99,10 +99,11 @@ def _blocks(a, n):
     return jnp.split(a, n, axis=-1)
 
 
-def _rule(rule: str) -> str:
+def _kernel(rule: str, vjp, jvp):
+    """The recurrence with the differentiation rule asked for (module docstring)."""
     if rule not in ("vjp", "jvp"):
         raise ValueError(f"rule: expected 'vjp' or 'jvp', got {rule!r}")
-    return rule
+    return vjp if rule == "vjp" else jvp
 
 
 def _weight_grad(S_prev, dZ):
@@ -239,8 +240,8 @@ def elman(W_i, W_h, b, xs, h0, mask=None, *, activation: Callable, derivative: O
     (exact for any ``g``, one more ``(T, B, H)`` buffer). ``rule``: ``"vjp"`` or ``"jvp"`` (module
     docstring).
     """
-    kernel = _elman if _rule(rule) == "vjp" else _elman_t
-    return kernel(activation, derivative, unroll, _hoist(hoist, (True, True)), W_i, W_h, b, xs, h0, mask)
+    run = _kernel(rule, _elman, _elman_t)
+    return run(activation, derivative, unroll, _hoist(hoist, (True, True)), W_i, W_h, b, xs, h0, mask)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -346,8 +347,8 @@ def lstm(W_i, W_h, b, xs, state0, mask=None, *, unroll: int = 1, hoist: Hoist = 
     """LSTM recurrence (gates ``i, f, g, o`` along the last axis) over ``xs (T, B, I)`` with one bias
     ``b (4H,)`` (the sum of both of PyTorch's). ``state0 = (h0, c0)``, each ``(B, H)``. Returns
     ``(ys (T, B, H), (h_T, c_T))``. ``rule``: ``"vjp"`` or ``"jvp"`` (module docstring)."""
-    kernel = _lstm if _rule(rule) == "vjp" else _lstm_t
-    return kernel(unroll, _hoist(hoist, (False, xs.shape[0] <= 100)), W_i, W_h, b, xs, tuple(state0), mask)
+    run = _kernel(rule, _lstm, _lstm_t)
+    return run(unroll, _hoist(hoist, (False, xs.shape[0] <= 100)), W_i, W_h, b, xs, tuple(state0), mask)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -450,5 +451,5 @@ def gru(W_i, W_h, b_i, b_h, xs, h0, mask=None, *, unroll: int = 1, hoist: Hoist 
     """GRU recurrence (gates ``r, z, n``, reset after the recurrent product) over ``xs (T, B, I)``
     with the input and recurrent biases ``b_i``, ``b_h`` (3H,). Returns ``(ys (T, B, H), h_T (B, H))``.
     ``rule``: ``"vjp"`` or ``"jvp"`` (module docstring)."""
-    kernel = _gru if _rule(rule) == "vjp" else _gru_t
-    return kernel(unroll, _hoist(hoist, (False, False)), W_i, W_h, b_i, b_h, xs, h0, mask)
+    run = _kernel(rule, _gru, _gru_t)
+    return run(unroll, _hoist(hoist, (False, False)), W_i, W_h, b_i, b_h, xs, h0, mask)
