@@ -121,10 +121,22 @@ def host(d):
     return "\n".join(lines)
 
 
+def step_product(d):
+    lines = ["| B | H | G | T | fwd rows ms | fwd transposed ms | transposed/rows | bwd rows ms | bwd transposed ms "
+             "| transposed/rows | YNNPACK (rows / transposed) |", "|" + "---|" * 11]
+    for r in d["rows"]:
+        ms, y = r["ms"], r["ynnpack"]
+        lines.append(f"| {r['B']} | {r['H']} | {r['G']} | {r['T']} | {ms['fwd_rows']:.2f} | {ms['fwd_transposed']:.2f} | "
+                     f"{r['fwd_transposed_vs_rows']:.2f} | {ms['bwd_rows']:.2f} | {ms['bwd_transposed']:.2f} | "
+                     f"{r['bwd_transposed_vs_rows']:.2f} | {'yes' if y['fwd_rows'] else 'no'} / "
+                     f"{'yes' if y['fwd_transposed'] else 'no'} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     names = (argv if argv is not None else sys.argv[1:]) or ["throughput", "scaling", "deer", "choices"]
     for name in names:
-        base = "train_step" if name.startswith("train_step") else name.split("_")[0]
+        base = next((b for b in ("train_step", "step_product") if name.startswith(b)), name.split("_")[0])
         print(f"### {name}\n")
         print(globals()[base](load(name)))
         print()

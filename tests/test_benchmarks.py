@@ -48,6 +48,26 @@ def test_choices_quick(tmp_path):
         assert len(row["ms"]) == 2 and row["best"] in row["ms"]  # hoisted / in-loop
 
 
+def test_step_product_quick_forms_agree_and_report_their_backend(tmp_path):
+    _run("benchmarks.step_product", "--quick", tmp_path=tmp_path)  # exits non-zero if the forms differ
+    data = json.loads((tmp_path / "step_product_quick.json").read_text())
+    (row,) = data["rows"]
+    assert set(row["ms"]) == set(row["ynnpack"]) == {"fwd_rows", "fwd_transposed", "bwd_rows", "bwd_transposed"}
+    assert all(_positive(v) for v in row["ms"].values())
+    # the reason the transposed forms exist: XLA:CPU does not give them to YNNPACK
+    assert not row["ynnpack"]["fwd_transposed"] and not row["ynnpack"]["bwd_transposed"]
+
+
+def test_profile_step_quick_lists_the_loops_of_one_step(tmp_path):
+    _run("benchmarks.profile_step", "--quick", "--steps", "3", "--model", "classifier", "--cell", "gru",
+         tmp_path=tmp_path)
+    step = json.loads((tmp_path / "profile_step_classifier_gru_rnn_jax_quick.json").read_text())["median_step"]
+    loops = [o for o in step["ops"] if o["op"].startswith("while")]
+    assert len(loops) == 2  # the GRU's forward and backward recurrences
+    assert len(step["walls_ms"]) == 3 and step["wall_ms"] in step["walls_ms"]
+    assert all(_positive(o["ms"]) for o in step["ops"]) and step["loops_ms"] <= step["wall_ms"]
+
+
 def test_train_step_quick():
     from benchmarks import train_step
 
