@@ -8,6 +8,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 
 def affine(x: jax.Array, W: jax.Array, b: jax.Array) -> jax.Array:
@@ -46,9 +47,44 @@ def unflatten_batch(tree, batch_shape: tuple):
     return jax.tree.map(lambda a: a.reshape(tuple(batch_shape) + a.shape[1:]), tree)
 
 
-def broadcast_state(state_one, B: int):
-    """One example's state (leaves ``(H,)``) -> a batch's (leaves ``(B, H)``)."""
-    return jax.tree.map(lambda a: jnp.broadcast_to(a, (B,) + a.shape), state_one)
+def _varying_axes(x) -> frozenset:
+    """The ``shard_map`` mesh axes over which ``x`` holds a different value on each device (none
+    outside ``shard_map``)."""
+    typeof = getattr(jax, "typeof", None)
+    if typeof is None:
+        return frozenset()
+    t = typeof(x)
+    mat = getattr(t, "manual_axis_type", None)
+    return frozenset(mat.varying) if mat is not None else frozenset(getattr(t, "vma", ()))
+
+
+def varying_like(tree, ref):
+    """``tree``'s leaves marked as varying over the ``shard_map`` axes that ``ref`` (an array or a
+    pytree: the union of its leaves' axes) varies over.
+
+    Inside ``jax.shard_map`` a constant (a zero initial state) is the same on every device, while a
+    scan's carry computed from a device's own inputs is not; ``lax.scan`` requires its carry to keep
+    one type, so a state started from a constant must be marked varying before the loop. Outside
+    ``shard_map`` this returns ``tree`` unchanged."""
+    axes = frozenset().union(*map(_varying_axes, jax.tree.leaves(ref)))
+    if not axes:
+        return tree
+    cast = getattr(lax, "pcast", None)
+
+    def mark(a):
+        missing = tuple(sorted(axes - _varying_axes(a)))
+        if not missing:
+            return a
+        return cast(a, missing, to="varying") if cast is not None else lax.pvary(a, missing)
+
+    return jax.tree.map(mark, tree)
+
+
+def broadcast_state(state_one, xs: jax.Array):
+    """One example's state (leaves ``(H,)``) -> the state of the batch of time-major ``xs (T, B, I)``
+    (leaves ``(B, H)``), varying over the same ``shard_map`` axes as ``xs``."""
+    B = xs.shape[1]
+    return varying_like(jax.tree.map(lambda a: jnp.broadcast_to(a, (B,) + a.shape), state_one), xs)
 
 
 def time_mask(lengths, T: int):

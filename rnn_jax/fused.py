@@ -109,13 +109,23 @@ def _kernel(rule: str, vjp, jvp):
 def _weight_grad(S_prev, dZ):
     """``sum_{t,b} s_{t-1} dz_t^T``: one product over all timesteps and examples.
 
-    For a batch it is written on the ``(T*B, .)`` matrices: an einsum over the 3-D arrays compiled to
-    copies of both operands before the product, and made training steps (B = 32-64) 2-17 % slower in 13
-    of 15 side-by-side comparisons (5 % faster in two). For one sequence (B = 1) the einsum was faster
-    (Elman fwd+bwd at T=100, H=128: 0.50 against 0.65 ms). benchmarks/README.md has both measurements.
+    For a batch on one device it is written on the ``(T*B, .)`` matrices: an einsum over the 3-D arrays
+    compiled to copies of both operands before the product, and made training steps (B = 32-64) 2-17 %
+    slower in 13 of 15 side-by-side comparisons (5 % faster in two). For one sequence (B = 1) the einsum
+    was faster (Elman fwd+bwd at T=100, H=128: 0.50 against 0.65 ms).
+
+    When the process has several devices the batch may be split over them (data parallelism), and a
+    ``(T*B, .)`` matrix cannot carry a split of its ``B`` part: the partitioner then gathers every
+    ``(T, B, .)`` operand onto every device and repeats the whole product on each. The contraction over
+    ``(T, B)`` is split instead (a local product per device, one sum of the ``(H, G*H)`` results): data-
+    parallel training steps on two CPU devices took 0.63-0.79x as long as with the matrices. On one
+    device that form was 0-6 % slower, so it is used only when there are several devices.
+    benchmarks/README.md has the measurements.
     """
     if S_prev.shape[1] == 1:
         return jnp.einsum("tbh,tbg->hg", S_prev, dZ)
+    if jax.device_count() > 1:
+        return lax.dot_general(S_prev, dZ, (((0, 1), (0, 1)), ((), ())))
     rows = (((0,), (0,)), ((), ()))
     return lax.dot_general(S_prev.reshape(-1, S_prev.shape[-1]), dZ.reshape(-1, dZ.shape[-1]), rows)
 

@@ -238,7 +238,8 @@ def _sample_loop(step, state, first_logits, max_len, key, temperature, eos):
         state, logits = step(state, tok)
         return (state, logits, new_done), (tok, done)
 
-    _, (toks, was_done) = lax.scan(body, (state, first_logits, jnp.zeros((B,), bool)), keys)
+    carry = _ops.varying_like((state, first_logits, jnp.zeros((B,), bool)), (state, first_logits))
+    _, (toks, was_done) = lax.scan(body, carry, keys)
     return toks, jnp.sum(~was_done, axis=0).astype(jnp.int32)
 
 

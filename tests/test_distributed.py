@@ -121,3 +121,35 @@ def test_sweep_spread_over_devices_equals_runs_one_by_one(tmp_path):
     assert res["worst"] < 1e-5, res
     assert len(set(res["losses"])) == 4  # four different settings/seeds, not one run copied
     assert sorted(os.listdir(tmp_path)) == ["0", "1", "2", "3"]
+
+
+@pytest.fixture(scope="module")
+def two_devices():
+    """tests/_shard_worker.py's results: models split over two devices, float64."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_ENABLE_X64="1")
+    out = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "_shard_worker.py")],
+                         env=env, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    import json
+
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru", "jordan"])
+def test_models_inside_shard_map_equal_the_whole_batch(two_devices, cell):
+    # jax.shard_map with its default checks: the zero initial states, the shared weights and the
+    # decoder's carry are marked as varying per device; gradients of shared weights sum over devices
+    res = two_devices["shard_map"][cell]
+    assert set(res) == {"many_to_one", "many_to_one_grad", "stack_bidirectional", "stack_bidirectional_grad",
+                        "encoder_decoder_grad", "greedy_decoding"}
+    for what, d in res.items():
+        assert d < 1e-12, (what, d)
+
+
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+def test_data_parallel_step_sums_weight_gradients_without_gathering(two_devices, cell):
+    # the batch split over two devices: the fused kernels' weight gradients are one local product per
+    # device and one all-reduce; no (T, B, .) activation is gathered onto every device
+    res = two_devices["data_parallel"][cell]
+    assert res["collectives"] == ["all-reduce"], res
+    assert res["grad"] < 1e-12

@@ -1,0 +1,90 @@
+"""Worker for tests/test_distributed.py: models split over two devices, in float64.
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=2 JAX_ENABLE_X64=1 python tests/_shard_worker.py
+
+Prints one JSON line: for every cell, the largest difference between each model run inside
+``jax.shard_map`` (one part of the batch per device) and the same model on the whole batch, and, for a
+data-parallel training step (``jax.jit`` on a batch split over the devices), the collective operations
+of its compiled program and the largest difference of its gradients from the single-device ones.
+"""
+import json
+import os
+import re
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
+
+import rnn_jax as rj  # noqa: E402
+
+CELLS = {"elman": lambda: rj.elman(5), "lstm": lambda: rj.lstm(5), "gru": lambda: rj.gru(5),
+         "jordan": lambda: rj.jordan(5, 2)}
+
+
+def diff(a, b):
+    return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def main():
+    assert jax.device_count() == 2 and jnp.zeros(()).dtype == jnp.float64
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 7, 3))
+    L = np.array([7, 3, 5, 2], np.int32)
+    src = rng.integers(0, 9, (4, 8)).astype(np.int32)
+    tgt = rng.integers(2, 7, (4, 5)).astype(np.int32)
+    y = rng.integers(0, 2, 4).astype(np.int32)
+    split, whole = P("data"), P()
+
+    def sharded(f, args, specs, out):
+        return diff(jax.jit(jax.shard_map(f, mesh=mesh, in_specs=specs, out_specs=out))(*args), f(*args))
+
+    def grad_of(apply):  # inside shard_map: autodiff sums the per-device gradients of shared weights
+        return lambda p, *a: jax.grad(lambda p: jnp.sum(jnp.sin(apply(p, *a))))(p)
+
+    res = {"shard_map": {}, "data_parallel": {}}
+    for name, make in CELLS.items():
+        one = rj.many_to_one(rj.rnn(make()), 2, input_size=3)
+        seq = rj.many_to_many(rj.stack(rj.bidirectional(rj.rnn(make()), rj.rnn(make(), reverse=True)),
+                                       rj.rnn(make())), 2, input_size=3)
+        ed = rj.encoder_decoder(rj.rnn(make()), make(), tgt_vocab=7, bos=0, eos=1, src_vocab=9, src_embed_size=4,
+                                embed_size=4)
+        p1, p2, p3 = (m.init(jax.random.key(i), jnp.float64) for i, m in enumerate((one, seq, ed)))
+        seq_out = lambda p, x, L: seq.apply(p, x, L)[0]  # noqa: E731
+        tf = lambda p, s, l, t: ed.apply(p, s, l, t)  # noqa: E731
+        d = {
+            "many_to_one": sharded(one.apply, (p1, x, L), (whole, split, split), split),
+            "many_to_one_grad": sharded(grad_of(one.apply), (p1, x, L), (whole, split, split), whole),
+            "stack_bidirectional": sharded(seq_out, (p2, x, L), (whole, split, split), split),
+            "stack_bidirectional_grad": sharded(grad_of(seq_out), (p2, x, L), (whole, split, split), whole),
+            "encoder_decoder_grad": sharded(grad_of(tf), (p3, src, L, tgt), (whole, split, split, split), whole),
+            "greedy_decoding": sharded(lambda p, s, l: ed.generate(p, s, l, max_len=5), (p3, src, L),
+                                       (whole, split, split), split),
+        }
+        res["shard_map"][name] = d
+
+        if name == "jordan":
+            continue
+
+        def loss(p, b):
+            return rj.losses.softmax_cross_entropy(one.apply(p, b[0], b[1]), b[2], reduction="mean")
+
+        step = jax.jit(jax.grad(loss))
+        batch = (x, L, y)
+        on_mesh = tuple(jax.device_put(a, NamedSharding(mesh, split)) for a in batch)
+        params = jax.device_put(p1, NamedSharding(mesh, whole))
+        hlo = step.lower(params, on_mesh).compile().as_text()
+        kinds = "all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter"
+        ops = sorted(set(re.findall(rf"\s({kinds})(?:-start)?\(", hlo)))
+        res["data_parallel"][name] = {"collectives": ops, "grad": diff(step(params, on_mesh), step(p1, batch))}
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
