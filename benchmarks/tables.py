@@ -133,10 +133,27 @@ def step_product(d):
     return "\n".join(lines)
 
 
+def data_parallel(d):
+    """``data_parallel.json``: each step with the batch on one device (x1) and split over two (x2)."""
+    lines = [f"medians of {d['rounds']} interleaved rounds, float32, one Adam step\n",
+             "| model | cell | rnn_jax x1 ms | rnn_jax x2 ms | flax x1 ms | flax x2 ms | flax shard_map x2 ms "
+             "| rnn_jax x2/x1 | flax x2/x1 | flax shard_map x2/x1 | rnn_jax/flax x1 | rnn_jax/flax x2 "
+             "| rnn_jax x2/flax shard_map x2 |", "|" + "---|" * 13]
+    for r in d["rows"]:
+        ms = r["ms"]
+        lines.append(f"| {r['model']} | {r['cell']} | {ms['rnn_jax x1']:.2f} | {ms['rnn_jax x2']:.2f} | "
+                     f"{ms['flax x1']:.2f} | {ms['flax x2']:.2f} | {ms['flax shard_map x2']:.2f} | "
+                     f"{r['rnn_jax_x2_vs_x1']:.2f} | {r['flax_x2_vs_x1']:.2f} | {r['flax_shard_map_x2_vs_x1']:.2f} | "
+                     f"{r['rnn_jax_vs_flax_x1']:.2f} | {r['rnn_jax_vs_flax_x2']:.2f} | "
+                     f"{r['rnn_jax_vs_flax_shard_map_x2']:.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     names = (argv if argv is not None else sys.argv[1:]) or ["throughput", "scaling", "deer", "choices"]
     for name in names:
-        base = next((b for b in ("train_step", "step_product") if name.startswith(b)), name.split("_")[0])
+        base = next((b for b in ("train_step", "step_product", "data_parallel") if name.startswith(b)),
+                    name.split("_")[0])
         print(f"### {name}\n")
         print(globals()[base](load(name)))
         print()

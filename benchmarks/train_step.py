@@ -151,6 +151,14 @@ def floor_step(model, cell_name, s, batch):
 
 
 def flax_step(model, cell_name, s, batch):
+    batch = tuple(jnp.asarray(a) for a in batch)
+    run = _jax_step(*flax_loss(model, cell_name, s, batch))
+    return lambda: run(*batch)
+
+
+def flax_loss(model, cell_name, s, batch):
+    """``(loss(params, *batch), params)`` of the model in Flax linen (the loss a mean per example or
+    per token)."""
     import flax.linen as nn
 
     Cell = {"elman": nn.SimpleCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}[cell_name]
@@ -193,8 +201,7 @@ def flax_step(model, cell_name, s, batch):
         net = Seq2Seq()
         params = net.init(jax.random.key(0), *batch[:3])
         loss = lambda p, src, sl, ti, to: ce(net.apply(p, src, sl, ti), to).mean()  # noqa: E731
-    run = _jax_step(loss, params)
-    return lambda: run(*batch)
+    return loss, params
 
 
 def torch_step(model, cell_name, s, batch):

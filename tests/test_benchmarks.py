@@ -15,7 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(module, *args, tmp_path, **extra_env):
-    env = dict(os.environ, RNN_JAX_BENCH_OUT=str(tmp_path), XLA_FLAGS="", **extra_env)
+    env = dict(os.environ, RNN_JAX_BENCH_OUT=str(tmp_path), XLA_FLAGS="")
+    env.update(extra_env)
     p = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -88,6 +89,23 @@ def test_host_memory_quick_runs_each_policy_in_its_own_process():
         assert _positive(r["default_ms"]) and _positive(r["reuse_ms"]) and _positive(r["reuse_over_default"])
         assert r["default_faults_per_step"] >= 0 and r["reuse_faults_per_step"] >= 0
     assert tables.host(out).count("\n") == len(out["rows"]) + 3
+
+
+def test_data_parallel_quick_splits_the_batch_over_two_devices(tmp_path):
+    # the script checks each split step's loss against the one-device step before timing it
+    out = _run("benchmarks.data_parallel", "--quick", "--models", "classifier,seq2seq", "--cells", "gru",
+               tmp_path=tmp_path, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    data = json.loads((tmp_path / "data_parallel_quick.json").read_text())
+    assert len(data["devices"]) == 2 and [(r["model"], r["cell"]) for r in data["rows"]] == [
+        ("classifier", "gru"), ("seq2seq", "gru")]
+    for row in data["rows"]:
+        assert set(row["ms"]) == {"rnn_jax x1", "rnn_jax x2", "flax x1", "flax x2", "flax shard_map x2"}
+        assert all(_positive(v) for v in row["ms"].values())
+        assert _positive(row["rnn_jax_x2_vs_x1"]) and _positive(row["rnn_jax_vs_flax_x2"])
+    assert "rnn_jax x2/x1" in out
+    from benchmarks import tables
+
+    assert tables.data_parallel(data).count("\n") == len(data["rows"]) + 3
 
 
 def test_deer_quick_converges(tmp_path):
