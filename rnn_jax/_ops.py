@@ -80,11 +80,13 @@ def varying_like(tree, ref):
     return jax.tree.map(mark, tree)
 
 
-def broadcast_state(state_one, xs: jax.Array):
-    """One example's state (leaves ``(H,)``) -> the state of the batch of time-major ``xs (T, B, I)``
-    (leaves ``(B, H)``), varying over the same ``shard_map`` axes as ``xs``."""
-    B = xs.shape[1]
-    return varying_like(jax.tree.map(lambda a: jnp.broadcast_to(a, (B,) + a.shape), state_one), xs)
+def start_state(initial_state, xs: jax.Array, state=None):
+    """The state a recurrence over time-major ``xs (T, B, I)`` starts from: ``state`` (leaves ``(B, ...)``)
+    or, when None, one example's ``initial_state(dtype)`` broadcast to the batch; marked as varying over
+    the same ``shard_map`` axes as ``xs`` (a given state may be a constant too)."""
+    if state is None:
+        state = jax.tree.map(lambda a: jnp.broadcast_to(a, (xs.shape[1],) + a.shape), initial_state(xs.dtype))
+    return varying_like(state, xs)
 
 
 def time_mask(lengths, T: int):

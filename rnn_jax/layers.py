@@ -134,10 +134,10 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
         if not use_fused:
             return scan(cell, params, xs, lengths, state, reverse=reverse, unroll=n_unroll, remat=remat,
                         hoist_input=hoist_input is True)
-        state = _ops.broadcast_state(cell.initial_state(xs.dtype), xs) if state is None else state
+        state = _ops.start_state(cell.initial_state, xs, state)
         # inside shard_map: weights shared by every device enter the per-device recurrence marked as
         # varying, so that autodiff sums their per-device gradients (the custom rules return those)
-        params, state = _ops.varying_like((params, state), xs)
+        params = _ops.varying_like(params, xs)
         if reverse:
             xs = _ops.flip_valid(xs, lengths)
         ys, final = cell.fused(params, xs, state, _ops.time_mask(lengths, xs.shape[0]), unroll=n_unroll,

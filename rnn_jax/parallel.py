@@ -182,7 +182,7 @@ def solve_batch(cell: Cell, params, xs, lengths, state, *, reverse=False, method
     T, B = xs.shape[:2]
     if tol is None:
         tol = 1e-10 if xs.dtype == jnp.float64 else 1e-5
-    state = _ops.broadcast_state(cell.initial_state(xs.dtype), xs) if state is None else state
+    state = _ops.start_state(cell.initial_state, xs, state)
     lengths = jnp.full((B,), T, jnp.int32) if lengths is None else lengths
     one = partial(_deer_one, cell, params, reverse=reverse, method=method, max_iters=max_iters, tol=float(tol),
                   fallback=fallback)

@@ -71,7 +71,7 @@ def scan(cell: Cell, params, xs: jax.Array, lengths=None, state=None, *, reverse
     """Time-major core, unchecked: ``xs (T, B, I)``, ``lengths (B,)`` or None, ``state`` with leaves
     ``(B, ...)`` or None (zeros). Returns ``(ys (T, B, O), final_state)``."""
     T, B = xs.shape[:2]
-    state = _ops.broadcast_state(cell.initial_state(xs.dtype), xs) if state is None else state
+    state = _ops.start_state(cell.initial_state, xs, state)
     params = prepared(cell, params)  # once per sequence, not per step
     if reverse:
         xs = _ops.flip_valid(xs, lengths)
@@ -174,7 +174,7 @@ def unroll_reduce(cell: Cell, params, xs: jax.Array, per_step, *, targets: Any =
     _check_knobs(unroll, remat)
     xs_tm, lengths, state, batch = _edge(cell, params, xs, lengths, initial_state)
     T, B = xs_tm.shape[:2]
-    state = _ops.broadcast_state(cell.initial_state(xs.dtype), xs_tm) if state is None else state
+    state = _ops.start_state(cell.initial_state, xs_tm, state)
     tgt_tm = None if targets is None else jax.tree.map(lambda a: _ops.to_time_major(a, batch), targets)
     n_valid = jnp.full((B,), T, jnp.int32) if lengths is None else lengths
     params = prepared(cell, params)  # once, not at every step

@@ -55,14 +55,23 @@ def main():
                                        rj.rnn(make())), 2, input_size=3)
         ed = rj.encoder_decoder(rj.rnn(make()), make(), tgt_vocab=7, bos=0, eos=1, src_vocab=9, src_embed_size=4,
                                 embed_size=4)
-        p1, p2, p3 = (m.init(jax.random.key(i), jnp.float64) for i, m in enumerate((one, seq, ed)))
+        layer = rj.rnn(make())
+        mm = rj.many_to_many(layer, 2, input_size=3)
+        p1, p2, p3, p4 = (m.init(jax.random.key(i), jnp.float64) for i, m in enumerate((one, seq, ed, mm)))
         seq_out = lambda p, x, L: seq.apply(p, x, L)[0]  # noqa: E731
+
+        def from_constant(p, x, L):  # a given initial state that is the same on every device
+            s0 = jax.tree.map(lambda a: jnp.full(x.shape[:1] + a.shape, 0.3, a.dtype), layer.initial_state(x.dtype))
+            return mm.apply(p, x, L, s0)[0]
+
         tf = lambda p, s, l, t: ed.apply(p, s, l, t)  # noqa: E731
         d = {
             "many_to_one": sharded(one.apply, (p1, x, L), (whole, split, split), split),
             "many_to_one_grad": sharded(grad_of(one.apply), (p1, x, L), (whole, split, split), whole),
             "stack_bidirectional": sharded(seq_out, (p2, x, L), (whole, split, split), split),
             "stack_bidirectional_grad": sharded(grad_of(seq_out), (p2, x, L), (whole, split, split), whole),
+            "given_initial_state": sharded(from_constant, (p4, x, L), (whole, split, split), split),
+            "given_initial_state_grad": sharded(grad_of(from_constant), (p4, x, L), (whole, split, split), whole),
             "encoder_decoder_grad": sharded(grad_of(tf), (p3, src, L, tgt), (whole, split, split, split), whole),
             "greedy_decoding": sharded(lambda p, s, l: ed.generate(p, s, l, max_len=5), (p3, src, L),
                                        (whole, split, split), split),

@@ -137,11 +137,13 @@ def two_devices():
 
 @pytest.mark.parametrize("cell", ["elman", "lstm", "gru", "jordan"])
 def test_models_inside_shard_map_equal_the_whole_batch(two_devices, cell):
-    # jax.shard_map with its default checks: the zero initial states, the shared weights and the
-    # decoder's carry are marked as varying per device; gradients of shared weights sum over devices
+    # jax.shard_map with its default checks: the initial states (zeros or given constants), the shared
+    # weights and the decoder's carry are marked as varying per device; gradients of shared weights sum
+    # over devices
     res = two_devices["shard_map"][cell]
     assert set(res) == {"many_to_one", "many_to_one_grad", "stack_bidirectional", "stack_bidirectional_grad",
-                        "encoder_decoder_grad", "greedy_decoding"}
+                        "given_initial_state", "given_initial_state_grad", "encoder_decoder_grad",
+                        "greedy_decoding"}
     for what, d in res.items():
         assert d < 1e-12, (what, d)
 
