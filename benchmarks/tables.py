@@ -87,6 +87,12 @@ def choices(d):
     return "\n".join(lines)
 
 
+def _step_head(d, columns):
+    """The caption and header lines of a table of training-step medians."""
+    return [f"medians of {d['rounds']} interleaved rounds, float32, one Adam step\n",
+            "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def train_step(d):
     libs = [lib for lib in ("rnn_jax", "flax", "torch") if lib in d["rows"][0]["ms"]]
     floor = "floor" in d["rows"][0]["ms"]  # the step's matrix products alone (results from before it lack it)
@@ -135,10 +141,9 @@ def step_product(d):
 
 def data_parallel(d):
     """``data_parallel.json``: each step with the batch on one device (x1) and split over two (x2)."""
-    lines = [f"medians of {d['rounds']} interleaved rounds, float32, one Adam step\n",
-             "| model | cell | rnn_jax x1 ms | rnn_jax x2 ms | flax x1 ms | flax x2 ms | flax shard_map x2 ms "
-             "| rnn_jax x2/x1 | flax x2/x1 | flax shard_map x2/x1 | rnn_jax/flax x1 | rnn_jax/flax x2 "
-             "| rnn_jax x2/flax shard_map x2 |", "|" + "---|" * 13]
+    lines = _step_head(d, ["model", "cell", "rnn_jax x1 ms", "rnn_jax x2 ms", "flax x1 ms", "flax x2 ms",
+                           "flax shard_map x2 ms", "rnn_jax x2/x1", "flax x2/x1", "flax shard_map x2/x1",
+                           "rnn_jax/flax x1", "rnn_jax/flax x2", "rnn_jax x2/flax shard_map x2"])
     for r in d["rows"]:
         ms = r["ms"]
         lines.append(f"| {r['model']} | {r['cell']} | {ms['rnn_jax x1']:.2f} | {ms['rnn_jax x2']:.2f} | "
@@ -146,6 +151,18 @@ def data_parallel(d):
                      f"{r['rnn_jax_x2_vs_x1']:.2f} | {r['flax_x2_vs_x1']:.2f} | {r['flax_shard_map_x2_vs_x1']:.2f} | "
                      f"{r['rnn_jax_vs_flax_x1']:.2f} | {r['rnn_jax_vs_flax_x2']:.2f} | "
                      f"{r['rnn_jax_vs_flax_shard_map_x2']:.2f} |")
+    return "\n".join(lines)
+
+
+def packing(d):
+    """``packing.json``: the classifier's step packed, unpacked and in Flax at three length spreads."""
+    lines = _step_head(d, ["cell", "lengths", "valid steps", "packed ms", "unpacked ms", "flax ms", "packed/unpacked",
+                           "packed/flax", "unpacked/flax"])
+    for r in d["rows"]:
+        ms = r["ms"]
+        lines.append(f"| {r['cell']} | {r['spread']} | {r['valid']:.2f} | {ms['packed']:.2f} | {ms['unpacked']:.2f} | "
+                     f"{ms['flax']:.2f} | {r['packed_vs_unpacked']:.2f} | {r['packed_vs_flax']:.2f} | "
+                     f"{r['unpacked_vs_flax']:.2f} |")
     return "\n".join(lines)
 
 

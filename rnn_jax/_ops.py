@@ -58,6 +58,13 @@ def _varying_axes(x) -> frozenset:
     return frozenset(mat.varying) if mat is not None else frozenset(getattr(t, "vma", ()))
 
 
+def local_batch(x) -> bool:
+    """Whether ``x``'s batch is all on this device's program: one device, or a part inside
+    ``shard_map``. False under ``jax.jit`` in a process with several devices, where the batch may be
+    split over them and an operation across its rows (a sort) would move rows between devices."""
+    return jax.device_count() == 1 or bool(_varying_axes(x))
+
+
 def varying_like(tree, ref):
     """``tree``'s leaves marked as varying over the ``shard_map`` axes that ``ref`` (an array or a
     pytree: the union of its leaves' axes) varies over.

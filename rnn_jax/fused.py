@@ -15,6 +15,19 @@ does what cuDNN does, in JAX, for the Elman, LSTM and GRU recurrences:
   ``dW_h = sum_{t,b} h_{t-1} dz_t^T``, ``dW_i = sum_{t,b} x_t dz_t^T``, and the input gradient
   ``dX = dZ W_i^T`` likewise.
 
+**Packed steps.** A batch of at least ``PACK_MIN_BATCH`` rows with a mask runs each loop step on the
+leading rows only, up to the last row valid at that step or at any later one (rounded up to one of at
+most eight levels, multiples of 8). The batch is first put in order of decreasing length (a
+permutation whose cotangent is the inverse gather), so a padded batch does work in proportion to its
+valid steps, as PyTorch's packed sequences and cuDNN's variable-length RNNs do; the rows outside keep
+their state and get zero outputs, as the masked step gives them. Each level is one loop over the range
+of steps that needs it, so the steps at which every row is valid run exactly as without packing. Any
+mask gives the unpacked values (the rows follow the mask, not an assumed shape); ``unroll > 1`` scans
+every row, and so does a batch that ``jax.jit`` may have split over several devices (a process with
+more than one device, outside ``shard_map``; each device packs its own part inside ``shard_map``).
+Under ``jax.vmap`` with lengths that differ per mapped batch, each level's loop runs as long as its
+longest mapped range (right, with no saving). benchmarks/README.md has the measurements.
+
 Each recurrence has two differentiation rules with the same forward loop (``rule=``):
 
 * ``"vjp"`` (batched calls): the backward pass above, a ``jax.custom_vjp``. Under ``jax.vmap`` a
@@ -49,11 +62,90 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-from rnn_jax._ops import shift_down
+from rnn_jax._ops import local_batch, shift_down, varying_like
 
 __all__ = ["elman", "lstm", "gru"]
 
 Hoist = Union[bool, str]
+PACK_MIN_BATCH = 16  # smaller batches run every row at every step (module docstring, "Packed steps")
+
+
+def _levels(B: int):
+    """The row counts a step may be cut to: at most eight, each a multiple of 8, the last ``B``; None
+    for a batch too small to pack."""
+    if B < PACK_MIN_BATCH:
+        return None
+    unit = 8 * -(-B // 64)
+    return tuple(range(unit, B, unit)) + (B,)
+
+
+def _scan(step, carry, xs, mask, *, reverse=False, unroll=1):
+    """``lax.scan(step, carry, xs, reverse=reverse)``, each step run on the leading rows only: as
+    many as the last row valid at that step or at any later one, rounded up to a level of
+    ``_levels``. Those counts fall with time, so each level is one loop over a range of steps on its
+    rows alone; the rows after them keep their carry and get zero outputs, which is what the masked
+    step gives them (the caller's step must give exactly that). Every leaf of ``carry``, of ``xs``'s
+    per-step slices and of the outputs has the batch as its leading axis. Any mask is right; a batch
+    in order of decreasing length (``_by_length``) gains the most. ``unroll > 1``, and a batch that
+    ``jax.jit`` may have split over devices (``local_batch``: rows taken by position would move between
+    them), scan every row; inside ``shard_map`` each device packs its own part."""
+    levels = None if mask is None or unroll != 1 or not local_batch(mask) else _levels(mask.shape[1])
+    if levels is None or mask.shape[0] == 0:
+        return lax.scan(step, carry, xs, reverse=reverse, unroll=unroll)
+    T, B = mask.shape[:2]
+    last = jnp.max(jnp.where(mask[..., 0], jnp.arange(1, B + 1), 0), axis=1)  # (T,) last valid row + 1
+    need = lax.cummax(last, axis=0, reverse=True)  # rows needed at step t or later: falls with t
+    ends = [jnp.sum(need > k) for k in levels[:-1]] + [0]  # level j runs steps [ends[j], ends[j - 1])
+    spans = [(k, ends[j], T if j == 0 else ends[j - 1]) for j, k in enumerate(levels)]
+    y_shapes = jax.eval_shape(step, carry, jax.tree.map(lambda a: a[0], xs))[1]
+    ys = varying_like(jax.tree.map(lambda s: jnp.zeros((T,) + s.shape, s.dtype), y_shapes), xs)  # shard_map
+
+    def level(k, lo, hi, carry, ys):
+        def body(i, c_ys):
+            c, ys = c_ys
+            t = lo + hi - 1 - i if reverse else i
+            x = jax.tree.map(lambda a: lax.dynamic_slice(a, (t,) + (0,) * (a.ndim - 1), (1, k) + a.shape[2:])[0], xs)
+            c, y = step(c, x)
+            return c, jax.tree.map(lambda b, v: lax.dynamic_update_slice(b, v[None], (t,) + (0,) * v.ndim), ys, y)
+
+        c, ys = lax.fori_loop(lo, hi, body, (jax.tree.map(lambda a: a[:k], carry), ys))
+        return jax.tree.map(lambda a, top: jnp.concatenate([top, a[k:]]) if k < B else top, carry, c), ys
+
+    for k, lo, hi in (spans if reverse else spans[::-1]):
+        carry, ys = level(k, lo, hi, carry, ys)
+    return carry, ys
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _permute(a, order, axis):
+    """``a`` with its ``axis`` put in the order ``order`` (a permutation); its cotangent is put back by
+    a gather (autodiff of ``take`` would scatter-add)."""
+    return jnp.take(a, order, axis=axis)
+
+
+def _permute_fwd(a, order, axis):
+    return jnp.take(a, order, axis=axis), order
+
+
+def _permute_bwd(axis, order, ct):
+    return jnp.take(ct, jnp.argsort(order), axis=axis), None
+
+
+_permute.defvjp(_permute_fwd, _permute_bwd)
+
+
+def _by_length(rule: str, run, xs, state0, mask):
+    """``run(xs, state0, mask)`` on the batch's rows in order of decreasing valid length, so that the
+    rows a step needs lead the batch (``_scan``); results in the caller's order."""
+    if mask is None or _levels(mask.shape[1]) is None or not local_batch(mask):
+        return run(xs, state0, mask)
+    # the JVP rule needs a forward-mode derivative, which a custom VJP has not: take's own
+    permute = _permute if rule == "vjp" else (lambda a, order, axis: jnp.take(a, order, axis=axis))
+    order = jnp.argsort(-jnp.sum(mask[..., 0], axis=0), stable=True)
+    undo = jnp.argsort(order)
+    ys, final = run(permute(xs, order, 1), jax.tree.map(lambda a: permute(a, order, 0), state0),
+                    jnp.take(mask, order, axis=1))
+    return permute(ys, undo, 1), jax.tree.map(lambda a: permute(a, undo, 0), final)
 
 
 def _keep(m, new, old):
@@ -175,7 +267,7 @@ def _elman_run(g, derivative, unroll, hoist, W_i, W_h, b, xs, h0, mask, keep):
         h = _keep(m_t, g(a), h)
         return h, ((h, a) if keep_pre else h)
 
-    hT, res = lax.scan(step, h0, (inputs, mask), unroll=unroll)
+    hT, res = _scan(step, h0, (inputs, mask), mask, unroll=unroll)
     Hs = res[0] if keep_pre else res  # (T, B, H): the states
     out = (_zero_unless(mask, Hs), hT)
     return (out, (W_i, W_h, xs, res, h0, mask)) if keep else out
@@ -205,7 +297,7 @@ def _elman_bwd(g, derivative, unroll, hoist, res, cts):
         da = _zero_unless(m_t, da)  # dE/da_t
         return _add(da @ W_hT, _pass(m_t, dh)), da
 
-    dh0, dA = lax.scan(step, dhT, (dys, kept, mask), reverse=True, unroll=unroll)
+    dh0, dA = _scan(step, dhT, (dys, kept, mask), mask, reverse=True, unroll=unroll)
     dW_i, dxs = _input_grads(W_i, xs, dA)
     return dW_i, _weight_grad(shift_down(Hs, h0), dA), dA.sum((0, 1)), dxs, dh0, None
 
@@ -251,7 +343,8 @@ def elman(W_i, W_h, b, xs, h0, mask=None, *, activation: Callable, derivative: O
     docstring).
     """
     run = _kernel(rule, _elman, _elman_t)
-    return run(activation, derivative, unroll, _hoist(hoist, (True, True)), W_i, W_h, b, xs, h0, mask)
+    return _by_length(rule, lambda xs, h0, mask: run(activation, derivative, unroll, _hoist(hoist, (True, True)),
+                                                     W_i, W_h, b, xs, h0, mask), xs, h0, mask)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -275,7 +368,7 @@ def _lstm_run(unroll, hoist, W_i, W_h, b, xs, state0, mask, keep):
         h, c = _keep(m_t, h_new, h), _keep(m_t, c_new, c)
         return (h, c), ((h, c, i, f, g, o) if keep else h)
 
-    (hT, cT), res = lax.scan(step, state0, (inputs, mask), unroll=unroll)
+    (hT, cT), res = _scan(step, state0, (inputs, mask), mask, unroll=unroll)
     Hs = res[0] if keep else res
     out = (_zero_unless(mask, Hs), (hT, cT))
     return (out, (W_i, W_h, xs) + res + (state0, mask)) if keep else out
@@ -308,7 +401,8 @@ def _lstm_bwd(unroll, hoist, res, cts):
         return (dh_prev, dc_prev), dz
 
     C_prev = shift_down(Cs, state0[1])
-    (dh0, dc0), dZ = lax.scan(step, (dhT, dcT), (dys, Cs, C_prev, I, F, G, O, mask), reverse=True, unroll=unroll)
+    (dh0, dc0), dZ = _scan(step, (dhT, dcT), (dys, Cs, C_prev, I, F, G, O, mask), mask, reverse=True,
+                            unroll=unroll)
     dW_i, dxs = _input_grads(W_i, xs, dZ)
     return dW_i, _weight_grad(shift_down(Hs, state0[0]), dZ), dZ.sum((0, 1)), dxs, (dh0, dc0), None
 
@@ -358,7 +452,8 @@ def lstm(W_i, W_h, b, xs, state0, mask=None, *, unroll: int = 1, hoist: Hoist = 
     ``b (4H,)`` (the sum of both of PyTorch's). ``state0 = (h0, c0)``, each ``(B, H)``. Returns
     ``(ys (T, B, H), (h_T, c_T))``. ``rule``: ``"vjp"`` or ``"jvp"`` (module docstring)."""
     run = _kernel(rule, _lstm, _lstm_t)
-    return run(unroll, _hoist(hoist, (False, xs.shape[0] <= 100)), W_i, W_h, b, xs, tuple(state0), mask)
+    return _by_length(rule, lambda xs, state0, mask: run(unroll, _hoist(hoist, (False, xs.shape[0] <= 100)), W_i, W_h,
+                                                         b, xs, state0, mask), xs, tuple(state0), mask)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -380,7 +475,7 @@ def _gru_run(unroll, hoist, W_i, W_h, b_i, b_h, xs, h0, mask, keep):
         h = _keep(m_t, (1.0 - z) * n + z * h, h)
         return h, ((h, r, z, n, hn) if keep else h)
 
-    hT, res = lax.scan(step, h0, (inputs, mask), unroll=unroll)
+    hT, res = _scan(step, h0, (inputs, mask), mask, unroll=unroll)
     Hs = res[0] if keep else res
     out = (_zero_unless(mask, Hs), hT)
     return (out, (W_i, W_h, xs) + res + (h0, mask)) if keep else out
@@ -414,7 +509,7 @@ def _gru_bwd(unroll, hoist, res, cts):
         dgh = jnp.tile(dh, (1, 3)) * c
         return _add(dgh @ W_hT + dh * z, _pass(m_t, dh_c)), dh
 
-    dh0, dH = lax.scan(step, dhT, (dys, C, Z, mask), reverse=True, unroll=unroll)
+    dh0, dH = _scan(step, dhT, (dys, C, Z, mask), mask, reverse=True, unroll=unroll)
     dGH = jnp.tile(dH, (1, 1, 3)) * C
     dGX = jnp.concatenate([dGH[..., :2 * H], dH * A], axis=2)
     dW_i, dxs = _input_grads(W_i, xs, dGX)
@@ -462,4 +557,5 @@ def gru(W_i, W_h, b_i, b_h, xs, h0, mask=None, *, unroll: int = 1, hoist: Hoist 
     with the input and recurrent biases ``b_i``, ``b_h`` (3H,). Returns ``(ys (T, B, H), h_T (B, H))``.
     ``rule``: ``"vjp"`` or ``"jvp"`` (module docstring)."""
     run = _kernel(rule, _gru, _gru_t)
-    return run(unroll, _hoist(hoist, (False, False)), W_i, W_h, b_i, b_h, xs, h0, mask)
+    return _by_length(rule, lambda xs, h0, mask: run(unroll, _hoist(hoist, (False, False)), W_i, W_h, b_i, b_h,
+                                                     xs, h0, mask), xs, h0, mask)

@@ -40,6 +40,9 @@ def main():
     src = rng.integers(0, 9, (4, 8)).astype(np.int32)
     tgt = rng.integers(2, 7, (4, 5)).astype(np.int32)
     y = rng.integers(0, 2, 4).astype(np.int32)
+    xb = rng.standard_normal((40, 7, 3))  # 20 rows per device: packed steps (rnn_jax.fused)
+    Lb = rng.integers(0, 8, 40).astype(np.int32)
+    yb = rng.integers(0, 2, 40).astype(np.int32)
     split, whole = P("data"), P()
 
     def sharded(f, args, specs, out):
@@ -75,6 +78,8 @@ def main():
             "encoder_decoder_grad": sharded(grad_of(tf), (p3, src, L, tgt), (whole, split, split, split), whole),
             "greedy_decoding": sharded(lambda p, s, l: ed.generate(p, s, l, max_len=5), (p3, src, L),
                                        (whole, split, split), split),
+            "packed_many_to_one": sharded(one.apply, (p1, xb, Lb), (whole, split, split), split),
+            "packed_many_to_one_grad": sharded(grad_of(one.apply), (p1, xb, Lb), (whole, split, split), whole),
         }
         res["shard_map"][name] = d
 
@@ -85,13 +90,15 @@ def main():
             return rj.losses.softmax_cross_entropy(one.apply(p, b[0], b[1]), b[2], reduction="mean")
 
         step = jax.jit(jax.grad(loss))
-        batch = (x, L, y)
-        on_mesh = tuple(jax.device_put(a, NamedSharding(mesh, split)) for a in batch)
         params = jax.device_put(p1, NamedSharding(mesh, whole))
-        hlo = step.lower(params, on_mesh).compile().as_text()
         kinds = "all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter"
-        ops = sorted(set(re.findall(rf"\s({kinds})(?:-start)?\(", hlo)))
-        res["data_parallel"][name] = {"collectives": ops, "grad": diff(step(params, on_mesh), step(p1, batch))}
+        res["data_parallel"][name] = {}
+        for what, batch in (("", (x, L, y)), ("packed_", (xb, Lb, yb))):
+            on_mesh = tuple(jax.device_put(a, NamedSharding(mesh, split)) for a in batch)
+            hlo = step.lower(params, on_mesh).compile().as_text()
+            res["data_parallel"][name].update({
+                what + "collectives": sorted(set(re.findall(rf"\s({kinds})(?:-start)?\(", hlo))),
+                what + "grad": diff(step(params, on_mesh), step(p1, batch))})
     print(json.dumps(res))
 
 

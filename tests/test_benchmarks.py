@@ -108,6 +108,21 @@ def test_data_parallel_quick_splits_the_batch_over_two_devices(tmp_path):
     assert tables.data_parallel(data).count("\n") == len(data["rows"]) + 3
 
 
+def test_packing_quick_checks_losses_and_renders(tmp_path):
+    # the script checks each packed step's first loss against the unpacked step's before timing it
+    out = _run("benchmarks.packing", "--quick", "--rounds", "1", "--cells", "gru", tmp_path=tmp_path)
+    data = json.loads((tmp_path / "packing_quick.json").read_text())
+    assert [r["spread"] for r in data["rows"]] == ["full", "half", "any"]
+    for row in data["rows"]:
+        assert set(row["ms"]) == {"packed", "unpacked", "flax"} and all(_positive(v) for v in row["ms"].values())
+        assert 0 < row["valid"] <= 1
+    assert data["rows"][0]["valid"] == 1.0 and data["rows"][2]["valid"] < data["rows"][1]["valid"] < 1
+    assert "packed/unpacked" in out
+    from benchmarks import tables
+
+    assert tables.packing(data).count("\n") == len(data["rows"]) + 3
+
+
 def test_deer_quick_converges(tmp_path):
     _run("benchmarks.deer", "--quick", "--rounds", "1", tmp_path=tmp_path)
     rows = json.loads((tmp_path / "deer_quick.json").read_text())["rows"]

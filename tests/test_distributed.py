@@ -143,7 +143,7 @@ def test_models_inside_shard_map_equal_the_whole_batch(two_devices, cell):
     res = two_devices["shard_map"][cell]
     assert set(res) == {"many_to_one", "many_to_one_grad", "stack_bidirectional", "stack_bidirectional_grad",
                         "given_initial_state", "given_initial_state_grad", "encoder_decoder_grad",
-                        "greedy_decoding"}
+                        "greedy_decoding", "packed_many_to_one", "packed_many_to_one_grad"}
     for what, d in res.items():
         assert d < 1e-12, (what, d)
 
@@ -152,6 +152,7 @@ def test_models_inside_shard_map_equal_the_whole_batch(two_devices, cell):
 def test_data_parallel_step_sums_weight_gradients_without_gathering(two_devices, cell):
     # the batch split over two devices: the fused kernels' weight gradients are one local product per
     # device and one all-reduce; no (T, B, .) activation is gathered onto every device
+    # (also with packed steps: 20 rows per device with lengths; the rows are not sorted across devices)
     res = two_devices["data_parallel"][cell]
-    assert res["collectives"] == ["all-reduce"], res
-    assert res["grad"] < 1e-12
+    assert res["collectives"] == res["packed_collectives"] == ["all-reduce"], res
+    assert res["grad"] < 1e-12 and res["packed_grad"] < 1e-12

@@ -27,15 +27,15 @@ def _assert_trees_close(got, want, tol=TOL):
         assert _rel(g, w) < tol, _rel(g, w)
 
 
-def _pair(make, key, lengths, initial, dtype=jnp.float64):
+def _pair(make, key, lengths, initial, dtype=jnp.float64, batch=B):
     """(fused loss, reference loss, params, xs): the loss weighs every output and final-state leaf."""
     ref_layer, fused_layer = make(False), make(True)
     k1, k2, k3, k4 = jax.random.split(key, 4)
     params = perturb(fused_layer.init(k1, I, dtype), k2)
-    xs = jax.random.normal(k3, (B, T, I), dtype)
+    xs = jax.random.normal(k3, (batch, T, I), dtype)
     s0 = None
     if initial:
-        s0 = jax.tree.map(lambda a: jax.random.normal(k4, (B,) + a.shape, dtype), fused_layer.initial_state(dtype))
+        s0 = jax.tree.map(lambda a: jax.random.normal(k4, (batch,) + a.shape, dtype), fused_layer.initial_state(dtype))
     w = jax.random.normal(k4, (T, fused_layer.output_size), dtype)
 
     def loss_of(layer):
@@ -48,8 +48,8 @@ def _pair(make, key, lengths, initial, dtype=jnp.float64):
     return loss_of(fused_layer), loss_of(ref_layer), params, xs, s0
 
 
-def _check(make, key, lengths=None, initial=False):
-    f_loss, r_loss, params, xs, s0 = _pair(make, key, lengths, initial)
+def _check(make, key, lengths=None, initial=False, batch=B):
+    f_loss, r_loss, params, xs, s0 = _pair(make, key, lengths, initial, batch=batch)
     argnums = (0, 1, 2) if initial else (0, 1)
     (fv, faux), fg = jax.value_and_grad(f_loss, argnums=argnums, has_aux=True)(params, xs, s0)
     (rv, raux), rg = jax.value_and_grad(r_loss, argnums=argnums, has_aux=True)(params, xs, s0)
@@ -89,6 +89,129 @@ def test_fused_bidirectional_stack(skip, key):
         bi = rj.bidirectional(rj.rnn(rj.lstm(H), fused=f), rj.rnn(rj.gru(H), fused=f), merge="sum")
         return rj.stack(bi, rj.rnn(rj.elman(H), fused=f), skip=skip)
     _check(make, key, jnp.array([6, 7, 1]))
+
+
+# Packed steps: batches of at least fused.PACK_MIN_BATCH rows with lengths compute each step on the
+# rows valid then or later only. Lengths in no order, with zeros, equal and full ones.
+PACKED_LENGTHS = {
+    "mixed": [3, 7, 0, 7, 1, 5, 2, 6, 7, 4, 0, 2, 3, 7, 5, 1, 6, 2, 4, 7],
+    "equal": [7] * 20,
+    "short": [2, 1, 0, 2, 1, 1, 0, 2, 2, 1, 0, 1, 2, 0, 1, 2, 1, 0, 2, 1],
+}
+
+
+@pytest.mark.parametrize("name", ALL_FUSABLE)
+@pytest.mark.parametrize("lengths", PACKED_LENGTHS)
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_packed_batch_equals_unroller(name, lengths, reverse, key):
+    assert len(PACKED_LENGTHS[lengths]) >= fused.PACK_MIN_BATCH
+    _check(lambda f: rj.rnn(ALL_FUSABLE[name](H), reverse=reverse, fused=f), key,
+           jnp.array(PACKED_LENGTHS[lengths]), initial=reverse, batch=len(PACKED_LENGTHS[lengths]))
+
+
+def test_packed_bidirectional_stack(key):
+    def make(f):
+        bi = rj.bidirectional(rj.rnn(rj.lstm(H), fused=f), rj.rnn(rj.gru(H), fused=f), merge="sum")
+        return rj.stack(bi, rj.rnn(rj.elman(H), fused=f, hoist_input=False), skip="highway")
+    _check(make, key, jnp.array(PACKED_LENGTHS["mixed"]), batch=20)
+
+
+def _kernel_loss(name, mask):
+    """A loss of one kernel's outputs and final state, on a random ``mask`` (any pattern, not a prefix)."""
+    rng = np.random.default_rng(0)
+    n = mask.shape[1]
+    G = {"elman": 1, "lstm": 4, "gru": 3}[name]
+    W_i, W_h = (jnp.asarray(rng.standard_normal(s) * 0.4) for s in [(I, G * H), (H, G * H)])
+    b = jnp.asarray(rng.standard_normal(G * H) * 0.3)
+    xs, h0 = jnp.asarray(rng.standard_normal((T, n, I))), jnp.asarray(rng.standard_normal((n, H)))
+    run = {"elman": lambda W_i, W_h, b, xs, h0: fused.elman(W_i, W_h, b, xs, h0, mask, activation=jnp.tanh),
+           "lstm": lambda W_i, W_h, b, xs, h0: fused.lstm(W_i, W_h, b, xs, (h0, jnp.cos(h0)), mask),
+           "gru": lambda W_i, W_h, b, xs, h0: fused.gru(W_i, W_h, b, 0.5 * b, xs, h0, mask)}[name]
+
+    def loss(*args):
+        ys, fin = run(*args)
+        return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(l ** 2) for l in jax.tree_util.tree_leaves(fin))
+
+    return loss, (W_i, W_h, b, xs, h0)
+
+
+@pytest.mark.parametrize("name", ["elman", "lstm", "gru"])
+def test_packed_kernel_is_exact_for_any_mask(name, monkeypatch):
+    """The rows a step computes follow the last valid row, whatever the mask's pattern: a mask with
+    holes gives what the unpacked kernel gives."""
+    mask = jnp.asarray(np.random.default_rng(1).random((T, 24, 1)) < 0.4)
+    loss, args = _kernel_loss(name, mask)
+    packed = jax.value_and_grad(loss, argnums=(0, 1, 2, 3, 4))(*args)
+    monkeypatch.setattr(fused, "PACK_MIN_BATCH", 10 ** 9)
+    plain = jax.value_and_grad(loss, argnums=(0, 1, 2, 3, 4))(*args)
+    _assert_trees_close(packed, plain)
+
+
+@pytest.mark.parametrize("rule", ["vjp", "jvp"])
+def test_packed_kernel_second_derivatives(rule, monkeypatch):
+    """Reverse-over-reverse (both rules) and forward-over-reverse (the JVP rule) of a packed batch equal
+    the unpacked kernel's."""
+    T_, n = 7, 20
+    rng = np.random.default_rng(2)
+    mask = jnp.asarray(np.arange(T_)[:, None] < rng.integers(0, T_ + 1, n)[None, :])[..., None]
+    W_i, W_h = (jnp.asarray(rng.standard_normal(s) * 0.4) for s in [(I, 3 * H), (H, 3 * H)])
+    b, xs = jnp.asarray(rng.standard_normal(3 * H) * 0.3), jnp.asarray(rng.standard_normal((T_, n, I)))
+    f = lambda W: jnp.sum(jnp.sin(fused.gru(W_i, W, b, -b, xs, jnp.zeros((n, H)), mask, rule=rule)[0]))  # noqa: E731
+
+    def derivatives():
+        out = {"grad_of_grad": jax.grad(lambda W: jnp.sum(jax.grad(f)(W) ** 2))(W_h)}
+        if rule == "jvp":
+            out["hvp"] = jax.jvp(jax.grad(f), (W_h,), (jnp.cos(W_h),))[1]
+        return out
+
+    packed = derivatives()
+    monkeypatch.setattr(fused, "PACK_MIN_BATCH", 10 ** 9)
+    _assert_trees_close(packed, derivatives())
+
+
+def _loops(f, *args):
+    """The number of while loops in ``f``'s jaxpr (scans and fori_loops alike)."""
+    def count(jaxpr):
+        n = 0
+        for eqn in jaxpr.eqns:
+            n += eqn.primitive.name in ("while", "scan")
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                n += count(sub)
+        return n
+    return count(jax.make_jaxpr(f)(*args).jaxpr)
+
+
+def test_packing_is_what_a_batch_with_lengths_runs(key):
+    """A batch with lengths is packed (one loop per level, forward and backward); one without
+    lengths, or smaller than PACK_MIN_BATCH, is one scan each way."""
+    layer = rj.rnn(rj.gru(H))
+    params = layer.init(key, I, jnp.float32)
+
+    def grad_loops(n, with_lengths):
+        xs, lengths = jnp.ones((n, T, I), jnp.float32), (jnp.full((n,), T) if with_lengths else None)
+        return _loops(jax.grad(lambda p: jnp.sum(layer.apply(p, xs, lengths)[0])), params)
+
+    assert fused._levels(64) == (8, 16, 24, 32, 40, 48, 56, 64)
+    assert fused._levels(100) == (16, 32, 48, 64, 80, 96, 100)
+    assert fused._levels(fused.PACK_MIN_BATCH - 1) is None
+    levels = len(fused._levels(64))
+    assert grad_loops(64, False) == grad_loops(8, True) == 2
+    if jax.device_count() == 1:
+        assert grad_loops(64, True) >= 2 * levels
+    else:  # a batch that jax.jit may split over the devices is not packed (rows would cross devices)
+        assert grad_loops(64, True) == 2
+
+
+def test_packed_batch_under_vmap_with_mapped_lengths(key):
+    """jax.vmap over batched calls whose lengths differ per mapped batch: each equals its own call."""
+    layer = rj.rnn(rj.gru(H))
+    params = perturb(layer.init(key, I, jnp.float64), key)
+    xs = jax.random.normal(key, (2, 20, T, I), jnp.float64)
+    lengths = jnp.array([PACKED_LENGTHS["mixed"], PACKED_LENGTHS["short"]])
+    loss = lambda p, x, L: jnp.sum(jnp.tanh(layer.apply(p, x, L)[0]))  # noqa: E731
+    got = jax.vmap(jax.value_and_grad(loss), in_axes=(None, 0, 0))(params, xs, lengths)
+    for m in range(2):
+        _assert_trees_close(jax.tree.map(lambda a: a[m], got), jax.value_and_grad(loss)(params, xs[m], lengths[m]))
 
 
 def _calls_kernel(layer, cell, batch=(2,)):

@@ -1,0 +1,90 @@
+"""What do packed steps save on a padded batch? The classifier's training step at three length spreads.
+
+    python -m benchmarks.packing            # writes benchmarks/results/packing.json
+    python -m benchmarks.packing --quick    # small sizes, two rounds (smoke test)
+
+``benchmarks.train_step``'s many-to-one classifier (B=64, T=100, I=16, H=128, 10 classes, one Adam
+step) for the Elman, LSTM and GRU cells, with lengths all ``T`` ("full"), drawn uniformly from
+``[T/2, T]`` (train_step's own, "half") and from ``[1, T]`` ("any"), one sequence of length ``T`` in
+each batch. Three steps, in one process, interleaved, medians: rnn_jax as it runs (packed steps,
+:mod:`rnn_jax.fused`), rnn_jax with packing off (``fused.PACK_MIN_BATCH`` above the batch while its
+step is traced) and Flax linen. Each packed step's first loss is checked against the unpacked one's
+before timing. ``valid`` is the fraction of the batch's ``B*T`` steps that lie within a length.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from benchmarks import _harness
+from benchmarks import train_step as ts
+from rnn_jax import fused
+
+SPREADS = {"full": lambda T: (T, T), "half": lambda T: (T // 2, T), "any": lambda T: (1, T)}
+
+
+def data(s, spread, seed=0):
+    """train_step's classifier batch with lengths drawn from the spread (the first one full)."""
+    x, _, y = ts.data("classifier", s, seed)
+    lo, hi = SPREADS[spread](s["T"])
+    lengths = np.random.default_rng(seed + 1).integers(lo, hi + 1, s["B"]).astype(np.int32)
+    lengths[0] = s["T"]
+    return x, lengths, y
+
+
+def steps(cell: str, s: dict, batch) -> dict:
+    """The three steps, each traced and run once (its first loss)."""
+    fns, first = {}, {}
+    keep = fused.PACK_MIN_BATCH
+    for name, min_batch in (("packed", keep), ("unpacked", s["B"] + 1)):
+        fused.PACK_MIN_BATCH = min_batch  # read while the step is traced (its first call)
+        try:
+            fns[name] = ts.rnn_jax_step("classifier", cell, s, batch)
+            first[name] = float(fns[name]())
+        finally:
+            fused.PACK_MIN_BATCH = keep
+    fns["flax"] = ts.flax_step("classifier", cell, s, batch)
+    first["flax"] = float(fns["flax"]())
+    if not np.isclose(first["packed"], first["unpacked"], rtol=1e-5):
+        raise AssertionError(f"{cell}: packed first loss {first['packed']} != unpacked {first['unpacked']}")
+    return fns
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--cells", default=",".join(ts.CELLS))
+    p.add_argument("--spreads", default=",".join(SPREADS))
+    _harness.add_host_memory_flag(p)
+    args = p.parse_args(argv)
+    _harness.apply_host_memory(args)
+    s = dict(ts.QUICK["classifier"], B=fused.PACK_MIN_BATCH) if args.quick else ts.SIZES["classifier"]
+    rounds = args.rounds or (2 if args.quick else 11)
+    rows = []
+    for cell in args.cells.split(","):
+        for spread in args.spreads.split(","):
+            batch = data(s, spread)
+            t = time.perf_counter()
+            fns = steps(cell, s, batch)
+            timing = _harness.interleaved(fns, rounds, inner="auto")
+            ms = {k: 1e3 * timing[k]["median_s"] for k in fns}
+            row = {"cell": cell, "spread": spread, "sizes": s, "ms": ms,
+                   "valid": float(np.sum(batch[1])) / (s["B"] * s["T"]),
+                   "packed_vs_unpacked": ms["packed"] / ms["unpacked"], "packed_vs_flax": ms["packed"] / ms["flax"],
+                   "unpacked_vs_flax": ms["unpacked"] / ms["flax"], "wall_s": time.perf_counter() - t}
+            rows.append(row)
+            print(f"{cell:<6}{spread:<5} valid {row['valid']:.2f}  " + "".join(f"{k} {v:7.2f} ms  " for k, v in ms.items())
+                  + f"packed/unpacked {row['packed_vs_unpacked']:.2f}  packed/flax {row['packed_vs_flax']:.2f}  "
+                  f"unpacked/flax {row['unpacked_vs_flax']:.2f}", flush=True)
+    payload = {"benchmark": "packing", "machine": _harness.machine(), "dtype": "float32", "rounds": rounds,
+               "quick": args.quick, "rows": rows}
+    path = _harness.write_json(_harness.result_name("packing" + ("_quick" if args.quick else ""), args), payload)
+    print(f"wrote {path}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
