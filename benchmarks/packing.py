@@ -26,8 +26,11 @@ SPREADS = {"full": lambda T: (T, T), "half": lambda T: (T // 2, T), "any": lambd
 
 
 def data(s, spread, seed=0):
-    """train_step's classifier batch with lengths drawn from the spread (the first one full)."""
-    x, _, y = ts.data("classifier", s, seed)
+    """train_step's classifier batch ("half": exactly its own) with lengths drawn from the spread, the
+    first one full."""
+    x, lengths, y = ts.data("classifier", s, seed)
+    if spread == "half":
+        return x, lengths, y
     lo, hi = SPREADS[spread](s["T"])
     lengths = np.random.default_rng(seed + 1).integers(lo, hi + 1, s["B"]).astype(np.int32)
     lengths[0] = s["T"]
