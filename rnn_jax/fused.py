@@ -81,6 +81,13 @@ def _levels(B: int):
     return tuple(range(unit, B, unit)) + (B,)
 
 
+def _mask_levels(mask):
+    """``_levels`` of a masked batch that packs (``_scan``), or None: no mask, a batch too small, or
+    one that ``jax.jit`` may have split over devices (``local_batch``: rows taken by position, or
+    sorted, would move between them)."""
+    return None if mask is None or not local_batch(mask) else _levels(mask.shape[1])
+
+
 def _scan(step, carry, xs, mask, *, reverse=False, unroll=1):
     """``lax.scan(step, carry, xs, reverse=reverse)``, each step run on the leading rows only: as
     many as the last row valid at that step or at any later one, rounded up to a level of
@@ -88,10 +95,9 @@ def _scan(step, carry, xs, mask, *, reverse=False, unroll=1):
     rows alone; the rows after them keep their carry and get zero outputs, which is what the masked
     step gives them (the caller's step must give exactly that). Every leaf of ``carry``, of ``xs``'s
     per-step slices and of the outputs has the batch as its leading axis. Any mask is right; a batch
-    in order of decreasing length (``_by_length``) gains the most. ``unroll > 1``, and a batch that
-    ``jax.jit`` may have split over devices (``local_batch``: rows taken by position would move between
-    them), scan every row; inside ``shard_map`` each device packs its own part."""
-    levels = None if mask is None or unroll != 1 or not local_batch(mask) else _levels(mask.shape[1])
+    in order of decreasing length (``_by_length``) gains the most. ``unroll > 1`` and the batches
+    ``_mask_levels`` declines scan every row; inside ``shard_map`` each device packs its own part."""
+    levels = None if unroll != 1 else _mask_levels(mask)
     if levels is None or mask.shape[0] == 0:
         return lax.scan(step, carry, xs, reverse=reverse, unroll=unroll)
     T, B = mask.shape[:2]
@@ -139,7 +145,7 @@ _permute.defvjp(_permute_fwd, _permute_bwd)
 def _by_length(rule: str, run, xs, state0, mask):
     """``run(xs, state0, mask)`` on the batch's rows in order of decreasing valid length, so that the
     rows a step needs lead the batch (``_scan``); results in the caller's order."""
-    if mask is None or _levels(mask.shape[1]) is None or not local_batch(mask):
+    if _mask_levels(mask) is None:
         return run(xs, state0, mask)
     # the JVP rule needs a forward-mode derivative, which a custom VJP has not: take's own
     permute = _permute if rule == "vjp" else (lambda a, order, axis: jnp.take(a, order, axis=axis))
