@@ -36,6 +36,13 @@ def from_time_major(ys: jax.Array, batch_shape: tuple) -> jax.Array:
     return ys.reshape(tuple(batch_shape) + ys.shape[1:])
 
 
+def with_static(xs, static):
+    """Time-major ``xs (T, B, I)`` with ``static (B, C)`` appended to every step's input, or ``xs``."""
+    if static is None:
+        return xs
+    return jnp.concatenate([xs, jnp.broadcast_to(static, xs.shape[:1] + static.shape)], axis=-1)
+
+
 def flatten_batch(tree, batch_shape: tuple):
     """Leaves ``(*batch, ...)`` -> ``(B, ...)``."""
     n, B = len(batch_shape), math.prod(batch_shape)

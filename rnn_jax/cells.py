@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from rnn_jax import fused as _fused
 from rnn_jax import initializers as inits
-from rnn_jax._ops import affine
+from rnn_jax._ops import affine, with_static
 
 Params = dict
 Activation = Union[str, Callable[[jax.Array], jax.Array]]
@@ -60,11 +60,14 @@ class Cell(NamedTuple):
       output_size: O, the size of ``y`` (H for all cells but Jordan's).
       name: a short name for messages and tables.
       fused: the cell's fast batched recurrence, or None (the generic unroller then runs it):
-        ``(params, xs (T, B, I), state (B, ...), mask (T, B, 1) | None, *, unroll, hoist, rule)
-        -> (ys (T, B, O), final_state)``, time-major, equal to a loop of ``step`` (past a
-        sequence's length: state frozen, output zero). ``rule="vjp"`` is asked for by batched
+        ``(params, xs (T, B, I), state (B, ...), mask (T, B, 1) | None, *, unroll, hoist, rule,
+        static=None) -> (ys (T, B, O), final_state)``, time-major, equal to a loop of ``step`` (past
+        a sequence's length: state frozen, output zero). ``rule="vjp"`` is asked for by batched
         calls, ``"jvp"`` by calls without batch dimensions, which ``jax.vmap`` maps
-        (:mod:`rnn_jax.fused` says why the two differ).
+        (:mod:`rnn_jax.fused` says why the two differ). ``static (B, C)``: inputs that every step
+        reads after ``x_t`` (its input is ``[x_t, static]``, ``I + C`` wide, as ``params`` were
+        built for), a decoder's context: their product with the last ``C`` rows of ``W_i`` is taken
+        once per sequence, as a bias of each row, not at every step.
       prepare: None, or ``params -> params``: what every step needs that depends on the parameters
         alone (the orthogonal cell's ``W = expm(A - A^T)``), computed once per sequence by the
         unroller and the diagnostics (:func:`prepared`). ``step`` accepts raw or prepared params.
@@ -126,6 +129,17 @@ def _check_size(name: str, value: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"{name}: expected a positive int, got {value!r}")
     return value
+
+
+def _static_bias(W_i, b, static):
+    """``(W_i, b)`` for the inputs ``x_t`` of steps that read ``[x_t, static]``: the first rows of
+    ``W_i``, and ``b`` plus the static inputs' product, one bias per row ``(B, G*H)`` (``Cell.fused``)."""
+    if static is None:
+        return W_i, b
+    C = static.shape[-1]
+    if static.ndim != 2 or not 0 < C < W_i.shape[0]:
+        raise ValueError(f"static: expected shape (B, C) with 0 < C < input size {W_i.shape[0]}, got {static.shape}")
+    return W_i[:-C], affine(static, W_i[-C:], b)
 
 
 def _make_step(project, step_projected):
@@ -206,9 +220,10 @@ def elman(hidden_size: int, activation: Activation = "tanh", *, kernel_init="glo
 
     derivative = OUTPUT_DERIVATIVES.get(g)
 
-    def fused(params, xs, h0, mask, *, unroll=1, hoist="auto", rule="vjp"):
-        return _fused.elman(params["W_i"], params["W_h"], params["b_i"], xs, h0, mask, activation=g,
-                            derivative=derivative, unroll=unroll, hoist=hoist, rule=rule)
+    def fused(params, xs, h0, mask, *, unroll=1, hoist="auto", rule="vjp", static=None):
+        W_i, b = _static_bias(params["W_i"], params["b_i"], static)
+        return _fused.elman(W_i, params["W_h"], b, xs, h0, mask, activation=g, derivative=derivative,
+                            unroll=unroll, hoist=hoist, rule=rule)
 
     return _recurrent_cell("elman", H, 1, init, step_projected, fused=fused)
 
@@ -298,9 +313,9 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, *, kernel_init="glorot_unif
         h = jax.nn.sigmoid(o) * jnp.tanh(c)  # (H,)
         return LSTMState(h, c), h
 
-    def fused(params, xs, state, mask, *, unroll=1, hoist="auto", rule="vjp"):
-        ys, (h, c) = _fused.lstm(params["W_i"], params["W_h"], params["b_i"] + params["b_h"], xs, state, mask,
-                                 unroll=unroll, hoist=hoist, rule=rule)
+    def fused(params, xs, state, mask, *, unroll=1, hoist="auto", rule="vjp", static=None):
+        W_i, b = _static_bias(params["W_i"], params["b_i"] + params["b_h"], static)
+        ys, (h, c) = _fused.lstm(W_i, params["W_h"], b, xs, state, mask, unroll=unroll, hoist=hoist, rule=rule)
         return ys, LSTMState(h, c)
 
     return _recurrent_cell("lstm", H, 4, init, step_projected,
@@ -335,9 +350,10 @@ def gru(hidden_size: int, *, kernel_init="glorot_uniform", recurrent_init="ortho
         h = (1.0 - z) * n + z * h  # (H,)
         return h, h
 
-    def fused(params, xs, h0, mask, *, unroll=1, hoist="auto", rule="vjp"):
-        return _fused.gru(params["W_i"], params["W_h"], params["b_i"], params["b_h"], xs, h0, mask,
-                          unroll=unroll, hoist=hoist, rule=rule)
+    def fused(params, xs, h0, mask, *, unroll=1, hoist="auto", rule="vjp", static=None):
+        W_i, b_i = _static_bias(params["W_i"], params["b_i"], static)
+        return _fused.gru(W_i, params["W_h"], b_i, params["b_h"], xs, h0, mask, unroll=unroll, hoist=hoist,
+                          rule=rule)
 
     return _recurrent_cell("gru", H, 3, init, step_projected, fused=fused)
 
@@ -414,9 +430,9 @@ def orthogonal_rnn(hidden_size: int, *, recurrent_init: str = "henaff", kernel_i
     def prepare(params):
         return {**params, "W": recurrent(params)}
 
-    def fused(params, xs, h0, mask, *, unroll=1, hoist="auto", rule="vjp"):  # autodiff: one rule serves both
+    def fused(params, xs, h0, mask, *, unroll=1, hoist="auto", rule="vjp", static=None):  # autodiff: one rule
         W = recurrent(params)
-        gx = project(params, xs)  # (T, B, H): all input products at once
+        gx = project(params, with_static(xs, static))  # (T, B, H): all input products at once
 
         def body(h, inp):
             new, _ = cell_step(params, W, h, inp[0])

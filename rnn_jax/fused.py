@@ -44,6 +44,10 @@ Each recurrence has two differentiation rules with the same forward loop (``rule
   batches into one product over the mapped examples too. It also gives forward-mode and higher-order
   derivatives, which a custom VJP does not.
 
+An input bias may be shared, ``(G*H,)``, or one per row, ``(B, G*H)``: a decoder that reads its
+context at every step takes the context's part of the input product once per sequence as such a bias
+(``Cell.fused``'s ``static``), not at every step.
+
 The functions take arrays, never parameter dicts: a cell (:mod:`rnn_jax.cells`) owns its parameter
 names and hands its kernel the matrices it needs (``Cell.fused``). Inputs are time-major: ``xs (T, B,
 I)``, states ``(B, H)``, ``mask (T, B, 1)`` booleans (False past a sequence's length) or None.
@@ -142,18 +146,32 @@ def _permute_bwd(axis, order, ct):
 _permute.defvjp(_permute_fwd, _permute_bwd)
 
 
-def _by_length(rule: str, run, xs, state0, mask):
-    """``run(xs, state0, mask)`` on the batch's rows in order of decreasing valid length, so that the
-    rows a step needs lead the batch (``_scan``); results in the caller's order."""
+def _by_length(rule: str, run, xs, state0, mask, b):
+    """``run(xs, state0, mask, b)`` on the batch's rows in order of decreasing valid length, so that
+    the rows a step needs lead the batch (``_scan``); results in the caller's order. ``b``: an input
+    bias, shared ``(G*H,)`` or one per row ``(B, G*H)``."""
     if _mask_levels(mask) is None:
-        return run(xs, state0, mask)
+        return run(xs, state0, mask, b)
     # the JVP rule needs a forward-mode derivative, which a custom VJP has not: take's own
     permute = _permute if rule == "vjp" else (lambda a, order, axis: jnp.take(a, order, axis=axis))
     order = jnp.argsort(-jnp.sum(mask[..., 0], axis=0), stable=True)
     undo = jnp.argsort(order)
     ys, final = run(permute(xs, order, 1), jax.tree.map(lambda a: permute(a, order, 0), state0),
-                    jnp.take(mask, order, axis=1))
+                    jnp.take(mask, order, axis=1), b if b.ndim == 1 else permute(b, order, 0))
     return permute(ys, undo, 1), jax.tree.map(lambda a: permute(a, undo, 0), final)
+
+
+def _checked_bias(b, xs):
+    """``b`` if it is an input bias of ``xs (T, B, I)``'s recurrence, shared or per row (``_bias``)."""
+    if b.ndim == 2 and b.shape[0] != xs.shape[1] or b.ndim not in (1, 2):
+        raise ValueError(f"b: expected shape (G*H,) or (B={xs.shape[1]}, G*H), got {b.shape}")
+    return b
+
+
+def _bias(b, shape):
+    """An input bias for a step on ``shape = (k, G*H)``: shared ``(G*H,)``, or one per row ``(B, G*H)``
+    of which a packed step (``_scan``) takes the leading ``k``."""
+    return jnp.broadcast_to(b if b.ndim == 1 else b[:shape[0]], shape)
 
 
 def _keep(m, new, old):
@@ -237,10 +255,13 @@ def _inputs(W_i, xs, hoist_now):
     return xs, lambda u: u @ W_i
 
 
-def _weight_bias_grad(S_prev, dZ):
+def _weight_bias_grad(S_prev, dZ, b):
     """``(sum_{t,b} s_{t-1} dz_t^T, sum_{t,b} dz_t)``: the bias gradient as one more row of the weight
     gradient's product (``S_prev`` with a column of ones), not a pass of its own over ``dZ``: the GRU
-    classifier's weight and bias gradients took 0.86-0.87x as long that way (measured alone)."""
+    classifier's weight and bias gradients took 0.86-0.87x as long that way (measured alone). For a
+    bias ``b`` per row ``(B, G*H)`` its gradient is a sum over time alone."""
+    if b.ndim == 2:
+        return _weight_grad(S_prev, dZ), jnp.sum(dZ, axis=0)
     g = _weight_grad(jnp.concatenate([S_prev, jnp.ones(S_prev.shape[:2] + (1,), S_prev.dtype)], axis=2), dZ)
     return g[:-1], g[-1]
 
@@ -279,14 +300,14 @@ def _elman_run(g, derivative, unroll, hoist, W_i, W_h, b, xs, h0, mask, keep):
 
     def step(h, inp):
         u_t, m_t = inp
-        a = proj(u_t) + h @ W_h + jnp.broadcast_to(b, h.shape)
+        a = proj(u_t) + h @ W_h + _bias(b, h.shape)
         h = _keep(m_t, g(a), h)
         return h, ((h, a) if keep_pre else h)
 
     hT, res = _scan(step, h0, (inputs, mask), mask, unroll=unroll)
     Hs = res[0] if keep_pre else res  # (T, B, H): the states
     out = (_zero_unless(mask, Hs), hT)
-    return (out, (W_i, W_h, xs, res, h0, mask)) if keep else out
+    return (out, (W_i, W_h, b, xs, res, h0, mask)) if keep else out
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
@@ -299,7 +320,7 @@ def _elman_fwd(g, derivative, unroll, hoist, W_i, W_h, b, xs, h0, mask):
 
 
 def _elman_bwd(g, derivative, unroll, hoist, res, cts):
-    W_i, W_h, xs, kept, h0, mask = res
+    W_i, W_h, b, xs, kept, h0, mask = res
     dys, dhT = cts
     Hs = kept if derivative is not None else kept[0]
     W_hT = W_h.T
@@ -315,7 +336,7 @@ def _elman_bwd(g, derivative, unroll, hoist, res, cts):
 
     dh0, dA = _scan(step, dhT, (dys, kept, mask), mask, reverse=True, unroll=unroll)
     dW_i, dxs = _input_grads(W_i, xs, dA)
-    dW_h, db = _weight_bias_grad(shift_down(Hs, h0), dA)
+    dW_h, db = _weight_bias_grad(shift_down(Hs, h0), dA, b)
     return dW_i, dW_h, db, dxs, dh0, None
 
 
@@ -330,7 +351,7 @@ def _elman_t(g, derivative, unroll, hoist, W_i, W_h, b, xs, h0, mask):
 def _elman_jvp(g, derivative, unroll, hoist, primals, tangents):
     W_i, W_h, b, xs, h0, mask = primals
     tW_i, tW_h, tb, txs, th0, _ = map(_tangent, tangents)
-    out, (_, _, _, kept, _, _) = _elman_run(g, derivative, unroll, hoist, W_i, W_h, b, xs, h0, mask, keep=True)
+    out, (_, _, _, _, kept, _, _) = _elman_run(g, derivative, unroll, hoist, W_i, W_h, b, xs, h0, mask, keep=True)
     Hs = kept if derivative is not None else kept[0]
     U = _linear(Hs.shape, Hs.dtype, (xs, tW_i), (txs, W_i), (shift_down(Hs, h0), tW_h), (tb,))  # (T, B, H)
     factor = derivative(Hs) if derivative is not None else kept[1]  # g'(a_t), or a_t for g's own JVP
@@ -351,7 +372,7 @@ _elman_t.defjvp(_elman_jvp, symbolic_zeros=True)
 def elman(W_i, W_h, b, xs, h0, mask=None, *, activation: Callable, derivative: Optional[Callable] = None,
           unroll: int = 1, hoist: Hoist = "auto", rule: str = "vjp"):
     """Elman recurrence ``h_t = g(x_t W_i + b + h_{t-1} W_h)`` over ``xs (T, B, I)``; returns
-    ``(ys (T, B, H), h_T (B, H))``.
+    ``(ys (T, B, H), h_T (B, H))``. ``b``: ``(H,)``, or ``(B, H)`` for one per row.
 
     ``activation`` is ``g``, any function of the pre-activation. ``derivative``: ``g'`` written as a
     function of the OUTPUT ``s = g(a)`` (``1 - s^2`` for tanh), which lets the forward pass keep
@@ -360,8 +381,8 @@ def elman(W_i, W_h, b, xs, h0, mask=None, *, activation: Callable, derivative: O
     docstring).
     """
     run = _kernel(rule, _elman, _elman_t)
-    return _by_length(rule, lambda xs, h0, mask: run(activation, derivative, unroll, _hoist(hoist, (True, True)),
-                                                     W_i, W_h, b, xs, h0, mask), xs, h0, mask)
+    return _by_length(rule, lambda xs, h0, mask, b: run(activation, derivative, unroll, _hoist(hoist, (True, True)),
+                                                        W_i, W_h, b, xs, h0, mask), xs, h0, mask, _checked_bias(b, xs))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -375,7 +396,7 @@ def _lstm_run(unroll, hoist, W_i, W_h, b, xs, state0, mask, keep):
     def step(state, inp):
         h, c = state
         u_t, m_t = inp
-        z = proj(u_t) + h @ W_h + jnp.broadcast_to(b, (h.shape[0], 4 * H))  # (B, 4H)
+        z = proj(u_t) + h @ W_h + _bias(b, (h.shape[0], 4 * H))  # (B, 4H)
         i = jax.nn.sigmoid(z[:, :H])
         f = jax.nn.sigmoid(z[:, H:2 * H])
         g = jnp.tanh(z[:, 2 * H:3 * H])
@@ -388,7 +409,7 @@ def _lstm_run(unroll, hoist, W_i, W_h, b, xs, state0, mask, keep):
     (hT, cT), res = _scan(step, state0, (inputs, mask), mask, unroll=unroll)
     Hs = res[0] if keep else res
     out = (_zero_unless(mask, Hs), (hT, cT))
-    return (out, (W_i, W_h, xs) + res + (state0, mask)) if keep else out
+    return (out, (W_i, W_h, b, xs) + res + (state0, mask)) if keep else out
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1))
@@ -401,7 +422,7 @@ def _lstm_fwd(unroll, hoist, W_i, W_h, b, xs, state0, mask):
 
 
 def _lstm_bwd(unroll, hoist, res, cts):
-    W_i, W_h, xs, Hs, Cs, I, F, G, O, state0, mask = res
+    W_i, W_h, b, xs, Hs, Cs, I, F, G, O, state0, mask = res
     dys, (dhT, dcT) = cts
     W_hT = W_h.T
 
@@ -421,7 +442,7 @@ def _lstm_bwd(unroll, hoist, res, cts):
     (dh0, dc0), dZ = _scan(step, (dhT, dcT), (dys, Cs, C_prev, I, F, G, O, mask), mask, reverse=True,
                             unroll=unroll)
     dW_i, dxs = _input_grads(W_i, xs, dZ)
-    dW_h, db = _weight_bias_grad(shift_down(Hs, state0[0]), dZ)
+    dW_h, db = _weight_bias_grad(shift_down(Hs, state0[0]), dZ, b)
     return dW_i, dW_h, db, dxs, (dh0, dc0), None
 
 
@@ -439,7 +460,7 @@ def _lstm_jvp(unroll, hoist, primals, tangents):
     tW_i, tW_h, tb, txs = map(_tangent, (tW_i, tW_h, tb, txs))
     th0, tc0 = map(_tangent, tstate0)
     out, res = _lstm_run(unroll, hoist, W_i, W_h, b, xs, state0, mask, keep=True)
-    Hs, Cs, I, F, G, O = res[3:9]
+    Hs, Cs, I, F, G, O = res[4:10]
     H = W_h.shape[0]
     U = _linear(I.shape[:2] + (4 * H,), Hs.dtype, (xs, tW_i), (txs, W_i), (shift_down(Hs, state0[0]), tW_h), (tb,))
     # dc' = f dc + K_i dz_i + K_f dz_f + K_g dz_g; dh' = P dz_o + Q dc'. The factors are separate
@@ -467,11 +488,13 @@ _lstm_t.defjvp(_lstm_jvp, symbolic_zeros=True)
 
 def lstm(W_i, W_h, b, xs, state0, mask=None, *, unroll: int = 1, hoist: Hoist = "auto", rule: str = "vjp"):
     """LSTM recurrence (gates ``i, f, g, o`` along the last axis) over ``xs (T, B, I)`` with one bias
-    ``b (4H,)`` (the sum of both of PyTorch's). ``state0 = (h0, c0)``, each ``(B, H)``. Returns
-    ``(ys (T, B, H), (h_T, c_T))``. ``rule``: ``"vjp"`` or ``"jvp"`` (module docstring)."""
+    ``b`` (the sum of both of PyTorch's): ``(4H,)``, or ``(B, 4H)`` for one per row. ``state0 = (h0, c0)``,
+    each ``(B, H)``. Returns ``(ys (T, B, H), (h_T, c_T))``. ``rule``: ``"vjp"`` or ``"jvp"`` (module
+    docstring)."""
     run = _kernel(rule, _lstm, _lstm_t)
-    return _by_length(rule, lambda xs, state0, mask: run(unroll, _hoist(hoist, (False, xs.shape[0] <= 100)), W_i, W_h,
-                                                         b, xs, state0, mask), xs, tuple(state0), mask)
+    return _by_length(rule, lambda xs, state0, mask, b: run(unroll, _hoist(hoist, (False, xs.shape[0] <= 100)), W_i,
+                                                            W_h, b, xs, state0, mask),
+                      xs, tuple(state0), mask, _checked_bias(b, xs))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -484,7 +507,7 @@ def _gru_run(unroll, hoist, W_i, W_h, b_i, b_h, xs, h0, mask, keep):
 
     def step(h, inp):
         u_t, m_t = inp
-        gx = proj(u_t) + jnp.broadcast_to(b_i, (h.shape[0], 3 * H))  # (B, 3H)
+        gx = proj(u_t) + _bias(b_i, (h.shape[0], 3 * H))  # (B, 3H)
         gh = h @ W_h + jnp.broadcast_to(b_h, gx.shape)
         r = jax.nn.sigmoid(gx[:, :H] + gh[:, :H])
         z = jax.nn.sigmoid(gx[:, H:2 * H] + gh[:, H:2 * H])
@@ -506,7 +529,7 @@ def _gru_run(unroll, hoist, W_i, W_h, b_i, b_h, xs, h0, mask, keep):
     hT, res = _scan(step, h0, (inputs, mask), mask, unroll=unroll)
     Hs = res[0] if keep else res
     out = (_zero_unless(mask, Hs), hT)
-    return (out, (W_i, W_h, xs) + res + (h0, mask)) if keep else out
+    return (out, (W_i, W_h, b_i, b_h, xs) + res + (h0, mask)) if keep else out
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1))
@@ -519,7 +542,7 @@ def _gru_fwd(unroll, hoist, W_i, W_h, b_i, b_h, xs, h0, mask):
 
 
 def _gru_bwd(unroll, hoist, res, cts):
-    W_i, W_h, xs, Hs, C, Z, A, h0, mask = res
+    W_i, W_h, b_i, b_h, xs, Hs, C, Z, A, h0, mask = res
     dys, dhT = cts
     H = W_h.shape[0]
     W_hT = W_h.T
@@ -539,10 +562,10 @@ def _gru_bwd(unroll, hoist, res, cts):
     # difference E is one (T, B, H) array, not a second (T, B, 3H) one (the GRU classifier's step:
     # 0.94-0.98x, three runs; the encoder-decoder's, whose inputs need their gradient, 0.98-1.03x).
     E = dH * (A - C[..., 2 * H:])
-    (dW_i, db_i), (dW_e, db_e) = _weight_bias_grad(xs, dGH), _weight_bias_grad(xs, E)
-    dW_i, db_i = dW_i.at[:, 2 * H:].add(dW_e), db_i.at[2 * H:].add(db_e)
+    (dW_i, db_i), (dW_e, db_e) = _weight_bias_grad(xs, dGH, b_i), _weight_bias_grad(xs, E, b_i)
+    dW_i, db_i = dW_i.at[:, 2 * H:].add(dW_e), db_i.at[..., 2 * H:].add(db_e)
     dxs = dGH @ W_i.T + E @ W_i[:, 2 * H:].T
-    dW_h, db_h = _weight_bias_grad(shift_down(Hs, h0), dGH)
+    dW_h, db_h = _weight_bias_grad(shift_down(Hs, h0), dGH, b_h)
     return dW_i, dW_h, db_i, db_h, dxs, dh0, None
 
 
@@ -558,7 +581,7 @@ def _gru_jvp(unroll, hoist, primals, tangents):
     W_i, W_h, b_i, b_h, xs, h0, mask = primals
     tW_i, tW_h, tb_i, tb_h, txs, th0, _ = map(_tangent, tangents)
     out, res = _gru_run(unroll, hoist, W_i, W_h, b_i, b_h, xs, h0, mask, keep=True)
-    Hs, C, Z, A = res[3:7]
+    Hs, C, Z, A = res[5:9]
     H_prev = shift_down(Hs, h0)
     shape = C.shape
     TGX = _linear(shape, Hs.dtype, (xs, tW_i), (txs, W_i), (tb_i,))       # tangent of x W_i + b_i
@@ -582,8 +605,10 @@ _gru_t.defjvp(_gru_jvp, symbolic_zeros=True)
 
 def gru(W_i, W_h, b_i, b_h, xs, h0, mask=None, *, unroll: int = 1, hoist: Hoist = "auto", rule: str = "vjp"):
     """GRU recurrence (gates ``r, z, n``, reset after the recurrent product) over ``xs (T, B, I)``
-    with the input and recurrent biases ``b_i``, ``b_h`` (3H,). Returns ``(ys (T, B, H), h_T (B, H))``.
-    ``rule``: ``"vjp"`` or ``"jvp"`` (module docstring)."""
+    with the input and recurrent biases ``b_i`` (3H,) or (B, 3H) for one per row, and ``b_h`` (3H,).
+    Returns ``(ys (T, B, H), h_T (B, H))``. ``rule``: ``"vjp"`` or ``"jvp"`` (module docstring)."""
     run = _kernel(rule, _gru, _gru_t)
-    return _by_length(rule, lambda xs, h0, mask: run(unroll, _hoist(hoist, (False, False)), W_i, W_h, b_i, b_h,
-                                                     xs, h0, mask), xs, h0, mask)
+    if jnp.ndim(b_h) != 1:
+        raise ValueError(f"b_h: expected shape (3H,), got {jnp.shape(b_h)}")
+    return _by_length(rule, lambda xs, h0, mask, b_i: run(unroll, _hoist(hoist, (False, False)), W_i, W_h, b_i, b_h,
+                                                          xs, h0, mask), xs, h0, mask, _checked_bias(b_i, xs))

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from rnn_jax import _checks, _ops
 from rnn_jax import parallel as _parallel
-from rnn_jax._ops import affine
+from rnn_jax._ops import affine, with_static
 from rnn_jax.cells import Cell
 from rnn_jax.unroll import check_inputs, scan
 
@@ -47,7 +47,9 @@ class Layer(NamedTuple):
       run: ``(params, xs (T, B, I), lengths (B,) | None, state | None, batched=True) -> (ys (T, B, O),
         final_state)``: the unchecked time-major core that combinators and models compose.
         ``batched=False`` marks a call without batch dimensions (B = 1), perhaps under ``jax.vmap``:
-        fused recurrences then take their JVP rule (:mod:`rnn_jax.fused`).
+        fused recurrences then take their JVP rule (:mod:`rnn_jax.fused`). An :func:`rnn` layer's
+        ``run`` also takes ``static (B, C)``: inputs that every step reads after ``x_t`` (a decoder's
+        context), whose input product a fused cell takes once per sequence (``Cell.fused``).
       output_size: O.
       input_size: ``params -> I``.
       initial_state: ``(dtype=float32) -> state`` of ONE example (zeros).
@@ -128,7 +130,10 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
     use_fused = cell.fused is not None and fused is not False and not remat and not parallel
     n_unroll = unroll
 
-    def run(params, xs, lengths=None, state=None, batched=True):
+    def run(params, xs, lengths=None, state=None, batched=True, static=None):
+        # static (B, C): inputs every step reads after x_t (Cell.fused); a decoder's context
+        if parallel or not use_fused:
+            xs, static = with_static(xs, static), None
         if parallel:
             return _parallel.solve_batch(cell, params, xs, lengths, state, reverse=reverse, method=parallel)[:2]
         if not use_fused:
@@ -141,7 +146,7 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
         if reverse:
             xs = _ops.flip_valid(xs, lengths)
         ys, final = cell.fused(params, xs, state, _ops.time_mask(lengths, xs.shape[0]), unroll=n_unroll,
-                               hoist=hoist_input, rule="vjp" if batched else "jvp")
+                               hoist=hoist_input, rule="vjp" if batched else "jvp", static=static)
         return (_ops.flip_valid(ys, lengths) if reverse else ys), final
 
     step = None if reverse else jax.vmap(cell.step, in_axes=(None, 0, 0))

@@ -344,9 +344,10 @@ class _Decoder:
         lengths = _checks.check_batch_lengths(tgt_lengths, batch, T, "tgt_lengths")
         check_token_values(tgt_in, self.vocab, "tgt_in", lengths)
         tok = _ops.to_time_major(tgt_in, batch)                                    # (T, B)
-        ctx = jnp.broadcast_to(context, (T,) + context.shape)                      # (T, B, C)
-        xs = jnp.concatenate([p["E"][tok], ctx], -1)                               # (T, B, E + C)
-        ys, _ = self.layer.run(p["cell"], xs, lengths, self.state0(p, context), bool(batch))
+        # every step reads [embed(y_{t-1}), context]: the context's part of the input product is taken
+        # once per sequence (static inputs, Cell.fused), not at every step
+        ys, _ = self.layer.run(p["cell"], p["E"][tok], lengths, self.state0(p, context), bool(batch),
+                               static=context)
         return _ops.from_time_major(dense(p["head"], ys), batch)
 
     def decode(self, p, context, max_len, key, temperature, batch):

@@ -100,9 +100,16 @@ PACKED_LENGTHS = {
 }
 
 
-@pytest.mark.parametrize("name", ALL_FUSABLE)
-@pytest.mark.parametrize("lengths", PACKED_LENGTHS)
-@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+# Every code path of the kernels' packed loops: Elman with a known derivative and through its
+# activation's VJP, LSTM and GRU, at every length pattern, both directions; every other fusable cell
+# (the same loops with another activation) on one pattern.
+PACKED_PATHS = ["elman_tanh", "elman_softsign", "lstm", "gru"]
+PACKED_CASES = ([(n, lengths, rev) for n in PACKED_PATHS for lengths in PACKED_LENGTHS for rev in (False, True)]
+                + [(n, "mixed", False) for n in ALL_FUSABLE if n not in PACKED_PATHS])
+
+
+@pytest.mark.parametrize("name,lengths,reverse", PACKED_CASES,
+                         ids=[f"{n}-{lengths}-{'reverse' if r else 'forward'}" for n, lengths, r in PACKED_CASES])
 def test_packed_batch_equals_unroller(name, lengths, reverse, key):
     assert len(PACKED_LENGTHS[lengths]) >= fused.PACK_MIN_BATCH
     _check(lambda f: rj.rnn(ALL_FUSABLE[name](H), reverse=reverse, fused=f), key,
@@ -432,3 +439,55 @@ def test_forward_mode_on_a_batch_raises_and_vmap_over_sequences_gives_it(key):
     per_sequence = jax.jvp(lambda x: jax.vmap(lambda a: layer.apply(params, a)[0])(x), (xs,), (xs,))
     generic = jax.jvp(lambda x: rj.rnn(rj.gru(H), fused=False).apply(params, x)[0], (xs,), (xs,))
     _assert_trees_close(per_sequence, generic)
+
+
+# Static inputs (Cell.fused's ``static``): a per-sequence input read at every step after x_t, whose
+# product is taken once per sequence as a bias of each row. Equal to the steps reading [x_t, static].
+STATIC_CELLS = ["elman_tanh", "elman_softsign", "lstm", "gru", "orthogonal"]
+
+
+@pytest.mark.parametrize("name", STATIC_CELLS)
+@pytest.mark.parametrize("lengths", [None, "mixed"])
+@pytest.mark.parametrize("rule", ["vjp", "jvp"])
+def test_static_inputs_equal_reading_them_at_every_step(name, lengths, rule, key):
+    cell, C, n = ALL_FUSABLE[name](H), 3, 20
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    params = perturb(cell.init(k1, I + C, jnp.float64), k2)
+    xs, static = jax.random.normal(k3, (T, n, I), jnp.float64), jax.random.normal(k4, (n, C), jnp.float64)
+    state = jax.tree.map(lambda a: jnp.cos(jnp.arange(n * a.size, dtype=a.dtype)).reshape((n,) + a.shape),
+                         cell.initial_state(jnp.float64))
+    mask = None if lengths is None else rj._ops.time_mask(jnp.array(PACKED_LENGTHS[lengths]), T)
+    w = jax.random.normal(k4, (T, 1, H), jnp.float64)
+
+    def loss(p, x, s, st, static_too):
+        ys, fin = (cell.fused(p, x, st, mask, rule=rule, static=s) if static_too else
+                   cell.fused(p, rj._ops.with_static(x, s), st, mask, rule=rule))
+        return jnp.sum(jnp.tanh(ys) * w) + sum(jnp.sum(jnp.sin(a)) for a in jax.tree_util.tree_leaves(fin))
+
+    got = jax.value_and_grad(loss, argnums=(0, 1, 2, 3))(params, xs, static, state, True)
+    want = jax.value_and_grad(loss, argnums=(0, 1, 2, 3))(params, xs, static, state, False)
+    _assert_trees_close(got, want)
+
+
+@pytest.mark.parametrize("name", ["gru", "jordan"])
+def test_rnn_layer_static_inputs(name, key):
+    """The layer's ``run`` takes ``static`` for every cell: fused, or appended to the inputs of the generic
+    scan (Jordan), in either direction."""
+    cell, C = CELLS[name](H), 2
+    for reverse in (False, True):
+        layer = rj.rnn(cell, reverse=reverse)
+        params = perturb(layer.init(key, I + C, jnp.float64), key)
+        xs, static = jax.random.normal(key, (T, B, I), jnp.float64), jax.random.normal(key, (B, C), jnp.float64)
+        lengths = jnp.array([7, 3, 0])
+        _assert_trees_close(layer.run(params, xs, lengths, None, True, static=static),
+                            layer.run(params, rj._ops.with_static(xs, static), lengths, None, True))
+
+
+def test_static_inputs_bad_shapes():
+    cell = rj.gru(H)
+    params = cell.init(jax.random.key(0), I + 2)
+    xs, h0 = jnp.zeros((T, B, I)), jnp.zeros((B, H))
+    with pytest.raises(ValueError, match=r"static: expected shape \(B, C\)"):
+        cell.fused(params, xs, h0, None, static=jnp.zeros((B, I + 2)))
+    with pytest.raises(ValueError, match=r"b: expected shape \(G\*H,\) or \(B=3, G\*H\)"):
+        fused.gru(params["W_i"], params["W_h"], jnp.zeros((B + 1, 3 * H)), params["b_h"], jnp.zeros((T, B, I + 2)), h0)

@@ -243,3 +243,25 @@ def test_jitted_model_does_not_retrace(key):
     g(params, jnp.ones((4, T, I), jnp.float32), jnp.array([1, 2, 3, 4]))
     g(params, jnp.ones((4, T, I), jnp.float32) * 2, jnp.array([4, 3, 2, 1]))
     assert len(traces) == 1
+
+
+@pytest.mark.parametrize("dec", ["elman", "lstm", "gru", "jordan"])
+def test_decoder_reads_embedding_and_context_at_every_step(dec, key):
+    """Teacher forcing equals a loop of the decoder cell's own step on ``[embed(y_{t-1}), context]``: the
+    batched decoder takes the context's input product once per sequence (static inputs)."""
+    cell = {"elman": rj.elman(H), "lstm": rj.lstm(H), "gru": rj.gru(H), "jordan": rj.jordan(H, H)}[dec]
+    enc = rj.rnn(rj.gru(H))
+    model = rj.encoder_decoder(enc, cell, src_vocab=9, tgt_vocab=V, bos=0, eos=1, embed_size=4, src_embed_size=3)
+    params = perturb(model.init(key, jnp.float64), key, 1.0)
+    src, src_len = jax.random.randint(key, (3, 6), 2, 9), jnp.array([6, 2, 4])
+    tgt_in, tgt_len = jax.random.randint(jax.random.fold_in(key, 1), (3, 5), 0, V), jnp.array([5, 3, 1])
+    logits = model.apply(params, src, src_len, tgt_in, tgt_len)
+    p = params["decoder"]
+    for b in range(3):
+        ys, _ = enc.apply(params["rnn"], params["embed"]["E"][src[b]], src_len[b])
+        ctx = ys[src_len[b] - 1]
+        state = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(cell.initial_state()),
+                                             [jnp.tanh(ctx @ d["W"] + d["b"]) for d in p["bridge"]])
+        for t in range(int(tgt_len[b])):
+            state, y = cell.step(p["cell"], state, jnp.concatenate([p["E"][tgt_in[b, t]], ctx]))
+            np.testing.assert_allclose(logits[b, t], y @ p["head"]["W"] + p["head"]["b"], rtol=1e-10, atol=1e-12)
