@@ -98,12 +98,21 @@ def train_step(d):
     floor = "floor" in d["rows"][0]["ms"]  # the step's matrix products alone (results from before it lack it)
     extra = ["floor ms"] if floor else []
     ratios = ["rnn_jax/flax", "rnn_jax/torch"] + (["floor/flax", "floor/rnn_jax"] if floor else [])
-    lines = [f"medians of {d['rounds']} interleaved rounds, float32, one Adam step\n",
-             "| model | cell | " + " | ".join([f"{lib} ms" for lib in libs] + extra + ratios) + " |",
+    n = d.get("processes", 1)
+    caption = (f"medians of {d['rounds']} interleaved rounds, float32, one Adam step"
+               + (f"; each figure the median over {n} fresh processes, ratios with their range" if n > 1 else "") + "\n")
+    lines = [caption, "| model | cell | " + " | ".join([f"{lib} ms" for lib in libs] + extra + ratios) + " |",
              "|" + "---|" * (2 + len(libs) + len(extra) + len(ratios))]
+
+    def ratio(r, k):
+        if r.get(k) is None:
+            return "-"
+        lo_hi = r.get(f"{k}_range")
+        return f"{r[k]:.2f}" + (f" ({lo_hi[0]:.2f}-{lo_hi[1]:.2f})" if lo_hi else "")
+
     for r in d["rows"]:
         cells = [f"{r['ms'][lib]:.2f}" for lib in libs] + ([f"{r['ms']['floor']:.2f}"] if floor else [])
-        cells += [f"{r['vs_flax']:.2f}", f"{r['vs_torch']:.2f}" if r.get("vs_torch") else "-"]
+        cells += [ratio(r, "vs_flax"), ratio(r, "vs_torch")]
         if floor:
             cells += [f"{r['floor_vs_flax']:.2f}", f"{r['floor_vs_rnn_jax']:.2f}"]
         lines.append(f"| {r['model']} | {r['cell']} | " + " | ".join(cells) + " |")

@@ -2,6 +2,7 @@
 
     python -m benchmarks.train_step            # writes benchmarks/results/train_step.json
     python -m benchmarks.train_step --quick    # small sizes, two rounds (smoke test)
+    python -m benchmarks.train_step --processes 5   # five fresh processes, per-row medians and ranges
 
 One Adam step (loss, gradient of every weight, update) of the same model in three libraries, float32:
 
@@ -19,6 +20,11 @@ One Adam step (loss, gradient of every weight, update) of the same model in thre
 Elman (tanh), LSTM and GRU cells. All steps of one size are timed in one process, interleaved round by
 round with rotating order, an untimed call before each sample, samples of >= 20 ms; medians.
 
+A ratio measured in one process moves between processes by more than within one (the GRU classifier's
+rnn_jax/flax gave 0.70-0.85 in runs a few minutes apart on this 2-core machine), so ``--processes N``
+runs the whole benchmark in N fresh processes one after the other and reports, per row, the median over
+them of each time and of each ratio, with the ratios' range (``combine``).
+
 ``floor``: the matrix products that any exact implementation of the step's recurrences must run, and
 nothing else: per recurrence, the T sequential ``(B, H) @ (H, G*H)`` products of the forward loop, the T
 sequential ``(B, G*H) @ (G*H, H)`` products of the backward loop, and the input and weight-gradient
@@ -28,7 +34,12 @@ implementation would reach if the gate arithmetic, the head, the loss and the op
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import jax
@@ -267,14 +278,67 @@ def torch_step(model, cell_name, s, batch):
     return run
 
 
+RATIOS = ("vs_flax", "vs_torch", "floor_vs_flax", "floor_vs_rnn_jax")
+
+
+def combine(payloads: list[dict]) -> dict:
+    """One payload from several processes' (same models, cells and sizes): per row, the median over
+    processes of each library's time and of each ratio, each ratio's ``[min, max]`` (``vs_flax_range``
+    and so on), and every process's ``vs_flax`` in ``vs_flax_each``."""
+    first = payloads[0]
+    keys = [(r["model"], r["cell"]) for r in first["rows"]]
+    for p in payloads[1:]:
+        if [(r["model"], r["cell"]) for r in p["rows"]] != keys:
+            raise ValueError("combine: the processes measured different rows")
+    rows = []
+    for i, row in enumerate(first["rows"]):
+        each = [p["rows"][i] for p in payloads]
+        out = dict(row, ms={lib: statistics.median(r["ms"][lib] for r in each) for lib in row["ms"]})
+        for k in RATIOS:
+            if row.get(k) is not None:
+                vals = [r[k] for r in each]
+                out[k], out[f"{k}_range"] = statistics.median(vals), [min(vals), max(vals)]
+        out["vs_flax_each"] = [r["vs_flax"] for r in each]
+        rows.append(out)
+    return dict(first, rows=rows, processes=len(payloads))
+
+
+def _in_processes(argv, n: int) -> dict:
+    """``main(argv)`` in ``n`` fresh processes, one after the other; their payloads combined."""
+    payloads = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(n):
+            path = os.path.join(tmp, f"{i}.json")
+            subprocess.run([sys.executable, "-m", "benchmarks.train_step", *argv, "--processes", "1",
+                            "--payload", path], check=True)
+            with open(path) as f:
+                payloads.append(json.load(f))
+    return combine(payloads)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--models", default=",".join(SIZES))
     p.add_argument("--cells", default=",".join(CELLS))
+    p.add_argument("--processes", type=int, default=1, help="fresh processes to run it in (combine)")
+    p.add_argument("--payload", default=None, help=argparse.SUPPRESS)  # a child's results, for its parent
     _harness.add_host_memory_flag(p)
     args = p.parse_args(argv)
+    if args.processes < 1:
+        p.error(f"--processes: expected an int >= 1, got {args.processes}")
+    if args.processes > 1:
+        child = ["--models", args.models, "--cells", args.cells, "--host_memory", args.host_memory]
+        child += (["--quick"] if args.quick else []) + (["--rounds", str(args.rounds)] if args.rounds else [])
+        payload = _in_processes(child, args.processes)
+        for r in payload["rows"]:
+            lo, hi = r["vs_flax_range"]
+            print(f"{r['model']:<11}{r['cell']:<6}rnn_jax/flax median {r['vs_flax']:.2f} over {args.processes} "
+                  f"processes ({lo:.2f}-{hi:.2f})" + (f"  rnn_jax/torch {r['vs_torch']:.2f}" if r.get("vs_torch") else ""))
+        if not args.quick:
+            print(f"wrote {_harness.write_json(_harness.result_name('train_step', args), payload)}")
+        return payload
     _harness.apply_host_memory(args)
     sizes = QUICK if args.quick else SIZES
     rounds = args.rounds or (2 if args.quick else 15)
@@ -309,7 +373,10 @@ def main(argv=None):
                   + (f"  rnn_jax/torch {row['vs_torch']:.2f}" if row["vs_torch"] else ""), flush=True)
     payload = {"benchmark": "train_step", "machine": _harness.machine(), "dtype": "float32", "rounds": rounds,
                "quick": args.quick, "rows": rows}
-    if not args.quick:
+    if args.payload:
+        with open(args.payload, "w") as f:
+            json.dump(payload, f)
+    elif not args.quick:
         path = _harness.write_json(_harness.result_name("train_step", args), payload)
         print(f"wrote {path}")
     return payload

@@ -171,3 +171,28 @@ def test_tables_render_the_committed_results():
     assert max(r["H"] for r in tp["rows"]) >= 512
     sc = tables.load("scaling")
     assert max(r["T"] for r in sc["rows"] if "error" not in r) == 10 ** 6
+
+
+def test_train_step_combines_processes_by_row_medians():
+    from benchmarks import train_step
+
+    def payload(*ratios):
+        return {"rounds": 3, "rows": [{"model": "classifier", "cell": c, "ms": {"rnn_jax": 10 * v, "flax": 10.0},
+                                       "vs_flax": v, "vs_torch": None} for c, v in zip(("elman", "gru"), ratios)]}
+
+    out = train_step.combine([payload(0.7, 0.9), payload(0.8, 0.7), payload(0.75, 0.95)])
+    assert out["processes"] == 3
+    elman, gru = out["rows"]
+    assert elman["vs_flax"] == 0.75 and elman["vs_flax_range"] == [0.7, 0.8] and elman["ms"]["rnn_jax"] == 7.5
+    assert gru["vs_flax"] == 0.9 and gru["vs_flax_each"] == [0.9, 0.7, 0.95] and gru["vs_torch"] is None
+    with pytest.raises(ValueError, match="different rows"):
+        train_step.combine([payload(0.7, 0.9), {"rounds": 3, "rows": payload(0.7, 0.9)["rows"][:1]}])
+
+
+def test_train_step_table_shows_ranges_over_processes():
+    from benchmarks import tables, train_step
+
+    rows = [{"model": "classifier", "cell": "gru", "ms": {"rnn_jax": 8.0, "flax": 10.0}, "vs_flax": v, "vs_torch": None}
+            for v in (0.8, 0.7, 0.9)]
+    text = tables.train_step(train_step.combine([{"rounds": 3, "rows": [r]} for r in rows]))
+    assert "median over 3 fresh processes" in text and "| 0.80 (0.70-0.90) | - |" in text
