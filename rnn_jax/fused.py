@@ -27,8 +27,9 @@ every row, and so does a batch that ``jax.jit`` may have split over several devi
 more than one device, outside ``shard_map``; each device packs its own part inside ``shard_map``).
 Under ``jax.vmap`` with lengths that differ per mapped batch, each level's loop runs as long as its
 longest mapped range (right, with no saving). With every length full nothing is skipped and the sort
-costs up to 1.17x of the step (0.96-1.17x over five measurements of the Elman classifier); ``PACK_MIN_BATCH`` (read when a call is traced) set above a batch's
-size runs it unpacked. benchmarks/README.md has the measurements.
+costs up to 1.17x of the step (0.96-1.17x over five measurements of the Elman classifier);
+``PACK_MIN_BATCH`` (read when a call is traced) set above a batch's size runs it unpacked.
+benchmarks/README.md has the measurements.
 
 Each recurrence has two differentiation rules with the same forward loop (``rule=``):
 
