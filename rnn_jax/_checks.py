@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +48,72 @@ def value_check(ok, message: str) -> None:
         from jax.experimental import checkify
 
         checkify.check(jnp.all(ok), message)
+
+
+def is_traced(value) -> bool:
+    return isinstance(value, jax.core.Tracer)
+
+
+def concrete_scalar(value, argname: str, *, kind: str = "number", want: str | None = None):
+    """``value`` (a Python, numpy or concrete JAX scalar) as a Python number, or the traced JAX scalar
+    itself. ``kind``: ``"number"`` (int or float, no bool) or ``"int"``. Raises ``ValueError`` naming
+    ``argname`` for anything else (a string, a bool, an array with elements, a complex number)."""
+    want = want or ("an int" if kind == "int" else "a real number")
+    if isinstance(value, (bool, np.bool_)) or value is None or isinstance(value, (str, bytes)):
+        raise ValueError(f"{argname}: expected {want}, got {value!r}")
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    if shape is not None:
+        if tuple(shape) != ():
+            raise ValueError(f"{argname}: expected {want} (a scalar), got an array of shape {shape_str(shape)}")
+        ok = jnp.issubdtype(dtype, jnp.integer) or (kind == "number" and jnp.issubdtype(dtype, jnp.floating))
+        if not ok:
+            raise ValueError(f"{argname}: expected {want}, got dtype {dtype}")
+        if is_traced(value):
+            return value
+        value = np.asarray(value).item()
+    if kind == "int" and not isinstance(value, int):
+        raise ValueError(f"{argname}: expected {want}, got {value!r}")
+    if not isinstance(value, (int, float)):
+        raise ValueError(f"{argname}: expected {want}, got {type(value).__name__}")
+    return value
+
+
+def check_int(value, argname: str, minimum: int = 1, want: str | None = None) -> int:
+    """A count or size: a Python or numpy integer (a concrete 0-d integer array too) of at least
+    ``minimum``, as a Python int. A bool, a float, a traced value or anything else raises ValueError."""
+    want = want or ("a positive int" if minimum == 1 else f"an int >= {minimum}")
+    v = concrete_scalar(value, argname, kind="int", want=want)
+    if is_traced(v) or v < minimum:
+        raise ValueError(f"{argname}: expected {want}, got {value!r}")
+    return int(v)
+
+
+def check_real(value, argname: str, *, minimum=None, finite: bool = True) -> float:
+    """A concrete real number (Python, numpy or JAX scalar) that is finite and ``>= minimum``, as a
+    Python float; traced values are refused (this is for hyperparameters fixed when a cell is built)."""
+    want = "a finite number" + (f" >= {minimum}" if minimum is not None else "")
+    v = concrete_scalar(value, argname, want=want)
+    if is_traced(v):
+        raise ValueError(f"{argname}: expected a concrete number, got a traced value")
+    v = float(v)
+    if (finite and not math.isfinite(v)) or (minimum is not None and not v >= minimum):
+        raise ValueError(f"{argname}: expected {want}, got {value!r}")
+    return v
+
+
+def check_temperature(temperature):
+    """A sampling temperature: a finite number >= 0. Concrete values (Python, numpy, JAX) are checked
+    now and returned as a Python float; a traced scalar is returned as a float array, its value
+    checked inside :func:`checked` (outside it, :func:`rnn_jax.models` writes no valid token for an
+    invalid value)."""
+    t = concrete_scalar(temperature, "temperature", want="a finite number >= 0")
+    if is_traced(t):
+        value_check(jnp.isfinite(t) & (t >= 0), "temperature: expected a finite number >= 0")
+        return t.astype(jnp.result_type(float))
+    if not (math.isfinite(t) and t >= 0):
+        raise ValueError(f"temperature: expected a finite number >= 0, got {temperature!r}")
+    return float(t)
 
 
 def shape_str(shape) -> str:
@@ -117,7 +184,7 @@ def check_batch_lengths(lengths, batch: tuple, T: int, argname: str = "lengths")
     (checked when concrete). Returns it as a ``(B,)`` int32 array, or None."""
     if lengths is None:
         return None
-    if isinstance(lengths, bool) or isinstance(lengths, float):
+    if isinstance(lengths, (bool, float, np.bool_, np.floating)):
         raise ValueError(f"{argname}: expected integers, got {lengths!r}")
     if isinstance(lengths, int):
         lengths = np.asarray(lengths, np.int32)
@@ -131,8 +198,11 @@ def check_batch_lengths(lengths, batch: tuple, T: int, argname: str = "lengths")
                          f"got {shape_str(shape)}")
     if not jnp.issubdtype(lengths.dtype, jnp.integer):
         raise ValueError(f"{argname}: expected an integer dtype, got {lengths.dtype}")
-    if isinstance(lengths, jax.core.Tracer):
+    if is_traced(lengths):
         value_check((lengths >= 0) & (lengths <= T), f"{argname}: expected values in [0, T] = [0, {T}]")
+        # outside checked(): a length past T acts as T and a negative one as 0, clamped here, once,
+        # so that no reversal or readout downstream gathers out of range
+        return jnp.clip(lengths.reshape(-1), 0, T).astype(jnp.int32)
     else:
         arr = np.asarray(lengths).reshape(-1)
         bad = np.nonzero((arr < 0) | (arr > T))[0]

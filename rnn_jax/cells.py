@@ -26,6 +26,7 @@ from typing import Any, Callable, NamedTuple, Optional, Union
 import jax
 import jax.numpy as jnp
 
+from rnn_jax import _checks
 from rnn_jax import fused as _fused
 from rnn_jax import initializers as inits
 from rnn_jax._ops import affine, with_static
@@ -126,9 +127,7 @@ def resolve_activation(spec: Activation, argname: str = "activation") -> Callabl
 
 
 def _check_size(name: str, value: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return value
+    return _checks.check_int(value, name)
 
 
 def _static_bias(W_i, b, static):
@@ -290,8 +289,9 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, *, kernel_init="glorot_unif
     ``[1, T_max]`` (the forget gate's time constant is about ``1 / (1 - sigmoid(b_f)) ~ u``).
     """
     H = _check_size("hidden_size", hidden_size)
-    if chrono is not None and (isinstance(chrono, bool) or not isinstance(chrono, int) or chrono < 3):
-        raise ValueError(f"chrono: expected None or an int T_max >= 3 (the longest dependency), got {chrono!r}")
+    forget_bias = _checks.check_real(forget_bias, "forget_bias")
+    if chrono is not None:
+        chrono = _checks.check_int(chrono, "chrono", 3, "None or an int T_max >= 3 (the longest dependency)")
 
     def bias_fix(params):
         params["b_i"] = params["b_i"].at[H:2 * H].set(forget_bias)
@@ -400,8 +400,7 @@ def orthogonal_rnn(hidden_size: int, *, recurrent_init: str = "henaff", kernel_i
     H = _check_size("hidden_size", hidden_size)
     if recurrent_init not in ("henaff", "identity"):
         raise ValueError(f"recurrent_init: expected 'henaff' or 'identity', got {recurrent_init!r}")
-    if not (isinstance(bias_bound, (int, float)) and bias_bound >= 0):
-        raise ValueError(f"bias_bound: expected a number >= 0, got {bias_bound!r}")
+    bias_bound = _checks.check_real(bias_bound, "bias_bound", minimum=0)
     k_init = inits.get(kernel_init, H, argname="kernel_init")
 
     def init(key, input_size, dtype=jnp.float32):

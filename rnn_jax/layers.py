@@ -31,7 +31,7 @@ from rnn_jax import _checks, _ops
 from rnn_jax import parallel as _parallel
 from rnn_jax._ops import affine, with_static
 from rnn_jax.cells import Cell
-from rnn_jax.unroll import check_inputs, scan
+from rnn_jax.unroll import check_inputs, check_knobs, scan
 
 __all__ = ["Layer", "rnn", "bidirectional", "stack", "apply_batch", "stream_init", "stream_step",
            "MERGES", "SKIPS"]
@@ -116,10 +116,7 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
         raise ValueError(f"fused=True: cell {cell.name!r} has no fused recurrence (Elman, LSTM and GRU have)")
     if hoist_input not in (True, False, "auto"):
         raise ValueError(f"hoist_input: expected True, False or 'auto', got {hoist_input!r}")
-    if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
-        raise ValueError(f"unroll: expected an int >= 1, got {unroll!r}")
-    if not isinstance(remat, bool) and (not isinstance(remat, int) or remat < 1):
-        raise ValueError(f"remat: expected a bool or an int chunk size >= 1, got {remat!r}")
+    unroll, remat = check_knobs(unroll, remat)
     if parallel is not None and parallel not in _parallel.METHODS:
         raise ValueError(f"parallel: expected None or one of {_parallel.METHODS}, got {parallel!r}")
     if fused and parallel:
@@ -308,9 +305,10 @@ def _online(layer: Layer) -> Layer:
 def stream_init(layer: Layer, batch_shape: tuple = (), dtype=jnp.float32):
     """The state before the first timestep of online use: zeros with leaves ``(*batch_shape, ...)``."""
     _online(layer)
-    batch_shape = tuple(batch_shape)
-    if not all(isinstance(d, int) and d >= 1 for d in batch_shape):
-        raise ValueError(f"batch_shape: expected a tuple of positive ints, got {batch_shape!r}")
+    try:
+        batch_shape = tuple(_checks.check_int(d, "batch_shape") for d in batch_shape)
+    except (ValueError, TypeError):
+        raise ValueError(f"batch_shape: expected a tuple of positive ints, got {batch_shape!r}") from None
     return jax.tree.map(lambda a: jnp.zeros(batch_shape + a.shape, a.dtype), layer.initial_state(dtype))
 
 
@@ -323,6 +321,8 @@ def stream_step(layer: Layer, params, state, x: jax.Array):
         raise ValueError(f"x: expected shape (*batch, I), got "
                          f"{_checks.shape_str(shape) if shape is not None else type(x).__name__}")
     batch = tuple(shape[:-1])
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"x: expected a floating dtype, got {x.dtype}")
     _checks.check_params(_checks.expected_params(layer.init, shape[-1], x.dtype), params)
     _checks.check_same_dtype(x, params, "x")
     _checks.check_batch_state(state, layer.initial_state(x.dtype), batch, x.dtype, "state")

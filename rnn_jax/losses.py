@@ -25,6 +25,7 @@ import optax
 from rnn_jax import _checks
 
 __all__ = ["softmax_cross_entropy", "bits_per_char", "accuracy", "mse", "masked_reduce", "step_mask",
+           "accumulation_dtype",
            "REDUCTIONS"]
 
 LN2 = math.log(2.0)
@@ -40,18 +41,28 @@ def step_mask(shape: tuple, lengths=None, dtype=jnp.float32) -> jax.Array:
     return (t < lengths[..., None]).astype(dtype)
 
 
+def accumulation_dtype(dtype):
+    """The dtype sums and counts are taken in: float32 or wider, whatever ``dtype`` is (a float16 count
+    of 70,000 steps is inf)."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def masked_reduce(per_step: jax.Array, lengths=None, reduction: str = "sum") -> jax.Array:
-    """Reduce ``(*batch, T)`` per-step values over the valid steps (see the module docstring)."""
+    """Reduce ``(*batch, T)`` per-step values over the valid steps (see the module docstring).
+    Sums and counts are accumulated in float32 or wider (:func:`accumulation_dtype`), which is also the
+    dtype of the result; ``"none"`` keeps ``per_step``'s dtype."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction: expected one of {REDUCTIONS}, got {reduction!r}")
-    m = step_mask(per_step.shape, lengths, per_step.dtype)
-    vals = jnp.where(m > 0, per_step, jnp.zeros((), per_step.dtype))
+    m = step_mask(per_step.shape, lengths, jnp.float32) > 0
+    vals = jnp.where(m, per_step, jnp.zeros((), per_step.dtype))
     if reduction == "none":
         return vals
+    acc = accumulation_dtype(per_step.dtype)
+    vals = vals.astype(acc)
     if reduction == "sum":
         return vals.sum()
     if reduction == "mean":
-        return vals.sum() / jnp.maximum(m.sum(), 1)
+        return vals.sum() / jnp.maximum(m.sum(dtype=acc), 1)
     if per_step.ndim < 1:
         return vals
     return vals.sum(-1).mean() if per_step.ndim > 1 else vals.sum()

@@ -14,10 +14,15 @@ Every model with a ``generate`` has the same signature: ``generate(params, sourc
 *, max_len, key=None, temperature=1.0) -> (tokens (*batch, max_len) int32, lengths (*batch,))``:
 greedy with ``key=None`` or ``temperature=0``, else sampled; ``lengths`` counts the tokens up to and
 including the first ``eos`` (``max_len`` when none was written); after it, ``eos`` repeats.
+``temperature`` is a finite number >= 0 of any type (Python, numpy, JAX); a concrete one is checked
+before tracing, a traced one inside :func:`rnn_jax.checked`, and otherwise an invalid traced value
+(negative, NaN, inf) writes ``-1``, never a valid token.
+
+Empty axes work everywhere: a batch of 0 gives empty outputs, and an empty sequence (T = 0) reads
+like a sequence of length 0 (every readout of it is zeros).
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -57,8 +62,7 @@ def dense(params, x):
 def _positive(name, value, allow_none=False):
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    return _checks.check_int(value, name)
 
 
 def _check_model_params(init, params):
@@ -170,9 +174,18 @@ READOUTS: dict[str, tuple[Callable, int]] = {
 
 
 def _readout(readout):
+    """``(read, mult)`` for a readout name; ``read`` of an empty sequence (T = 0) is zeros, the
+    readout of a sequence whose every length is 0."""
     if readout not in READOUTS:
         raise ValueError(f"readout: expected one of {sorted(READOUTS)}, got {readout!r}")
-    return READOUTS[readout]
+    fn, mult = READOUTS[readout]
+
+    def read(ys, lengths):
+        if ys.shape[0] == 0:
+            return jnp.zeros((ys.shape[1], mult * ys.shape[2]), ys.dtype)  # (B, F)
+        return fn(ys, lengths)
+
+    return read, mult
 
 
 def _check_layer(layer):
@@ -209,18 +222,27 @@ def many_to_one(layer: Layer, output_size: int, *, readout: str = "last", vocab_
 
 
 def _pick(key, logits, temperature):
-    """Greedy when ``key`` is None or ``temperature == 0``, else a sample from softmax(logits / temperature)."""
-    if key is None or (isinstance(temperature, (int, float)) and temperature == 0):
-        return jnp.argmax(logits, -1).astype(jnp.int32)
-    return jax.random.categorical(key, logits / temperature).astype(jnp.int32)
+    """Greedy when ``key`` is None or ``temperature == 0``, else a sample from softmax(logits / temperature).
+    ``temperature`` is a Python float (checked) or a traced scalar: then 0 picks greedily too, and an
+    invalid value (negative, NaN, inf) writes ``-1``, no valid token (:func:`rnn_jax.checked` raises)."""
+    greedy = jnp.argmax(logits, -1).astype(jnp.int32)
+    if key is None or (isinstance(temperature, float) and temperature == 0):
+        return greedy
+    if isinstance(temperature, float):
+        return jax.random.categorical(key, logits / temperature).astype(jnp.int32)
+    t = temperature.astype(logits.dtype)
+    ok = jnp.isfinite(t) & (t >= 0)
+    sampled = jax.random.categorical(key, logits / jnp.where(ok & (t > 0), t, 1)).astype(jnp.int32)
+    return jnp.where(ok, jnp.where(t == 0, greedy, sampled), -1)
 
 
 def _check_generate(max_len, temperature, key):
+    """Checks shared by every ``generate``; returns the temperature (a Python float or a traced scalar)."""
     _positive("max_len", max_len)
-    if isinstance(temperature, (int, float)) and not (math.isfinite(temperature) and temperature >= 0):
-        raise ValueError(f"temperature: expected a finite number >= 0, got {temperature!r}")
+    temperature = _checks.check_temperature(temperature)
     if key is not None and not (hasattr(key, "dtype") and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
         raise ValueError(f"key: expected a jax.random.key or None (greedy), got {type(key).__name__}")
+    return temperature
 
 
 def _sample_loop(step, state, first_logits, max_len, key, temperature, eos):
@@ -281,15 +303,18 @@ def many_to_many(layer: Layer, output_size: int, *, vocab_size: Optional[int] = 
     generate = None
     if vocab_size is not None and vocab_size == output_size and layer.step is not None:
         def generate(params, prompt, prompt_lengths=None, *, max_len: int, key=None, temperature: float = 1.0):
-            _check_generate(max_len, temperature, key)
+            temperature = _check_generate(max_len, temperature, key)
             dtype = _check_model_params(init, params)
             _checks.check_batch(prompt, None, "prompt", tokens=True)
             if prompt.shape[-1] < 1:
                 raise ValueError(f"prompt: expected at least one token, got shape {_checks.shape_str(prompt.shape)}")
             inputs_p = _Inputs(vocab_size, embed_size, None, "prompt")
             h, lengths, batch = inputs_p(params["embed"], prompt, prompt_lengths, dtype)
-            if lengths is not None and not isinstance(lengths, jax.core.Tracer) and int(jnp.min(lengths)) < 1:
-                raise ValueError("prompt_lengths: expected every prompt to hold at least one token, got a 0")
+            if lengths is not None:
+                if _checks.is_traced(lengths):
+                    _checks.value_check(lengths >= 1, "prompt_lengths: expected every prompt to hold at least one token")
+                elif lengths.size and int(jnp.min(lengths)) < 1:
+                    raise ValueError("prompt_lengths: expected every prompt to hold at least one token, got a 0")
             ys, state = layer.run(params["rnn"], h, lengths, None, bool(batch))
             first = dense(params["head"], _last(ys, lengths))                                # (B, V)
 
@@ -316,8 +341,9 @@ class _Decoder:
         _positive("tgt_vocab", vocab_size)
         _positive("embed_size", embed_size)
         for name, tok in (("bos", bos), ("eos", eos)):
-            if isinstance(tok, bool) or not isinstance(tok, (int, np.integer)) or not 0 <= tok < vocab_size:
-                raise ValueError(f"{name}: expected a token id in [0, {vocab_size}), got {tok!r}")
+            want = f"a token id in [0, {vocab_size})"
+            if _checks.check_int(tok, name, 0, want) >= vocab_size:
+                raise ValueError(f"{name}: expected {want}, got {tok!r}")
         self.cell, self.layer = cell, rnn(cell)
         self.context_size, self.vocab, self.embed, self.bos, self.eos = context_size, vocab_size, embed_size, bos, eos
         self.leaves, self.treedef = jax.tree_util.tree_flatten(cell.initial_state(jnp.float32))
@@ -394,7 +420,7 @@ def encoder_decoder(encoder: Layer, decoder: Cell, *, tgt_vocab: int, bos: int, 
         return dec.teacher(params["decoder"], c, tgt_in, tgt_lengths, batch)
 
     def generate(params, src, src_lengths=None, *, max_len: int, key=None, temperature: float = 1.0):
-        _check_generate(max_len, temperature, key)
+        temperature = _check_generate(max_len, temperature, key)
         c, batch = context(params, src, src_lengths)
         return dec.decode(params["decoder"], c, max_len, key, temperature, batch)
 
@@ -432,7 +458,7 @@ def one_to_many(decoder: Cell, input_size: int, *, vocab_size: int, bos: int, eo
     def generate(params, v, source_lengths=None, *, max_len: int, key=None, temperature: float = 1.0):
         if source_lengths is not None:
             raise ValueError("source_lengths: one_to_many reads one vector per example; expected None")
-        _check_generate(max_len, temperature, key)
+        temperature = _check_generate(max_len, temperature, key)
         c, batch = check_v(params, v)
         return dec.decode(params["decoder"], c, max_len, key, temperature, batch)
 

@@ -36,7 +36,7 @@ import jax.flatten_util
 import jax.numpy as jnp
 from jax import lax
 
-from rnn_jax import _ops
+from rnn_jax import _checks, _ops
 from rnn_jax._ops import shift_down
 from rnn_jax.cells import Cell, prepared
 from rnn_jax.unroll import _edge
@@ -201,8 +201,7 @@ def deer(cell: Cell, params, xs: jax.Array, lengths=None, initial_state=None, *,
     """
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
-    if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
-        raise ValueError(f"max_iters: expected an int >= 1, got {max_iters!r}")
+    max_iters = _checks.check_int(max_iters, "max_iters", want="an int >= 1")
     xs_tm, lengths, state, batch = _edge(cell, params, xs, lengths, initial_state)
     ys, final, info = solve_batch(cell, params, xs_tm, lengths, state, reverse=reverse, method=method,
                                   max_iters=max_iters, tol=tol, fallback=fallback)

@@ -22,14 +22,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rnn_jax import _checks
+
 __all__ = ["schedule", "window_loss", "train", "TBPTTResult"]
 
 
 def schedule(L: int, k1: int, k2: int) -> list[tuple[int, int, int]]:
     """The windows ``(start, split, end)``: backprop over ``[start, end)``, loss on ``[split, end)``."""
     for name, v in (("k1", k1), ("k2", k2), ("L", L)):
-        if not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+        _checks.check_int(v, name)
     if k2 % k1:
         raise ValueError(f"k2: expected a multiple of k1={k1}, got {k2}")
     ends = list(range(k1, L + 1, k1))

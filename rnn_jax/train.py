@@ -28,6 +28,8 @@ import numpy as np
 import optax
 from flax import serialization
 
+from rnn_jax import _checks
+
 __all__ = ["optimizer", "TrainState", "make_step", "fit", "FitResult", "RunFiles", "EarlyStopping", "epoch_batches",
            "save_checkpoint", "load_checkpoint", "sweep", "OPTIMIZERS", "SCHEDULES"]
 
@@ -131,8 +133,7 @@ def make_step(loss_fn: Callable, tx: optax.GradientTransformation, seeds: Option
 def epoch_batches(n: int, batch_size: int, key: jax.Array, drop_last: bool = True):
     """``indices(step) -> (batch_size,)`` example indices: a fresh permutation every epoch, derived
     from ``key`` and the epoch number alone (so any step can be recomputed after a resume)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
+    batch_size = _checks.check_int(batch_size, "batch_size")
     if batch_size > n:
         raise ValueError(f"batch_size: expected at most the number of examples {n}, got {batch_size}")
     per_epoch = n // batch_size if drop_last else math.ceil(n / batch_size)
@@ -261,8 +262,8 @@ class EarlyStopping:
                  bad_evals: int = 0, target: Optional[float] = None):
         if mode not in ("min", "max"):
             raise ValueError(f"mode: expected 'min' or 'max', got {mode!r}")
-        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
-            raise ValueError(f"patience: expected None or a positive int, got {patience!r}")
+        if patience is not None:
+            patience = _checks.check_int(patience, "patience", want="None or a positive int")
         if target is not None and not (isinstance(target, (int, float)) and np.isfinite(target)):
             raise ValueError(f"stop_at: expected None or a finite number, got {target!r}")
         self.monitor, self.mode, self.patience, self.best, self.bad_evals = monitor, mode, patience, best, bad_evals
@@ -303,8 +304,7 @@ def _to_py(x):
 
 
 def _positive_int(name, v):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    return _checks.check_int(v, name)
 
 
 def _seed_axis(params, seeds, what="params"):
@@ -351,8 +351,7 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
 
     for name, v in (("log_every", log_every), ("eval_every", eval_every), ("checkpoint_every", checkpoint_every)):
         _positive_int(name, v)
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-        raise ValueError(f"steps: expected an int >= 0, got {steps!r}")
+    steps = _checks.check_int(steps, "steps", 0)
     _seed_axis(params, seeds)
     stopper = EarlyStopping(monitor, mode, patience, target=stop_at)
     writer = jax.process_index() == 0

@@ -25,10 +25,12 @@ from typing import Any, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from rnn_jax import _checks, _ops
 from rnn_jax.cells import Cell, prepared
+from rnn_jax.losses import accumulation_dtype
 
 __all__ = ["unroll", "unroll_reduce", "scan", "sequence_mask"]
 
@@ -39,11 +41,13 @@ def sequence_mask(lengths, T: int) -> jax.Array:
     return jnp.arange(T).reshape((1,) * lengths.ndim + (T,)) < lengths[..., None]
 
 
-def _check_knobs(unroll, remat):
-    if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
-        raise ValueError(f"unroll: expected an int >= 1, got {unroll!r}")
-    if not isinstance(remat, bool) and (not isinstance(remat, int) or remat < 1):
-        raise ValueError(f"remat: expected a bool or an int chunk size >= 1, got {remat!r}")
+def check_knobs(unroll, remat):
+    """``unroll`` (an int >= 1) and ``remat`` (a bool or an int chunk size >= 1), numpy ints included;
+    returns them as Python values."""
+    unroll = _checks.check_int(unroll, "unroll", want="an int >= 1")
+    if isinstance(remat, (bool, np.bool_)):
+        return unroll, bool(remat)
+    return unroll, _checks.check_int(remat, "remat", want="a bool or an int chunk size >= 1")
 
 
 def _chunked(body, carry0, inputs: tuple, T, chunk, unroll):
@@ -154,7 +158,7 @@ def unroll(cell: Cell, params, xs: jax.Array, lengths=None, initial_state: Any =
     This is the generic path, autodiff through ``lax.scan``; ``rnn_jax.rnn(cell).apply`` runs the
     cell's fused recurrence instead when it has one.
     """
-    _check_knobs(unroll, remat)
+    unroll, remat = check_knobs(unroll, remat)
     xs_tm, lengths, state, batch = _edge(cell, params, xs, lengths, initial_state)
     ys, final = scan(cell, params, xs_tm, lengths, state, reverse=reverse, unroll=unroll, remat=remat,
                      hoist_input=hoist_input)
@@ -169,13 +173,19 @@ def unroll_reduce(cell: Cell, params, xs: jax.Array, per_step, *, targets: Any =
 
     With ``remat=k`` (an int) memory is ``O(T / k + k)`` states for forward+backward, so sequences of
     millions of steps fit (benchmarks/scaling.py: T = 10^6, B = 16, H = 256). ``targets`` is a pytree
-    of arrays with leading dimensions ``(*batch, T)`` (or None, then ``per_step(y_t, None)``).
+    of arrays with leading dimensions ``(*batch, T)`` (or None, then ``per_step(y_t, None)``); past each
+    length they are read as zeros, so padding (NaN included) reaches neither the total nor a gradient.
+    The total is accumulated in float32 or wider whatever the input dtype.
     """
-    _check_knobs(unroll, remat)
+    unroll, remat = check_knobs(unroll, remat)
     xs_tm, lengths, state, batch = _edge(cell, params, xs, lengths, initial_state)
     T, B = xs_tm.shape[:2]
     state = _ops.start_state(cell.initial_state, xs_tm, state)
     tgt_tm = None if targets is None else jax.tree.map(lambda a: _ops.to_time_major(a, batch), targets)
+    if tgt_tm is not None and lengths is not None:  # targets past each length are inert (NaN padding too)
+        tgt_tm = jax.tree.map(lambda a: _ops.zero_padding(a, _ops.time_mask(lengths, T).reshape(
+            (T, B) + (1,) * (a.ndim - 2))), tgt_tm)
+    acc = accumulation_dtype(xs.dtype)  # the total in float32 or wider whatever the input dtype
     n_valid = jnp.full((B,), T, jnp.int32) if lengths is None else lengths
     params = prepared(cell, params)  # once, not at every step
     step = jax.vmap(cell.step, in_axes=(None, 0, 0))
@@ -186,13 +196,13 @@ def unroll_reduce(cell: Cell, params, xs: jax.Array, per_step, *, targets: Any =
         x, tgt, t = inp
         new, y = step(params, s, x)
         valid = t < n_valid
-        per = jnp.where(valid, loss(y, tgt), 0.0).astype(xs.dtype)
+        per = jnp.where(valid, loss(y, tgt).astype(acc), 0.0)
         return (_ops.select(valid, new, s), total + per.sum()), None
 
     chunk = remat if (not isinstance(remat, bool) and remat > 1) else None
     if remat is True or chunk == 1:
         body = jax.checkpoint(body)
-    carry0 = (state, jnp.zeros((), xs.dtype))
+    carry0 = (state, jnp.zeros((), acc))
     if chunk is None:
         (final, total), _ = lax.scan(body, carry0, (xs_tm, tgt_tm, jnp.arange(T)), unroll=unroll)
     else:

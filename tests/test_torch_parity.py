@@ -75,3 +75,16 @@ def test_from_torch_rejects_unsupported_modules():
         rj.interop.from_torch(torch.nn.LSTM(I, H, proj_size=2))
     with pytest.raises(ValueError, match="expected torch.nn.RNN"):
         rj.interop.from_torch(torch.nn.Linear(I, H))
+
+
+@needs_torch
+def test_to_torch_refuses_to_drop_biases_a_module_without_them_cannot_hold():
+    import torch
+
+    module = torch.nn.GRU(I, H, bias=False, batch_first=True)
+    _, params = rj.interop.from_torch(module)
+    np.testing.assert_array_equal(params["b_i"], 0)  # from a module without biases: zeros, invented nowhere
+    rj.interop.to_torch(params, module)  # zero biases: nothing is lost
+    nonzero = dict(params, b_i=params["b_i"] + 0.1)
+    with pytest.raises(ValueError, match=r"params\['b_i'\]: non-zero biases, but the module was built with bias=False"):
+        rj.interop.to_torch(nonzero, module)

@@ -11,6 +11,7 @@ loaded from a checkpoint with numpy), so weights trained in PyTorch can be used 
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -112,6 +113,11 @@ def to_torch(params, module):
     mode, H, L, bi = _config(module)
     _checks.check_params(from_torch(module)[1], params)
     named = dict(module.named_parameters())
+    if not module.bias:  # a module without biases cannot hold non-zero ones: refuse to drop them
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+            if str(getattr(path[-1], "key", "")).startswith("b_") and np.any(np.asarray(leaf) != 0):
+                raise ValueError(f"params{jax.tree_util.keystr(path)}: non-zero biases, but the module was "
+                                 f"built with bias=False and has none; build it with bias=True")
     per_layer = [params] if L == 1 else list(params["layers"])
     with torch.no_grad():
         for k, lp in enumerate(per_layer):
