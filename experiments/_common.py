@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import inspect
 import json
 import math
 import os
 import platform
+import re
 import sys
 import time
 import typing
@@ -17,15 +19,66 @@ import jax
 from rnn_jax.host_memory import POLICIES, host_memory_state, use_policy
 
 
+# Domains of Config fields beyond the rules of check_values: ``Config.limits = {field: Limit}``.
+
+class Limit(typing.NamedTuple):
+    """A field's domain: ``text`` completes "--field: expected ...", ``ok(value)`` decides."""
+
+    text: str
+    ok: typing.Callable[[typing.Any], bool]
+
+    def __call__(self, value) -> str | None:
+        return None if self.ok(value) else self.text
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _each(value) -> tuple:
+    return value if isinstance(value, tuple) else (value,)
+
+
+FRACTION = Limit("a number in [0, 1)", lambda v: isinstance(v, (int, float)) and 0 <= v < 1)
+
+
+def at_least(n: int) -> Limit:
+    """An int (or a tuple of ints) ``>= n``."""
+    return Limit(f"ints >= {n}", lambda v: all(_is_int(e) and e >= n for e in _each(v)))
+
+
+def one_of(*choices) -> Limit:
+    """A value (or a tuple of values) from ``choices``."""
+    return Limit(f"some of {','.join(map(str, choices))}", lambda v: all(e in choices for e in _each(v)))
+
+
+def zero_or_at_least(n: int, zero_means: str) -> Limit:
+    return Limit(f"0 ({zero_means}) or an int >= {n}", lambda v: _is_int(v) and (v == 0 or v >= n))
+
+
+def field_comments(cls) -> dict[str, str]:
+    """The comment after each field of a Config class's source: its help text."""
+    try:
+        src = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+)\s*:[^#\n]*#\s*(.*)$", src, re.M)}
+
+
 def parse_config(cls, argv=None, description: str = ""):
-    """``--field=value`` flags from a frozen dataclass ``cls`` (help text from each field's
-    ``metadata["help"]``), plus ``--quick`` (the class's ``quick()`` overrides) and ``--resume=DIR``.
-    Unknown flags and bad values exit with argparse's message naming the flag."""
-    p = argparse.ArgumentParser(description=description, allow_abbrev=False)
+    """``--field=value`` flags from a frozen dataclass ``cls`` (help text from the comment after each
+    field), plus ``--quick`` (the class's ``quick()`` overrides) and ``--resume=DIR``. Unknown flags and
+    values outside a field's domain (:func:`check_values`, ``cls.limits``) exit with code 2 and a
+    message naming the flag, before any run folder is made."""
+    p = argparse.ArgumentParser(description=description, allow_abbrev=False,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     hints = typing.get_type_hints(cls)
+    comments = field_comments(cls)
     for f in dataclasses.fields(cls):
         typ = hints[f.name]
-        kw = {"default": None, "help": f"{f.metadata.get('help', '')} (default: {f.default!r})"}
+        allowed = domain(cls, f)
+        text = f.metadata.get("help", comments.get(f.name, ""))
+        kw = {"default": None, "help": f"{text} (default: {f.default!r}; {allowed})"}
         if typ is bool:
             kw["type"] = lambda s: {"true": True, "1": True, "false": False, "0": False}[s.lower()]
             kw["metavar"] = "{true,false}"
@@ -58,51 +111,97 @@ def parse_config(cls, argv=None, description: str = ""):
         args.mesh = distributed.make_mesh(args.mesh) if args.mesh else None
     except ValueError as e:
         p.error(str(e))
+    saved = None
     if args.resume:
         path = os.path.join(args.resume, "config.json")
         try:
             with open(path) as f:
-                saved = json.load(f)["config"]
-            cfg = cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items()})
+                saved = cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in json.load(f)["config"].items()})
         except (OSError, ValueError, KeyError, TypeError) as e:
             p.error(f"--resume: {args.resume} is not a run folder of this experiment ({type(e).__name__}: {e})")
+        cfg = saved
     else:
         cfg = cls.quick() if args.quick else cls()
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name) is not None}
     cfg = dataclasses.replace(cfg, **overrides)
-    problem = check_values(cfg)
+    problem = check_values(cfg) or (check_resume(saved, cfg, args.resume) if saved is not None else None)
     if problem:
         p.error(problem)
     return cfg, args
 
 
+def check_resume(saved, cfg, run_dir: str) -> str | None:
+    """A resumed run may only train as long or longer: fewer ``steps`` than it was started with would
+    rewrite a finished run's results (or cut its history) with a shorter run's."""
+    steps_then, steps_now = getattr(saved, "steps", None), getattr(cfg, "steps", None)
+    if steps_then is not None and steps_now < steps_then:
+        return (f"--steps: the run in {run_dir} was started with steps={steps_then}; a resume may not shorten "
+                f"it (start a new run instead)")
+    return None
+
+
+def domain(cls, f) -> str:
+    """The values a field takes, in words, as :func:`check_values` checks them (for ``--help``)."""
+    d = f.default
+    limit = getattr(cls, "limits", {}).get(f.name)
+    if limit is not None:
+        return f"allowed: {limit.text}"
+    if isinstance(d, bool):
+        return "allowed: true, false"
+    if isinstance(d, int):
+        return "allowed: an int >= 1" if d > 0 else "allowed: an int >= 0"
+    if isinstance(d, float):
+        return "allowed: a finite number > 0" if d > 0 else "allowed: a finite number >= 0"
+    if isinstance(d, tuple) and d and all(isinstance(v, int) and not isinstance(v, bool) for v in d):
+        return "allowed: ints >= 1"
+    if isinstance(d, tuple) and d and all(isinstance(v, float) for v in d):
+        return "allowed: finite numbers >= 0"
+    return "allowed: see the description"
+
+
 def check_values(cfg) -> str | None:
-    """Every count whose default is positive (steps, batch size, hidden size, seeds...) must be a
-    positive int; every float must be finite, and positive when its default is (learning rates).
+    """Each field's domain, from its default unless ``type(cfg).limits`` names a check for it:
+
+    * a count (int) whose default is positive (steps, batch size, hidden size, seeds...) is an int
+      >= 1; one whose default is 0 (0 meaning "none" or "all") an int >= 0;
+    * a float is finite, and > 0 when its default is (learning rates), >= 0 when it is 0;
+    * a tuple holds at least one value; tuples of ints hold ints >= 1, of floats finite numbers >= 0.
+
     Returns the first problem as a message naming the flag, or None."""
+    limits = getattr(type(cfg), "limits", {})
     for f in dataclasses.fields(cfg):
         v, d = getattr(cfg, f.name), f.default
+        if isinstance(d, tuple) and not v:
+            return f"--{f.name}: expected at least one value"
+        if f.name in limits:
+            want = limits[f.name](v)
+            if want:
+                bad = [e for e in _each(v) if not limits[f.name].ok(e)] if isinstance(v, tuple) else [v]
+                return f"--{f.name}: expected {want}, got {_flag_value(bad[0] if bad else v)}"
+            continue
         if isinstance(v, bool) or isinstance(d, bool):
             continue
-        if isinstance(d, int) and d > 0 and not (isinstance(v, int) and v >= 1):
-            return f"--{f.name}: expected a positive int, got {v!r}"
+        if isinstance(d, int) and not (isinstance(v, int) and v >= min(d, 1)):
+            return f"--{f.name}: expected {'a positive int' if d > 0 else 'an int >= 0'}, got {v!r}"
         if isinstance(d, float) and not math.isfinite(v):
             return f"--{f.name}: expected a finite number, got {v!r}"
         if isinstance(d, float) and d > 0 and not v > 0:
             return f"--{f.name}: expected a positive number, got {v!r}"
-        if isinstance(d, tuple) and not v:
-            return f"--{f.name}: expected at least one value"
+        if isinstance(d, float) and not v >= 0:
+            return f"--{f.name}: expected a number >= 0, got {v!r}"
+        if isinstance(d, tuple) and d and all(isinstance(e, int) and not isinstance(e, bool) for e in d):
+            bad = [e for e in v if not (_is_int(e) and e >= 1)]
+            if bad:
+                return f"--{f.name}: expected positive ints, got {bad[0]!r}"
+        if isinstance(d, tuple) and d and all(isinstance(e, float) for e in d):
+            bad = [e for e in v if not (math.isfinite(e) and e >= 0)]
+            if bad:
+                return f"--{f.name}: expected finite numbers >= 0, got {bad[0]!r}"
     return None
 
 
-def check_choices(flag: str, values, allowed) -> None:
-    """Exit (code 2, before a run folder is made) with a message naming the flag when ``values``
-    holds something outside ``allowed``."""
-    for v in values:
-        if v not in allowed:
-            print(f"error: --{flag}: unknown value {v!r}; expected some of {','.join(map(str, allowed))}",
-                  file=sys.stderr)
-            raise SystemExit(2)
+def _flag_value(v) -> str:
+    return ",".join(map(str, v)) if isinstance(v, tuple) else repr(v)
 
 
 def machine() -> dict:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +36,12 @@ class Config:
     lr: float = 1e-2                           # Adam learning rate
     clip_norm: float = 5.0                     # gradient clipping by global norm
     seed: int = 0                              # PRNG seed for init, split and batches
+
+    # domains beyond those the defaults imply (experiments._common.check_values); shown by --help
+    limits: ClassVar[dict] = {
+        "problems": _common.one_of(*bits.PROBLEMS),
+        "cell4": _common.one_of("elman", "jordan"),
+    }
 
     @classmethod
     def quick(cls):
@@ -107,8 +114,6 @@ def model_name(problem, cfg):
 
 def main(argv=None) -> dict:
     cfg, args = _common.parse_config(Config, argv, __doc__)
-    _common.check_choices("problems", cfg.problems, bits.PROBLEMS)
-    _common.check_choices("cell4", (cfg.cell4,), ("elman", "jordan"))
     run_dir = _common.make_run_dir("bit_reverse", cfg, args)
     rows = [run_problem(p, cfg, run_dir, bool(args.resume), args.mesh) for p in cfg.problems]
     curves = {f"problem {r['problem']} ({r['cell']})": _common.train_curve(r["history"]) for r in rows}

@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import os
 import time
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -60,6 +61,13 @@ class Config:
     sample_len: int = 300                         # characters per sample
     temperatures: tuple[float, ...] = (0.5, 1.0)  # sampling temperatures
     seed: int = 0                                 # PRNG seed
+
+    # domains beyond those the defaults imply (experiments._common.check_values); shown by --help
+    limits: ClassVar[dict] = {
+        "corpora": _common.one_of(*CORPORA),
+        "models": _common.one_of(*MODELS),
+        "dropout": _common.FRACTION,
+    }
 
     @classmethod
     def quick(cls):
@@ -281,8 +289,6 @@ def plot_learning_curves(histories: dict, run_dir: str) -> None:
 
 def main(argv=None):
     cfg, args = _common.parse_config(Config, argv, __doc__)
-    _common.check_choices("corpora", cfg.corpora, CORPORA)
-    _common.check_choices("models", cfg.models, MODELS)
     run_dir = _common.make_run_dir("char_lm", cfg, args)
     results = {"experiment": "char_lm", "run_dir": run_dir, "rows": [], "ngram": [], "hello": None}
     curves = {}

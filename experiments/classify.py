@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +39,12 @@ class Config:
     clip_norm: float = 1.0                 # gradient clipping by global norm
     seeds: int = 3                         # seeds trained at once (vmap) for error bars
     seed: int = 0                          # base PRNG seed
+
+    # domains beyond those the defaults imply (experiments._common.check_values); shown by --help
+    limits: ClassVar[dict] = {
+        "datasets": _common.one_of(*DATASETS),
+        "archs": _common.one_of(*ARCHS),
+    }
 
     @classmethod
     def quick(cls):
@@ -97,8 +104,6 @@ def run(name, arch, cfg, run_dir, mesh=None):
 
 def main(argv=None):
     cfg, args = _common.parse_config(Config, argv, __doc__)
-    _common.check_choices("datasets", cfg.datasets, DATASETS)
-    _common.check_choices("archs", cfg.archs, ARCHS)
     run_dir = _common.make_run_dir("classify", cfg, args)
     rows = [run(n, a, cfg, run_dir, args.mesh) for n in cfg.datasets for a in cfg.archs]
     curves = {f"{r['dataset']} {r['arch']}": _common.train_curve(r["history"]) for r in rows}

@@ -12,6 +12,12 @@ A tanh Elman network whose recurrent matrix starts at ``scale`` times a random o
   unclipped steps are ~100 times longer than clipped ones: they throw the weights into saturation
   and training never leaves chance accuracy; clipped to norm 1, the same run learns the task.
 
+Before training, the gradient norm at initialisation is measured at several spectral radii of
+``W_h`` (``SCALES``; the same ``Q``, input weights and batch): it grows with the radius, exponentially
+past 1, as the bound ``||dh_T/dh_k|| <= (radius * max|tanh'|)^(T-k)`` allows (Pascanu et al. 2013).
+That growth is the deterministic part; whether a given unclipped run ends in Inf/NaN or in saturation
+depends on the machine's rounding (the dynamics are chaotic), and is reported, not promised.
+
 The gradient norm (before clipping) of every step is plotted for both (``grad_norm.png``), with the
 loss (``loss.png``).
 """
@@ -19,16 +25,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 import rnn_jax as rj
 from experiments import _common
 from rnn_jax import distributed, train
 from rnn_jax.data import long_range as lr
 
+SCALES = (0.5, 1.0, 1.5, 2.0, 3.0)  # spectral radii of W_h at which the gradient at init is measured
 SETTINGS = {
     "nan": dict(task="adding", T=50, lr=0.02),
     "cliff": dict(task="order", T=30, lr=0.1),
@@ -45,14 +54,19 @@ class Config:
     clip_norm: float = 1.0                        # global-norm bound of the clipped runs
     seed: int = 0                                 # PRNG seed (the same init and batches for both runs)
 
+    # domains beyond those the defaults imply (experiments._common.check_values); shown by --help
+    limits: ClassVar[dict] = {
+        "settings": _common.one_of(*SETTINGS),
+    }
+
     @classmethod
     def quick(cls):
         return cls(steps=800)
 
 
-def run(setting: str, clip, cfg: Config, run_dir: str, mesh=None):
+def _model_and_loss(setting: str, hidden: int, scale: float):
     s = SETTINGS[setting]
-    cell = rj.elman(cfg.hidden, "tanh", recurrent_init=rj.initializers.orthogonal(cfg.scale))
+    cell = rj.elman(hidden, "tanh", recurrent_init=rj.initializers.orthogonal(scale))
     if s["task"] == "adding":
         model = rj.many_to_one(rj.rnn(cell), 1, input_size=2)
         gen = lr.adding
@@ -71,6 +85,28 @@ def run(setting: str, clip, cfg: Config, run_dir: str, mesh=None):
             ce = rj.losses.softmax_cross_entropy(logits, y, reduction="mean")
             return ce, {"accuracy": jnp.mean(jnp.argmax(logits, -1) == y)}
 
+    return model, loss_fn, gen
+
+
+def gradient_norm_by_scale(setting: str, cfg: Config, scales) -> list[float]:
+    """The gradient norm at initialisation, on the first batch, for ``W_h = scale * Q`` (the same ``Q``,
+    the same input weights and batch for every scale): what the theory predicts before any training.
+    ``||dh_T/dh_k||`` is bounded by ``(scale * max|tanh'|)^(T-k)``, so the gradient grows with the
+    spectral radius; past 1 it grows exponentially with the sequence length (Pascanu et al. 2013)."""
+    s = SETTINGS[setting]
+    k_init, k_data = jax.random.split(jax.random.key(cfg.seed))
+    batch = jax.random.fold_in(k_data, 0)
+    norms = []
+    for scale in scales:
+        model, loss_fn, gen = _model_and_loss(setting, cfg.hidden, scale)
+        g = jax.grad(lambda p: loss_fn(p, gen(batch, cfg.batch_size, s["T"]))[0])(model.init(k_init))
+        norms.append(float(optax.tree.norm(g)))
+    return norms
+
+
+def run(setting: str, clip, cfg: Config, run_dir: str, mesh=None):
+    s = SETTINGS[setting]
+    model, loss_fn, gen = _model_and_loss(setting, cfg.hidden, cfg.scale)
     key = jax.random.key(cfg.seed)
     k_init, k_data = jax.random.split(key)
     tx = train.optimizer("sgd", s["lr"], clip_norm=clip)
@@ -88,6 +124,7 @@ def run(setting: str, clip, cfg: Config, run_dir: str, mesh=None):
     tail = slice(max(0, len(rows) - 100), len(rows))
     out = {"setting": setting, "task": s["task"], "T": s["T"], "lr": s["lr"], "clip_norm": clip,
            "status": res.status, "message": res.message, "steps_done": int(res.state.step),
+           "first_grad_norm": float(g[0]),
            "max_grad_norm": float(np.nanmax(np.where(np.isfinite(g), g, np.nan))) if np.isfinite(g).any() else None,
            "first_nonfinite_step": int(rows[-1]["step"]) if res.status == "diverged" else None,
            "loss_first10": float(np.mean(loss[:10])), "loss_last100": float(np.mean(loss[tail])),
@@ -100,10 +137,12 @@ def run(setting: str, clip, cfg: Config, run_dir: str, mesh=None):
 
 def main(argv=None):
     cfg, args = _common.parse_config(Config, argv, __doc__)
-    _common.check_choices("settings", cfg.settings, tuple(SETTINGS))
     run_dir = _common.make_run_dir("exploding", cfg, args)
-    rows, traces = [], {}
+    rows, traces, by_scale = [], {}, {}
     for setting in cfg.settings:
+        by_scale[setting] = dict(zip(map(str, SCALES), gradient_norm_by_scale(setting, cfg, SCALES)))
+        print(f"{setting}: gradient norm at init by scale " +
+              "  ".join(f"{k}: {v:.3g}" for k, v in by_scale[setting].items()), flush=True)
         for clip in (None, cfg.clip_norm):
             row, trace = run(setting, clip, cfg, run_dir, args.mesh)
             rows.append(row)
@@ -114,7 +153,7 @@ def main(argv=None):
                         f"tanh Elman, W_h = {cfg.scale} x orthogonal, plain SGD")
     _common.plot_curves({k: (t["step"], finite(np.array(t["loss"]))) for k, t in traces.items()},
                         os.path.join(run_dir, "loss.png"), "training loss", "same runs: loss")
-    results = {"experiment": "exploding", "run_dir": run_dir, "rows": rows}
+    results = {"experiment": "exploding", "run_dir": run_dir, "rows": rows, "grad_norm_at_init_by_scale": by_scale}
     _common.save_results(run_dir, results)
     print(f"\nexploding -> {run_dir}")
     return results

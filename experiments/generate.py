@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +40,11 @@ class Config:
     temperatures: tuple[float, ...] = (0.5, 1.0)  # sampling temperatures
     samples_per_class: int = 50             # generated signals per class and temperature
     seed: int = 0                           # PRNG seed
+
+    # domains beyond those the defaults imply (experiments._common.check_values); shown by --help
+    limits: ClassVar[dict] = {
+        "levels": _common.at_least(2),
+    }
 
     @classmethod
     def quick(cls):

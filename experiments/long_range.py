@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import zlib
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +60,17 @@ class Config:
     stop_when_solved: bool = False                          # stop a run once it is solved with a margin (see SOLVED_STOP)
     copy_diagnostics: bool = False                          # error reach and step Jacobians on copy memory
     seed: int = 0                                           # PRNG seed
+
+    # domains beyond those the defaults imply (experiments._common.check_values); shown by --help
+    limits: ClassVar[dict] = {
+        "models": _common.one_of(*MODELS),
+        "tasks": _common.one_of("adding", "copy", "order"),
+        "clips": _common.one_of("none", "value", "norm"),
+        "long_T_clips": _common.one_of("none", "value", "norm"),
+        "adding_T": _common.at_least(2),
+        "diag_T": _common.at_least(2),
+        "order_T": _common.at_least(5),
+    }
 
     @classmethod
     def quick(cls):
@@ -264,9 +276,6 @@ def plot_jacobian_spectra(copy_diags: dict, path: str) -> str:
 
 def main(argv=None):
     cfg, args = _common.parse_config(Config, argv, __doc__)
-    _common.check_choices("models", cfg.models, MODELS)
-    _common.check_choices("tasks", cfg.tasks, tuple(TASKS))
-    _common.check_choices("clips", cfg.clips + cfg.long_T_clips, ("none", "value", "norm"))
     run_dir = _common.make_run_dir("long_range", cfg, args)
     rows, diags, copy_diags = [], {}, {}
     lengths = {"adding": cfg.adding_T, "copy": cfg.copy_T, "order": cfg.order_T}

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +56,14 @@ class Config:
     folds: int = 0                    # 0: one fixed stratified 80/10/10 split; k >= 3: k-fold cross-validation
     seeds: int = 3                    # seeds per split (fold), all trained at once (vmap)
     seed: int = 0                     # PRNG seed (split, init, batches)
+
+    # domains beyond those the defaults imply (experiments._common.check_values); shown by --help
+    limits: ClassVar[dict] = {
+        "models": _common.one_of(*MODELS),
+        "dropout_words": _common.FRACTION,
+        "folds": _common.zero_or_at_least(3,
+        "one fixed split"),
+    }
 
     @classmethod
     def quick(cls):
@@ -146,9 +155,6 @@ def _stack(rows: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
 
 def main(argv=None):
     cfg, args = _common.parse_config(Config, argv, __doc__)
-    _common.check_choices("models", cfg.models, MODELS)
-    if cfg.folds:
-        _check_folds(cfg.folds)  # before the run folder is made
     run_dir = _common.make_run_dir("sentiment", cfg, args)
     sents = rotten.sentences()
     labels = np.array([s.label for s in sents], np.int32)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections import Counter, defaultdict
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +45,11 @@ class Config:
     clip_norm: float = 1.0           # gradient clipping by global norm
     max_sentences: int = 0           # use only this many sentences (0: all), for quick runs
     seed: int = 0                    # PRNG seed (split, init, batches)
+
+    # domains beyond those the defaults imply (experiments._common.check_values); shown by --help
+    limits: ClassVar[dict] = {
+        "archs": _common.one_of(*ARCHS),
+    }
 
     @classmethod
     def quick(cls):
@@ -165,7 +171,6 @@ def run(arch, data, vocabs, cfg, run_dir, mesh=None):
 
 def main(argv=None):
     cfg, args = _common.parse_config(Config, argv, __doc__)
-    _common.check_choices("archs", cfg.archs, ARCHS)
     run_dir = _common.make_run_dir("tagging", cfg, args)
     data, *vocabs = prepare(cfg)
     baseline = most_frequent_tag_baseline(data, vocabs[2])

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import rnn_jax as rj
+from conftest import run_main
 
 I, H, T = 3, 4, 5
 
@@ -253,7 +254,7 @@ def test_state_dict_keys_must_match_exactly():
     (["--batch_size=0"], "--batch_size: expected a positive int, got 0"),
     (["--hidden=0"], "--hidden: expected a positive int, got 0"),
     (["--lr=nan"], "--lr: expected a finite number, got nan"),
-    (["--cell4=lstm"], "--cell4: unknown value 'lstm'"),
+    (["--cell4=lstm"], "--cell4: expected some of elman,jordan, got 'lstm'"),
     (["--resume=/nonexistent/run"], "--resume: /nonexistent/run is not a run folder"),
 ])
 def test_bad_command_lines_exit_2_before_a_run_folder_is_made(argv, match, tmp_path, capsys):
@@ -264,6 +265,52 @@ def test_bad_command_lines_exit_2_before_a_run_folder_is_made(argv, match, tmp_p
     assert e.value.code == 2
     assert match in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # no run folder, not even a config.json
+
+
+@pytest.mark.parametrize("module,argv,match", [
+    ("sentiment", ["--dropout_words=1.5"], "--dropout_words: expected a number in [0, 1), got 1.5"),
+    ("sentiment", ["--folds=1"], "--folds: expected 0 (one fixed split) or an int >= 3, got 1"),
+    ("tagging", ["--max_sentences=-5"], "--max_sentences: expected an int >= 0, got -5"),
+    ("long_range", ["--adding_T=0"], "--adding_T: expected ints >= 2, got 0"),
+    ("long_range", ["--adding_T=50,-5"], "--adding_T: expected ints >= 2, got -5"),
+    ("long_range", ["--clips=norm,foo"], "--clips: expected some of none,value,norm, got 'foo'"),
+    ("generate", ["--levels=1"], "--levels: expected ints >= 2, got 1"),
+    ("generate", ["--quick", "--temperatures=nan"], "--temperatures: expected finite numbers >= 0, got nan"),
+    ("char_lm", ["--dropout=1"], "--dropout: expected a number in [0, 1), got 1.0"),
+    ("char_lm", ["--temperatures=0.5,-1"], "--temperatures: expected finite numbers >= 0, got -1.0"),
+])
+def test_each_fields_domain_is_checked_before_a_run_folder_is_made(module, argv, match, tmp_path, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(f"experiments.{module}").main(argv + [f"--out={tmp_path}"])
+    assert e.value.code == 2
+    assert match in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_zero_dropout_means_none_as_the_help_says(capsys):
+    from experiments import _common, char_lm
+
+    cfg, _ = _common.parse_config(char_lm.Config, ["--dropout=0"])
+    assert cfg.dropout == 0
+    with pytest.raises(SystemExit):
+        _common.parse_config(char_lm.Config, ["--help"])
+    assert "(0 = none) (default: 0.1; allowed: a number in [0, 1))" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_shorter_resume_never_rewrites_a_finished_run(tmp_path, capsys):
+    from experiments import bit_reverse
+
+    res = run_main("experiments.bit_reverse", ["--quick", "--problems=1", "--steps=30", "--hidden=8", f"--out={tmp_path}"])
+    run_dir = res["run_dir"]
+    with open(os.path.join(run_dir, "results.json")) as f:
+        before = f.read()
+    with pytest.raises(SystemExit) as e:
+        bit_reverse.main([f"--resume={run_dir}", "--steps=10"])
+    assert e.value.code == 2 and "was started with steps=30; a resume may not shorten it" in capsys.readouterr().err
+    with open(os.path.join(run_dir, "results.json")) as f:
+        assert f.read() == before
 
 
 def test_run_folders_are_unique(tmp_path):
@@ -278,8 +325,6 @@ def test_run_folders_are_unique(tmp_path):
 
 
 def test_one_seed_on_the_command_line(tmp_path):
-    from experiments import classify
-
-    out = classify.main(["--quick", "--seeds=1", "--steps=20", "--hidden=8", f"--out={tmp_path}"])
+    out = run_main("experiments.classify", ["--quick", "--seeds=1", "--steps=20", "--hidden=8", f"--out={tmp_path}"])
     row = out["rows"][0]
     assert row["seeds"] == 1 and len(row["test_accuracy_per_seed"]) == 1
