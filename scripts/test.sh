@@ -5,8 +5,8 @@
 extras=test
 [ "${RNN_JAX_WITH_TORCH:-0}" = 1 ] && extras=test-torch
 source "$(dirname "$0")/_venv.sh" "$extras"
-# Tests are compile-bound (one core each): one worker per core, at most 4; a test file stays on one
-# worker (the data fetched into the cache by one file's tests is never fetched twice at once).
+# Tests are compile-bound (one core each): one worker per core, at most 4, each test handed to the next
+# free worker (the workers finish together). The 20 slowest tests are listed at the end.
 # Pass -n 0 to run in this process.
 workers=$(python -c "import os; print(min(4, len(os.sched_getaffinity(0))))")
-python -m pytest -q -n "$workers" --dist loadfile "$@"
+python -m pytest -q -n "$workers" --dist worksteal --durations=20 "$@"

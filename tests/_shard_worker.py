@@ -1,6 +1,6 @@
 """Worker for tests/test_distributed.py: models split over two devices, in float64.
 
-    XLA_FLAGS=--xla_force_host_platform_device_count=2 JAX_ENABLE_X64=1 python tests/_shard_worker.py
+    XLA_FLAGS=--xla_force_host_platform_device_count=2 JAX_ENABLE_X64=1 python tests/_shard_worker.py [CELL ...]
 
 Prints one JSON line: for every cell, the largest difference between each model run inside
 ``jax.shard_map`` (one part of the batch per device) and the same model on the whole batch, and, for a
@@ -31,7 +31,7 @@ def diff(a, b):
                for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-def main():
+def main(cells):
     assert jax.device_count() == 2 and jnp.zeros(()).dtype == jnp.float64
     mesh = Mesh(np.array(jax.devices()), ("data",))
     rng = np.random.default_rng(0)
@@ -46,13 +46,14 @@ def main():
     split, whole = P("data"), P()
 
     def sharded(f, args, specs, out):
-        return diff(jax.jit(jax.shard_map(f, mesh=mesh, in_specs=specs, out_specs=out))(*args), f(*args))
+        return diff(jax.jit(jax.shard_map(f, mesh=mesh, in_specs=specs, out_specs=out))(*args), jax.jit(f)(*args))
 
     def grad_of(apply):  # inside shard_map: autodiff sums the per-device gradients of shared weights
         return lambda p, *a: jax.grad(lambda p: jnp.sum(jnp.sin(apply(p, *a))))(p)
 
     res = {"shard_map": {}, "data_parallel": {}}
-    for name, make in CELLS.items():
+    for name in cells:
+        make = CELLS[name]
         one = rj.many_to_one(rj.rnn(make()), 2, input_size=3)
         seq = rj.many_to_many(rj.stack(rj.bidirectional(rj.rnn(make()), rj.rnn(make(), reverse=True)),
                                        rj.rnn(make())), 2, input_size=3)
@@ -103,4 +104,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:] or list(CELLS))

@@ -34,6 +34,23 @@ def key(request):
     return jax.random.key(seed)
 
 
+def run_main(module: str, argv: list, output: bool = False):
+    """``module.main(argv)`` in a fresh process with XLA's and JAX's defaults (tests/_run_main.py): its
+    returned dict, through JSON (and what it printed, with ``output=True``). A non-zero exit fails the
+    test with the process's output."""
+    import json
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XLA_FLAGS="", JAX_ENABLE_X64="0")
+    p = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "_run_main.py"), module, *argv],
+                       env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, (p.stdout[-2000:], p.stderr[-4000:])
+    line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    result = json.loads(line[len("RESULT "):])
+    return (result, p.stdout) if output else result
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
@@ -47,9 +64,16 @@ def perturb(params, key, scale=0.3):
         treedef, [l + scale * jax.random.normal(k, l.shape, l.dtype) for l, k in zip(leaves, keys)])
 
 
-@pytest.fixture(autouse=True, scope="module")
+_TESTS_SINCE_CLEAR = [0]
+
+
+@pytest.fixture(autouse=True)
 def _fresh_compilation_caches():
-    """Drop compiled programs after each test module: the suite compiles thousands of small programs,
-    and keeping them all alive grows one process's memory for nothing."""
+    """Drop compiled programs every 40 tests: the suite compiles thousands of small programs, and keeping
+    them all alive grows one process's memory for nothing (tests of one module, handed out one by one,
+    may interleave with other modules' on a worker, so this does not follow module boundaries)."""
     yield
-    jax.clear_caches()
+    _TESTS_SINCE_CLEAR[0] += 1
+    if _TESTS_SINCE_CLEAR[0] >= 40:
+        _TESTS_SINCE_CLEAR[0] = 0
+        jax.clear_caches()

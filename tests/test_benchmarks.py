@@ -14,8 +14,13 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# The scripts are run to check what they write, not to time anything: their programs are compiled at the
+# lowest backend optimisation level, as every test's are (conftest.py), unless a test needs XLA's own.
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+
+
 def _run(module, *args, tmp_path, **extra_env):
-    env = dict(os.environ, RNN_JAX_BENCH_OUT=str(tmp_path), XLA_FLAGS="")
+    env = dict(os.environ, RNN_JAX_BENCH_OUT=str(tmp_path), XLA_FLAGS=FAST_COMPILE)
     env.update(extra_env)
     p = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=900)
@@ -28,11 +33,11 @@ def _positive(v):
 
 
 def test_throughput_quick(tmp_path):
-    out = _run("benchmarks.throughput", "--quick", "--rounds", "1", "--cells", "gru,lstm", tmp_path=tmp_path)
+    out = _run("benchmarks.throughput", "--quick", "--rounds", "1", "--cells", "gru", tmp_path=tmp_path)
     data = json.loads((tmp_path / "throughput_quick.json").read_text())
     assert data["machine"]["jax"] and data["dtype"] == "float32"
     assert _positive(data["matmul_ceiling_gflops"])
-    assert len(data["rows"]) == 2 * 2 * 2  # cells x sizes x modes
+    assert len(data["rows"]) == 1 * 2 * 2  # cells x sizes x modes
     for row in data["rows"]:
         for fw in ("rnn_jax", "scan", "flax"):
             assert _positive(row[f"{fw}_ms"]) and _positive(row[f"{fw}_first_call_s"])
@@ -50,7 +55,8 @@ def test_choices_quick(tmp_path):
 
 
 def test_step_product_quick_forms_agree_and_report_their_backend(tmp_path):
-    _run("benchmarks.step_product", "--quick", tmp_path=tmp_path)  # exits non-zero if the forms differ
+    # XLA's default optimisation: which products reach YNNPACK is what this test reads
+    _run("benchmarks.step_product", "--quick", tmp_path=tmp_path, XLA_FLAGS="")  # exits non-zero if the forms differ
     data = json.loads((tmp_path / "step_product_quick.json").read_text())
     (row,) = data["rows"]
     assert set(row["ms"]) == set(row["ynnpack"]) == {"fwd_rows", "fwd_transposed", "bwd_rows", "bwd_transposed"}
@@ -93,11 +99,10 @@ def test_host_memory_quick_runs_each_policy_in_its_own_process():
 
 def test_data_parallel_quick_splits_the_batch_over_two_devices(tmp_path):
     # the script checks each split step's loss against the one-device step before timing it
-    out = _run("benchmarks.data_parallel", "--quick", "--models", "classifier,seq2seq", "--cells", "gru",
-               tmp_path=tmp_path, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    out = _run("benchmarks.data_parallel", "--quick", "--models", "seq2seq", "--cells", "gru",
+               tmp_path=tmp_path, XLA_FLAGS=f"--xla_force_host_platform_device_count=2 {FAST_COMPILE}")
     data = json.loads((tmp_path / "data_parallel_quick.json").read_text())
-    assert len(data["devices"]) == 2 and [(r["model"], r["cell"]) for r in data["rows"]] == [
-        ("classifier", "gru"), ("seq2seq", "gru")]
+    assert len(data["devices"]) == 2 and [(r["model"], r["cell"]) for r in data["rows"]] == [("seq2seq", "gru")]
     for row in data["rows"]:
         assert set(row["ms"]) == {"rnn_jax x1", "rnn_jax x2", "flax x1", "flax x2", "flax shard_map x2"}
         assert all(_positive(v) for v in row["ms"].values())

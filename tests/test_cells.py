@@ -32,6 +32,7 @@ def test_step_equals_project_then_step_projected(name, key):
     c1, y1 = cell.step(params, cell.initial_state(jnp.float64), x)
     c2, y2 = cell.step_projected(params, cell.initial_state(jnp.float64), cell.project(params, x))
     np.testing.assert_array_equal(y1, y2)
+    jax.tree.map(np.testing.assert_array_equal, c1, c2)
 
 
 @pytest.mark.parametrize("act,g", [("tanh", np.tanh), ("relu", lambda z: np.maximum(z, 0)),

@@ -4,12 +4,11 @@ import os
 
 import numpy as np
 import pytest
+from conftest import run_main
 
 
 def test_bit_reverse_quick_solves_every_problem(tmp_path):
-    from experiments import bit_reverse
-
-    res = bit_reverse.main(["--quick", f"--out={tmp_path}"])
+    res = run_main("experiments.bit_reverse", ["--quick", f"--out={tmp_path}"])
     assert {r["problem"] for r in res["problems"]} == {"1", "2-fixed", "2-variable", "3", "4"}
     for r in res["problems"]:
         assert r["test_bit_accuracy"] == 1.0 and r["test_sequence_accuracy"] == 1.0, r
@@ -40,25 +39,33 @@ def test_unknown_flag_is_a_clear_error(capsys):
     assert e.value.code == 2 and "argument --host_memory: invalid choice: 'always'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         bit_reverse.main(["--problems=1,7"])
-    assert e.value.code == 2 and "--problems: unknown value '7'" in capsys.readouterr().err
+    assert e.value.code == 2 and "--problems: expected some of 1,2-fixed,2-variable,3,4, got '7'" in capsys.readouterr().err
 
 
-def test_exploding_quick_diverges_without_clipping_and_trains_with(tmp_path):
+def test_exploding_gradient_grows_with_the_spectral_radius_and_clipping_trains(tmp_path):
     from experiments import exploding
 
-    res = exploding.main(["--quick", f"--out={tmp_path}"])
+    res = run_main("experiments.exploding", ["--quick", "--steps=150", f"--out={tmp_path}"])
+    for setting, by_scale in res["grad_norm_at_init_by_scale"].items():
+        norms = [by_scale[str(s)] for s in exploding.SCALES]
+        # the theory: the gradient grows with W_h's spectral radius, exponentially past 1
+        assert all(a < b for a, b in zip(norms, norms[1:])), (setting, norms)
+        assert norms[-1] > 1e3 * norms[0], (setting, norms)
     rows = {(r["setting"], r["clip_norm"] is not None): r for r in res["rows"]}
-    assert rows[("nan", False)]["status"] == "diverged" and rows[("nan", False)]["first_nonfinite_step"] < 800
-    assert rows[("nan", True)]["status"] == "done"
-    cliff = rows[("cliff", True)]
-    assert cliff["loss_last100"] < 0.6 * cliff["loss_first10"]
+    for setting in ("nan", "cliff"):
+        at_scale = res["grad_norm_at_init_by_scale"][setting][str(exploding.Config.scale)]
+        for clipped in (False, True):  # the first update of each run sees the same gradient, before clipping
+            assert abs(rows[(setting, clipped)]["first_grad_norm"] - at_scale) <= 1e-4 * at_scale
+        assert at_scale > exploding.Config.clip_norm  # so clipping acts from the first update
+    # clipped updates are at most lr * clip_norm long: the clipped runs never diverge (whether and when an
+    # unclipped run diverges, and how far a clipped one gets in a quick run, is chaotic: reported, not tested)
+    for setting in ("nan", "cliff"):
+        assert rows[(setting, True)]["status"] == "done" and np.isfinite(rows[(setting, True)]["loss_last100"])
     assert os.path.exists(os.path.join(res["run_dir"], "grad_norm.png"))
 
 
 def test_long_range_quick_learns_and_draws_diagnostics(tmp_path):
-    from experiments import long_range
-
-    res = long_range.main([f"--out={tmp_path}", "--tasks=adding,order", "--adding_T=20", "--order_T=20",
+    res = run_main("experiments.long_range", [f"--out={tmp_path}", "--tasks=adding,order", "--adding_T=20", "--order_T=20",
                            "--diag_T=20", "--models=tanh-xavier,lstm", "--clips=norm", "--steps=150",
                            "--hidden=32", "--test_size=128"])
     order = [r for r in res["rows"] if r["task"] == "order"]
@@ -71,9 +78,7 @@ def test_long_range_quick_learns_and_draws_diagnostics(tmp_path):
 
 
 def test_classify_quick_learns(tmp_path):
-    from experiments import classify
-
-    res = classify.main(["--quick", f"--out={tmp_path}"])
+    res = run_main("experiments.classify", ["--quick", f"--out={tmp_path}"])
     (row,) = res["rows"]
     assert row["dataset"] == "mnist1d" and len(row["test_accuracy_per_seed"]) == 2
     assert row["test_accuracy_mean"] > 0.2  # chance is 0.1
@@ -82,9 +87,7 @@ def test_classify_quick_learns(tmp_path):
 def test_classify_variable_length_ucr_set(tmp_path):
     pytest.importorskip("aeon", reason="the UCR/UEA files ship with aeon, which the light test extra leaves out "
                                        "(pip install -e '.[experiments]'); CI installs it")
-    from experiments import classify
-
-    res = classify.main([f"--out={tmp_path}", "--datasets=JapaneseVowels", "--archs=gru-bidirectional",
+    res = run_main("experiments.classify", [f"--out={tmp_path}", "--datasets=JapaneseVowels", "--archs=gru-bidirectional",
                          "--steps=300", "--hidden=32", "--seeds=2"])
     assert res["rows"][0]["test_accuracy_mean"] > 0.6  # 9 speakers: chance is 0.11
 
@@ -92,9 +95,7 @@ def test_classify_variable_length_ucr_set(tmp_path):
 def test_char_lm_quick_learns(tmp_path):
     import math
 
-    from experiments import char_lm
-
-    res = char_lm.main([f"--out={tmp_path}", "--quick", "--eval_chars=3000", "--ngram_orders=2", "--sample_len=40"])
+    res = run_main("experiments.char_lm", [f"--out={tmp_path}", "--quick", "--eval_chars=3000", "--ngram_orders=2", "--sample_len=40"])
     assert res["hello"]["predicted_next"] == "ello" and res["hello"]["greedy_from_h"] == "hello"
     (row,) = res["rows"]
     assert row["test_bits_per_char"] < 0.8 * math.log2(50)  # uniform over PTB's 50 characters: 5.64 bits
@@ -103,9 +104,7 @@ def test_char_lm_quick_learns(tmp_path):
 
 
 def test_translate_quick_learns(tmp_path):
-    from experiments import translate
-
-    res = translate.main([f"--out={tmp_path}", "--n_train=1500", "--n_test=200", "--hidden=48", "--steps=250"])
+    res = run_main("experiments.translate", [f"--out={tmp_path}", "--n_train=1500", "--n_test=200", "--hidden=48", "--steps=250"])
     assert res["test_char_accuracy"] > 0.6  # 11 symbols: chance is ~0.1
     assert set(res["exact_match_by_style"]) <= {"short", "medium", "long", "full"}
 
@@ -122,9 +121,7 @@ def test_dates_are_disjoint_and_well_formed():
 
 
 def test_generate_quick_writes_samples(tmp_path):
-    from experiments import generate
-
-    res = generate.main(["--quick", f"--out={tmp_path}", "--samples_per_class=4"])
+    res = run_main("experiments.generate", ["--quick", f"--out={tmp_path}", "--samples_per_class=4"])
     assert res["generator_final_loss"] < 0.8 * np.log(34)  # below a uniform guess over 32 levels + 2 specials
     (row,) = res["rows"]
     assert 0 <= row["class_match"] <= 1 and len(row["class_match_per_class"]) == 10
@@ -132,9 +129,7 @@ def test_generate_quick_writes_samples(tmp_path):
 
 
 def test_tagging_quick_beats_chance_and_reports_the_baseline(tmp_path):
-    from experiments import tagging
-
-    res = tagging.main(["--quick", f"--out={tmp_path}", "--max_sentences=1500", "--steps=150"])
+    res = run_main("experiments.tagging", ["--quick", f"--out={tmp_path}", "--max_sentences=1500", "--steps=150"])
     assert 0.7 < res["most_frequent_tag_baseline"] < 1.0
     (row,) = res["rows"]
     assert row["test_token_accuracy"] > 0.7  # ~45 tags
@@ -142,9 +137,7 @@ def test_tagging_quick_beats_chance_and_reports_the_baseline(tmp_path):
 
 
 def test_sentiment_quick_learns(tmp_path):
-    from experiments import sentiment
-
-    res = sentiment.main(["--quick", "--folds=3", "--seeds=1", f"--out={tmp_path}"])
+    res = run_main("experiments.sentiment", ["--quick", "--folds=3", "--seeds=1", f"--out={tmp_path}"])
     assert res["sentences"] == 10_568 and res["split"]["test"] == 10_568  # every sentence tested once
     for row in res["rows"]:
         assert row["test_sentences"] == 10_568 and len(row["test_accuracy_per_fold"]) == 3
@@ -246,16 +239,14 @@ def test_report_says_when_a_short_budget_loses_to_the_ngram():
     assert rows["ptb best n-gram (order 6)"] == "1.560 bits/char"
 
 
-def test_char_lm_resumes_where_it_stopped(tmp_path, capsys):
+def test_char_lm_resumes_where_it_stopped(tmp_path):
     """A stateful character-model run continues from its checkpoint (parameters, optimiser and the
     streams' carried state) and its metrics log holds each update once."""
-    from experiments import char_lm
-
     flags = ["--quick", "--corpora=ptb", "--ngram_orders=1", "--checkpoint_every=10", "--eval_every=10",
              "--valid_chars=500", "--eval_chars=500", "--sample_len=5", f"--out={tmp_path}"]
-    first = char_lm.main(flags + ["--steps=20"])
-    more = char_lm.main([f"--resume={first['run_dir']}", "--steps=30"])
-    assert "resumed at update 20" in capsys.readouterr().out
+    first = run_main("experiments.char_lm", flags + ["--steps=20"])
+    more, printed = run_main("experiments.char_lm", [f"--resume={first['run_dir']}", "--steps=30"], output=True)
+    assert "resumed at update 20" in printed
     with open(os.path.join(first["run_dir"], "ptb_gru", "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
     steps = [r["step"] for r in rows if r["kind"] == "train"]
@@ -266,17 +257,15 @@ def test_char_lm_resumes_where_it_stopped(tmp_path, capsys):
 def test_long_range_orthogonal_cell_solves_copy_and_stops_when_solved(tmp_path):
     """The orthogonal cell learns copy memory, the run stops once solved, the diagnostics show its step
     Jacobians' singular values at 1 (the units modReLU keeps) and resuming a finished grid trains nothing."""
-    from experiments import long_range
-
     flags = [f"--out={tmp_path}", "--tasks=copy", "--copy_T=10", "--models=orthogonal", "--orthogonal_hidden=128",
              "--clips=none", "--steps=600", "--batch_size=128", "--test_size=128", "--eval_every=25",
              "--stop_when_solved=true", "--copy_diagnostics=true"]
-    res = long_range.main(flags)
+    res = run_main("experiments.long_range", flags)
     (row,) = res["rows"]
     assert row["solved"] and row["status"] == "reached" and row["updates"] < 600, row
     d = res["copy_diagnostics"]["orthogonal T=10"]
     assert abs(np.median(d["jacobian_sv_median"]) - 1.0) < 1e-3 and max(d["jacobian_sv_max"]) < 1 + 1e-3
     for f in ("copy_reach.png", "copy_jacobian_spectra.png"):
         assert os.path.exists(os.path.join(res["run_dir"], f)), f
-    again = long_range.main([f"--resume={res['run_dir']}"])
+    again = run_main("experiments.long_range", [f"--resume={res['run_dir']}"])
     assert again["rows"][0]["updates"] == row["updates"] and again["rows"][0]["solved"]

@@ -7,7 +7,9 @@ import pytest
 
 import rnn_jax as rj
 from rnn_jax import fused
+from rnn_jax.unroll import scan as generic_scan
 from conftest import CELLS, perturb
+from reference import loop_unroll
 
 FUSABLE = [n for n in CELLS if n != "jordan"]
 B, T, I, H = 3, 7, 4, 5
@@ -51,27 +53,44 @@ def _pair(make, key, lengths, initial, dtype=jnp.float64, batch=B):
 def _check(make, key, lengths=None, initial=False, batch=B):
     f_loss, r_loss, params, xs, s0 = _pair(make, key, lengths, initial, batch=batch)
     argnums = (0, 1, 2) if initial else (0, 1)
-    (fv, faux), fg = jax.value_and_grad(f_loss, argnums=argnums, has_aux=True)(params, xs, s0)
-    (rv, raux), rg = jax.value_and_grad(r_loss, argnums=argnums, has_aux=True)(params, xs, s0)
+    vg = lambda loss: jax.jit(jax.value_and_grad(loss, argnums=argnums, has_aux=True))  # noqa: E731
+    (fv, faux), fg = vg(f_loss)(params, xs, s0)
+    (rv, raux), rg = vg(r_loss)(params, xs, s0)
     _assert_trees_close(faux, raux)
     assert abs(float(fv - rv)) <= TOL * abs(float(rv))
     _assert_trees_close(fg, rg)
 
 
-# Elman with activations given as callables: the known ones by identity, any other through its own VJP.
+# Elman with activations given as callables other than the named ones, through their own VJP. (A
+# named activation IS its callable, test_named_activations_are_their_callables: elman(H, jnp.tanh)
+# runs exactly the code of elman(H, "tanh"), and is not tested twice.)
 CALLABLE_CELLS = {
-    "elman_jnp.tanh": lambda H: rj.elman(H, jnp.tanh),
-    "elman_jax.nn.relu": lambda H: rj.elman(H, jax.nn.relu),
-    "elman_jax.nn.sigmoid": lambda H: rj.elman(H, jax.nn.sigmoid),
     "elman_softsign": lambda H: rj.elman(H, jax.nn.soft_sign),
     "elman_softmax": lambda H: rj.elman(H, jax.nn.softmax),  # not elementwise: still exact
 }
 ALL_FUSABLE = {**{n: CELLS[n] for n in FUSABLE}, **CALLABLE_CELLS}
+# The kernels' distinct code paths: Elman with a known derivative and through its activation's VJP,
+# LSTM and GRU. Every option is tested on these; the other cells (the same loops with another
+# activation, or the orthogonal cell's autodiff rule) on one setting each.
+KERNEL_PATHS = ["elman_tanh", "elman_softsign", "lstm", "gru"]
+OTHER_FUSABLE = [n for n in ALL_FUSABLE if n not in KERNEL_PATHS]
 
 
-@pytest.mark.parametrize("name", ALL_FUSABLE)
-@pytest.mark.parametrize("hoist", [True, False], ids=["hoisted", "in-loop"])
-@pytest.mark.parametrize("lengths", [None, [7, 3, 0]], ids=["full", "lengths"])
+def _options(names, *option_lists, other=None):
+    """Every combination of the options for the kernel paths; ``other`` (one combination) for the rest."""
+    import itertools
+
+    combos = list(itertools.product(*option_lists))
+    return ([(n,) + c for n in KERNEL_PATHS for c in combos]
+            + [(n,) + (other or combos[-1]) for n in names if n not in KERNEL_PATHS])
+
+
+def test_named_activations_are_their_callables():
+    for name, fn in [("tanh", jnp.tanh), ("relu", jax.nn.relu), ("sigmoid", jax.nn.sigmoid)]:
+        assert rj.resolve_activation(name) is fn
+
+
+@pytest.mark.parametrize("name,hoist,lengths", _options(ALL_FUSABLE, [True, False], [None, (7, 3, 0)]))
 def test_fused_equals_unroller(name, hoist, lengths, key):
     _check(lambda f: rj.rnn(ALL_FUSABLE[name](H), fused=f, hoist_input=hoist), key,
            None if lengths is None else jnp.array(lengths))
@@ -100,12 +119,9 @@ PACKED_LENGTHS = {
 }
 
 
-# Every code path of the kernels' packed loops: Elman with a known derivative and through its
-# activation's VJP, LSTM and GRU, at every length pattern, both directions; every other fusable cell
-# (the same loops with another activation) on one pattern.
-PACKED_PATHS = ["elman_tanh", "elman_softsign", "lstm", "gru"]
-PACKED_CASES = ([(n, lengths, rev) for n in PACKED_PATHS for lengths in PACKED_LENGTHS for rev in (False, True)]
-                + [(n, "mixed", False) for n in ALL_FUSABLE if n not in PACKED_PATHS])
+# Every code path of the kernels' packed loops at every length pattern, both directions; every other
+# fusable cell on one pattern.
+PACKED_CASES = _options(ALL_FUSABLE, list(PACKED_LENGTHS), [False, True], other=("mixed", False))
 
 
 @pytest.mark.parametrize("name,lengths,reverse", PACKED_CASES,
@@ -271,9 +287,7 @@ def _single_sequence_pair(name, key, lengths, initial, hoist):
     return loss_one(layers[True]), loss_one(layers[False]), (params, xs, lengths, s0)
 
 
-@pytest.mark.parametrize("name", ALL_FUSABLE)
-@pytest.mark.parametrize("hoist", [True, False], ids=["hoisted", "in-loop"])
-@pytest.mark.parametrize("lengths", [None, [7, 3, 0]], ids=["full", "lengths"])
+@pytest.mark.parametrize("name,hoist,lengths", _options(ALL_FUSABLE, [True, False], [None, (7, 3, 0)]))
 def test_single_sequence_kernel_under_vmap(name, hoist, lengths, key):
     """jax.vmap over single-sequence calls (the JVP rule): values, summed and per-example gradients
     and forward-mode derivatives equal the generic scan's."""
@@ -283,14 +297,16 @@ def test_single_sequence_kernel_under_vmap(name, hoist, lengths, key):
     def total(loss):
         return lambda p, x, s: jnp.sum(jax.vmap(loss, batch_axes)(p, x, n, s))
 
-    _assert_trees_close(jax.value_and_grad(total(fused_one), (0, 1, 2))(params, xs, s0),
-                        jax.value_and_grad(total(ref_one), (0, 1, 2))(params, xs, s0))
-    per_example = jax.vmap(jax.grad(fused_one), batch_axes)(params, xs, n, s0)
-    looped = [jax.grad(ref_one)(params, xs[b], n[b], jax.tree.map(lambda a: a[b], s0)) for b in range(B)]
+    # each side compiled once (one program per transformation, not one per primitive)
+    vg = lambda loss: jax.jit(jax.value_and_grad(total(loss), (0, 1, 2)))  # noqa: E731
+    _assert_trees_close(vg(fused_one)(params, xs, s0), vg(ref_one)(params, xs, s0))
+    per_example = jax.jit(jax.vmap(jax.grad(fused_one), batch_axes))(params, xs, n, s0)
+    grad_ref = jax.jit(jax.grad(ref_one))
+    looped = [grad_ref(params, xs[b], n[b], jax.tree.map(lambda a: a[b], s0)) for b in range(B)]
     _assert_trees_close(per_example, jax.tree.map(lambda *a: jnp.stack(a), *looped))
     tangent = jax.tree.map(lambda a: jnp.cos(jnp.arange(a.size, dtype=a.dtype)).reshape(a.shape), (params, xs, s0))
-    _assert_trees_close(jax.jvp(total(fused_one), (params, xs, s0), tangent),
-                        jax.jvp(total(ref_one), (params, xs, s0), tangent))
+    jvp = lambda loss: jax.jit(lambda *p: jax.jvp(total(loss), p, tangent))  # noqa: E731
+    _assert_trees_close(jvp(fused_one)(params, xs, s0), jvp(ref_one)(params, xs, s0))
 
 
 @pytest.mark.parametrize("name", ["lstm", "gru", "elman_softsign"])
@@ -405,8 +421,7 @@ def test_flip_valid_reverses_each_valid_prefix():
     np.testing.assert_array_equal(_ops.flip_valid(got, lengths), xs)  # an involution
 
 
-@pytest.mark.parametrize("name", ALL_FUSABLE)
-@pytest.mark.parametrize("hoist", [True, False, "auto"])
+@pytest.mark.parametrize("name,hoist", _options(ALL_FUSABLE, [True, False, "auto"]))
 def test_fused_inference_path_equals_unroller(name, hoist, key):
     """Without differentiation the custom_vjp runs its primal (no residuals kept): same values."""
     layer = rj.rnn(ALL_FUSABLE[name](H), hoist_input=hoist, fused=True)
@@ -459,13 +474,16 @@ def test_static_inputs_equal_reading_them_at_every_step(name, lengths, rule, key
     mask = None if lengths is None else rj._ops.time_mask(jnp.array(PACKED_LENGTHS[lengths]), T)
     w = jax.random.normal(k4, (T, 1, H), jnp.float64)
 
+    L = None if lengths is None else jnp.array(PACKED_LENGTHS[lengths])
+
     def loss(p, x, s, st, static_too):
+        # the reference: the generic scan of the cell's step over [x_t, static], autodiff through it
         ys, fin = (cell.fused(p, x, st, mask, rule=rule, static=s) if static_too else
-                   cell.fused(p, rj._ops.with_static(x, s), st, mask, rule=rule))
+                   generic_scan(cell, p, rj._ops.with_static(x, s), L, st))
         return jnp.sum(jnp.tanh(ys) * w) + sum(jnp.sum(jnp.sin(a)) for a in jax.tree_util.tree_leaves(fin))
 
-    got = jax.value_and_grad(loss, argnums=(0, 1, 2, 3))(params, xs, static, state, True)
-    want = jax.value_and_grad(loss, argnums=(0, 1, 2, 3))(params, xs, static, state, False)
+    vg = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3)), static_argnums=4)
+    got, want = vg(params, xs, static, state, True), vg(params, xs, static, state, False)
     _assert_trees_close(got, want)
 
 
@@ -478,9 +496,12 @@ def test_rnn_layer_static_inputs(name, key):
         layer = rj.rnn(cell, reverse=reverse)
         params = perturb(layer.init(key, I + C, jnp.float64), key)
         xs, static = jax.random.normal(key, (T, B, I), jnp.float64), jax.random.normal(key, (B, C), jnp.float64)
-        lengths = jnp.array([7, 3, 0])
-        _assert_trees_close(layer.run(params, xs, lengths, None, True, static=static),
-                            layer.run(params, rj._ops.with_static(xs, static), lengths, None, True))
+        lengths = [7, 3, 0]
+        ys, fin = layer.run(params, xs, jnp.array(lengths), None, True, static=static)
+        for b in range(B):  # the reference: a Python loop of the cell's step over [x_t, static]
+            want_ys, want_fin = loop_unroll(cell, params, rj._ops.with_static(xs[:, b:b + 1], static[b:b + 1])[:, 0],
+                                            lengths[b], reverse)
+            _assert_trees_close((ys[:, b], jax.tree.map(lambda a: a[b], fin)), (want_ys, want_fin))
 
 
 def test_static_inputs_bad_shapes():
