@@ -56,6 +56,9 @@ class Layer(NamedTuple):
       step: ``(params, state (B, ...), x (B, I)) -> (state, y (B, O))``, one timestep of a batch for
         online use, or None when the layer needs the future (bidirectional, reversed).
       name: for messages and tables.
+      reads_backward: whether the layer's outputs at a sequence's last valid step come (in part) from a
+        direction that has read only that step there (reversed and bidirectional layers, and stacks
+        topped by one): a model's ``"last"`` readout of it would see one input (:mod:`rnn_jax.models`).
     """
 
     init: Callable[..., Any]
@@ -66,9 +69,10 @@ class Layer(NamedTuple):
     initial_state: Callable[..., Any]
     step: Optional[Callable[..., tuple[Any, jax.Array]]]
     name: str
+    reads_backward: bool = False
 
 
-def _layer(init, run, output_size, input_size, initial_state, step, name) -> Layer:
+def _layer(init, run, output_size, input_size, initial_state, step, name, reads_backward=False) -> Layer:
     """Assemble a Layer whose public ``apply`` checks once and calls ``run`` on a time-major batch."""
 
     def apply(params, xs, lengths=None, initial_state=None):
@@ -81,7 +85,7 @@ def _layer(init, run, output_size, input_size, initial_state, step, name) -> Lay
     apply.__doc__ = (f"{name}: ``(params, xs (*batch, T, I), lengths=None, initial_state=None) -> "
                      f"(ys (*batch, T, {output_size}), final_state)``.")
     return Layer(init=init, apply=apply, run=run, output_size=output_size, input_size=input_size,
-                 initial_state=initial_state, step=step, name=name)
+                 initial_state=initial_state, step=step, name=name, reads_backward=reads_backward)
 
 
 def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool, int] = False,
@@ -148,7 +152,7 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
 
     step = None if reverse else jax.vmap(cell.step, in_axes=(None, 0, 0))
     return _layer(cell.init, run, cell.output_size, cell.input_size, cell.initial_state, step,
-                  ("reversed " if reverse else "") + cell.name)
+                  ("reversed " if reverse else "") + cell.name, reads_backward=reverse)
 
 
 MERGES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
@@ -201,7 +205,8 @@ def bidirectional(fwd: Layer, bwd: Layer, merge: Union[str, Callable] = "concat"
         ys_b, fin_b = bwd.run(params["bwd"], _ops.flip_valid(xs, lengths), lengths, s_b, batched)
         return merge_fn(ys_f, _ops.flip_valid(ys_b, lengths)), (fin_f, fin_b)  # bwd outputs aligned
 
-    return _layer(init, run, out, input_size, initial_state, None, f"bidirectional({fwd.name}, {bwd.name})")
+    return _layer(init, run, out, input_size, initial_state, None, f"bidirectional({fwd.name}, {bwd.name})",
+                  reads_backward=True)
 
 
 SKIPS = (None, "residual", "highway")
@@ -283,7 +288,8 @@ def stack(*layers: Layer, skip: Optional[str] = None, highway_bias: float = -1.0
             return tuple(new_states), h
 
     name = f"stack[{', '.join(l.name for l in layers)}]" + (f"/{skip}" if skip else "")
-    return _layer(init, run, layers[-1].output_size, input_size, initial_state, step, name)
+    return _layer(init, run, layers[-1].output_size, input_size, initial_state, step, name,
+                  reads_backward=layers[-1].reads_backward)
 
 
 def apply_batch(layer: Layer, params, xs: jax.Array, lengths=None, initial_state: Any = None):

@@ -173,9 +173,17 @@ READOUTS: dict[str, tuple[Callable, int]] = {
 }
 
 
-def _readout(readout):
-    """``(read, mult)`` for a readout name; ``read`` of an empty sequence (T = 0) is zeros, the
-    readout of a sequence whose every length is 0."""
+def _readout(readout, layer: Layer):
+    """``(read, mult)`` for a readout name (None: ``"ends"`` for a layer that reads backwards, else
+    ``"last"``); ``read`` of an empty sequence (T = 0) is zeros, the readout of a sequence whose every
+    length is 0. ``"last"`` of a layer that reads backwards is refused: its backward direction has read
+    one input at the last valid step."""
+    if readout is None:
+        readout = "ends" if layer.reads_backward else "last"
+    if readout == "last" and layer.reads_backward:
+        raise ValueError(f"readout='last': the outputs of {layer.name} at each sequence's last valid step come "
+                         f"from a backward direction that has read only that step; use readout='ends' (the last "
+                         f"and first valid outputs: both directions' final states), 'mean' or 'max'")
     if readout not in READOUTS:
         raise ValueError(f"readout: expected one of {sorted(READOUTS)}, got {readout!r}")
     fn, mult = READOUTS[readout]
@@ -193,17 +201,20 @@ def _check_layer(layer):
         raise ValueError(f"layer: expected an rnn_jax Layer (e.g. rnn_jax.rnn(cell)), got {type(layer).__name__}")
 
 
-def many_to_one(layer: Layer, output_size: int, *, readout: str = "last", vocab_size: Optional[int] = None,
+def many_to_one(layer: Layer, output_size: int, *, readout: Optional[str] = None, vocab_size: Optional[int] = None,
                 embed_size: Optional[int] = None, input_size: Optional[int] = None) -> Model:
     """Sequence in, one output out: ``apply(params, xs, lengths=None) -> (*batch, O)`` logits or values.
 
     ``readout`` picks the summary of the layer's outputs that the linear head reads:
     ``"last"`` (final state of a forward RNN), ``"mean"``, ``"max"``, or ``"ends"``
-    (last and first valid outputs: both directions' final states of a bidirectional layer).
+    (last and first valid outputs: both directions' final states of a bidirectional layer). The
+    default, None, is ``"ends"`` for a layer that reads backwards (reversed, bidirectional, or a stack
+    topped by one: ``layer.reads_backward``) and ``"last"`` otherwise; ``"last"`` of such a layer is
+    refused, since its backward direction has read one input at the last valid step.
     """
     _check_layer(layer)
     _positive("output_size", output_size)
-    read, mult = _readout(readout)
+    read, mult = _readout(readout, layer)
     inputs = _Inputs(vocab_size, embed_size, input_size)
 
     def init(key, dtype=jnp.float32):
@@ -388,10 +399,11 @@ class _Decoder:
 
 def encoder_decoder(encoder: Layer, decoder: Cell, *, tgt_vocab: int, bos: int, eos: int,
                     embed_size: int = 32, src_vocab: Optional[int] = None, src_embed_size: Optional[int] = 32,
-                    input_size: Optional[int] = None, readout: str = "last") -> Model:
+                    input_size: Optional[int] = None, readout: Optional[str] = None) -> Model:
     """Sequence-to-sequence with separate encoder and decoder weights (Cho et al. 2014; Sutskever et al. 2014).
 
-    The encoder reads the source; ``readout`` of its outputs is the context ``c``; the decoder's initial
+    The encoder reads the source; ``readout`` of its outputs (default: ``"ends"`` for an encoder that reads
+    backwards, else ``"last"``, as in :func:`many_to_one`) is the context ``c``; the decoder's initial
     state is ``tanh(c W + b)`` and it reads ``[embed(y_{t-1}), c]`` at every step.
 
     * ``apply(params, src, src_lengths, tgt_in, tgt_lengths=None) -> logits (*batch, T_out, V)``: teacher
@@ -400,7 +412,7 @@ def encoder_decoder(encoder: Layer, decoder: Cell, *, tgt_vocab: int, bos: int, 
       greedy with ``key=None``, else sampled; a sequence stops at ``eos``.
     """
     _check_layer(encoder)
-    read, mult = _readout(readout)
+    read, mult = _readout(readout, encoder)
     inputs = _Inputs(src_vocab, src_embed_size if src_vocab is not None else None, input_size, "src")
     dec = _Decoder(decoder, mult * encoder.output_size, tgt_vocab, embed_size, bos, eos)
 

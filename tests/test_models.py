@@ -130,7 +130,7 @@ LAYERS = {
 
 
 @pytest.mark.parametrize("arch,readout", [("gru", "last"), ("gru", "mean"), ("gru", "max"), ("gru", "ends"),
-                                          ("reversed-lstm", "last"), ("jordan", "mean"), ("bi-stack", "ends")])
+                                          ("reversed-lstm", "ends"), ("jordan", "mean"), ("bi-stack", "ends")])
 def test_many_to_one_batch_equals_loop(arch, readout, key):
     model = rj.many_to_one(LAYERS[arch](), 4, readout=readout, vocab_size=V, embed_size=3)
     params = perturb(model.init(key, jnp.float64), key)
@@ -265,3 +265,20 @@ def test_decoder_reads_embedding_and_context_at_every_step(dec, key):
         for t in range(int(tgt_len[b])):
             state, y = cell.step(p["cell"], state, jnp.concatenate([p["E"][tgt_in[b, t]], ctx]))
             np.testing.assert_allclose(logits[b, t], y @ p["head"]["W"] + p["head"]["b"], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("arch", ["reversed-lstm", "bi-stack"])
+def test_layers_that_read_backwards_default_to_both_ends_and_refuse_last(arch, key):
+    """The output at the last valid step of a backward direction has seen one input: a model's default
+    readout of such a layer is "ends" (both directions' final states), and "last" is refused."""
+    layer = LAYERS[arch]()
+    assert layer.reads_backward and not LAYERS["gru"]().reads_backward
+    default = rj.many_to_one(layer, 4, vocab_size=V, embed_size=3)
+    ends = rj.many_to_one(layer, 4, vocab_size=V, embed_size=3, readout="ends")
+    params = default.init(key)
+    xs, lengths = jax.random.randint(key, (2, T), 0, V), jnp.array([T, 3])
+    np.testing.assert_array_equal(default.apply(params, xs, lengths), ends.apply(params, xs, lengths))
+    with pytest.raises(ValueError, match="readout='last': the outputs of .* come from a backward direction"):
+        rj.many_to_one(layer, 4, vocab_size=V, readout="last")
+    with pytest.raises(ValueError, match="readout='last'"):
+        rj.encoder_decoder(layer, rj.gru(H), tgt_vocab=V, bos=0, eos=1, src_vocab=V, readout="last")
