@@ -52,7 +52,7 @@ class Config:
     clip_norm: float = 1.0                                  # bound for clipping by global norm
     test_size: int = 512                                    # held-out sequences per task
     diag_T: int = 200                                       # adding length for the diagnostics
-    eval_every: int = 50                                    # updates between test evaluations
+    eval_every: int = 50                                    # updates between validation evaluations
     orthogonal_hidden: int = 190                            # units of the orthogonal cell (expRNN's copy setting)
     orthogonal_lr: float = 1e-3                             # RMSprop rate of the orthogonal cell (A: a tenth)
     sgd_lr: float = 1e-3                                    # plain SGD rate of irnn-sgd (Le et al. 2015)
@@ -165,8 +165,10 @@ def baseline(task, T):
 
 
 # A run stops early (with --stop_when_solved) at the first evaluation past these: a margin beyond "solved".
-SOLVED_STOP = {"adding": ("test_loss", "min", 1e-3), "copy": ("test_accuracy", "max", 0.999),
-               "order": ("test_accuracy", "max", 0.999)}
+# Selection and early stopping read the validation set only (held-out sequences of their own); the test
+# set is read once, at the end.
+SOLVED_STOP = {"adding": ("valid_loss", "min", 1e-3), "copy": ("valid_accuracy", "max", 0.999),
+               "order": ("valid_accuracy", "max", 0.999)}
 
 
 def solved(task, metrics):
@@ -184,6 +186,7 @@ def run_one(task, T, model_name, clip, cfg, run_dir, diag=False, mesh=None, resu
     gen = TASKS[task]["gen"]
     loss_fn = make_loss(task, model)
     test = gen(k_test, cfg.test_size, T)
+    valid = gen(jax.random.fold_in(k_test, 1), cfg.test_size, T)  # for selection: never the test set
     eval_loss = jax.jit(loss_fn)
     tx = make_optimizer(model_name, clip, cfg)
     reach_rows, reach_steps = [], []
@@ -198,20 +201,25 @@ def run_one(task, T, model_name, clip, cfg, run_dir, diag=False, mesh=None, resu
             make_cell(model_name, H, T), params["rnn"], diag_x,
             lambda y: (rj.models.dense(head, y)[0] - diag_y) ** 2))
 
+    def evaluate(params, data, split):
+        loss, aux = eval_loss(params, data)
+        return {f"{split}_loss": float(loss), f"{split}_accuracy": float(aux["accuracy"])}
+
     def eval_fn(params):
-        loss, aux = eval_loss(params, test)
         if diag:
             reach_rows.append(reach(params))
             reach_steps.append(len(reach_steps) * cfg.eval_every)
-        return {"test_loss": float(loss), "test_accuracy": float(aux["accuracy"])}
+        return evaluate(params, valid, "valid")
+
+    def spectrum(params):  # the recurrent matrix as the cell runs it (the orthogonal cell's W, prepared)
+        return diagnostics.recurrent_spectrum(rj.prepared(make_cell(model_name, H, T), params["rnn"]))
 
     reach0 = reach(params) if diag else None
-    spec0 = diagnostics.recurrent_spectrum(params["rnn"], 4 if model_name == "lstm" else 3 if model_name == "gru"
-                                           else 1) if diag and single else None
+    spec0 = spectrum(params) if diag and single else None
     if diag:
         eval_fn(params)
     sub = os.path.join(run_dir, f"{task}_T{T}", f"{model_name}_{clip}")
-    monitor, mode, stop_at = SOLVED_STOP[task] if cfg.stop_when_solved else ("test_loss", "min", None)
+    monitor, mode, stop_at = SOLVED_STOP[task] if cfg.stop_when_solved else ("valid_loss", "min", None)
     with _common.Timer() as t:
         mine = distributed.process_slice(cfg.batch_size)
         res = train.fit(loss_fn, params, tx,
@@ -219,8 +227,8 @@ def run_one(task, T, model_name, clip, cfg, run_dir, diag=False, mesh=None, resu
                         cfg.steps, run_dir=sub, eval_fn=eval_fn, eval_every=cfg.eval_every, log_every=25,
                         monitor=monitor, mode=mode, stop_at=stop_at,
                         checkpoint_every=min(cfg.steps, 500), progress=False, mesh=mesh, resume=resume)
-    final = eval_fn(res.state.params) if res.status != "diverged" else {"test_loss": float("nan"),
-                                                                         "test_accuracy": float("nan")}
+    final = evaluate(res.state.params, test, "test") if res.status != "diverged" else {
+        "test_loss": float("nan"), "test_accuracy": float("nan")}
     row = {"task": task, "T": T, "model": model_name, "clip": clip, "status": res.status, **final,
            "baseline": baseline(task, T), "solved": bool(res.status != "diverged" and solved(task, final)),
            "updates": max((r["step"] for r in res.history), default=0), "batch_size": cfg.batch_size,
@@ -228,8 +236,7 @@ def run_one(task, T, model_name, clip, cfg, run_dir, diag=False, mesh=None, resu
                                                              if r.get("kind") == "train"), default=float("nan")))}
     extra = None
     if diag and single:
-        spec1 = diagnostics.recurrent_spectrum(res.state.params["rnn"], 4 if model_name == "lstm" else
-                                               3 if model_name == "gru" else 1)
+        spec1 = spectrum(res.state.params)
         extra = {"reach_init": reach0, "reach_trained": reach(res.state.params), "heat": reach_rows[:-1],
                  "heat_steps": reach_steps[:-1],
                  "spectrum_init": {k: {kk: v for kk, v in d.items() if kk != "singular_values"} for k, d in spec0.items()},

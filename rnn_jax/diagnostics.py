@@ -92,9 +92,22 @@ def step_jacobian_singular_values(cell: Cell, params, xs, initial_state=None) ->
     return jnp.linalg.svd(_step_jacobians(cell, params, xs, initial_state), compute_uv=False)
 
 
-def recurrent_spectrum(params, gates: int = 1) -> dict:
-    """Spectral radius and singular values of ``W_h`` (each of the ``gates`` blocks of ``(H, H)``)."""
-    W = np.asarray(params["W_h"], np.float64)
+def recurrent_spectrum(params, gates: int | None = None) -> dict:
+    """Spectral radius and singular values of the recurrent matrix, each of its ``gates`` blocks of
+    ``(H, H)`` (by default ``W.shape[1] // W.shape[0]``: 4 for an LSTM, 3 for a GRU, 1 for an Elman cell).
+
+    ``params`` holds ``W_h`` (Elman, LSTM, GRU) or, once prepared (:func:`rnn_jax.prepared`), the
+    orthogonal cell's ``W``."""
+    W = params.get("W_h", params.get("W")) if isinstance(params, dict) else None
+    if W is None or np.ndim(W) != 2:
+        raise ValueError("params: expected a recurrent matrix 'W_h' (H, G*H), or the prepared 'W' of the "
+                         f"orthogonal cell (rnn_jax.prepared(cell, params)); got keys {sorted(params) if isinstance(params, dict) else type(params).__name__}")
+    W = np.asarray(W, np.float64)
+    H = W.shape[0]
+    if gates is None:
+        gates = W.shape[1] // H
+    if gates < 1 or W.shape[1] != gates * H:
+        raise ValueError(f"gates: the recurrent matrix {W.shape} is not {gates} blocks of ({H}, {H})")
     out = {}
     for i, block in enumerate(np.split(W, gates, axis=1)):
         sv = np.linalg.svd(block, compute_uv=False)
