@@ -125,9 +125,25 @@ def parse_config(cls, argv=None, description: str = ""):
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name) is not None}
     cfg = dataclasses.replace(cfg, **overrides)
     problem = check_values(cfg) or (check_resume(saved, cfg, args.resume) if saved is not None else None)
+    if not problem and args.mesh is not None and hasattr(cfg, "batch_size"):
+        problem = mesh_batch_problem(args.mesh, {"--batch_size": cfg.batch_size})
     if problem:
         p.error(problem)
     return cfg, args
+
+
+def mesh_batch_problem(mesh, batches: dict) -> str | None:
+    """Whether each ``{what: global batch size}`` splits over the processes and then over each process's
+    devices of ``mesh`` (its ``data`` axis): a message naming the first that does not, or None. Experiments
+    call it before making their run folder."""
+    import jax
+
+    n_proc, local = jax.process_count(), len(mesh.local_devices)
+    for what, size in batches.items():
+        if size % n_proc or (size // n_proc) % local:
+            return (f"--mesh: {what} {size} does not split over {n_proc} process(es) x {local} device(s) each; "
+                    f"choose a batch size divisible by {n_proc * local}")
+    return None
 
 
 def check_resume(saved, cfg, run_dir: str) -> str | None:
@@ -202,6 +218,21 @@ def check_values(cfg) -> str | None:
 
 def _flag_value(v) -> str:
     return ",".join(map(str, v)) if isinstance(v, tuple) else repr(v)
+
+
+def validation_split(labels, fraction: float, seed: int):
+    """``(train_idx, valid_idx)``: a stratified ``fraction`` of the training examples (at least one per
+    class) held out for selection and early stopping, so that no choice ever reads the test split."""
+    import numpy as np
+
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    valid = []
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        valid.extend(members[:max(1, int(round(fraction * len(members))))].tolist())
+    valid = np.sort(np.asarray(valid, np.int64))
+    return np.setdiff1d(np.arange(len(labels)), valid), valid
 
 
 def machine() -> dict:

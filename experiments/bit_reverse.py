@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from typing import ClassVar
 
 import jax
@@ -57,7 +58,8 @@ def run_problem(problem: str, cfg: Config, run_dir: str, resume: bool, mesh=None
     key = jax.random.key(cfg.seed)
     k_split, k_init, k_batch = jax.random.split(key, 3)
     task = bits.problem(problem)
-    tr, te = bits.split(task, k_split)
+    tr, va, te = bits.split(task, k_split)  # disjoint; a problem too small to hold out has empty va, te
+    held_out = len(te.xs) > 0
     N, T, I = tr.xs.shape
     O = tr.ys.shape[-1]
     model = build(problem, cfg, I, O)
@@ -92,19 +94,23 @@ def run_problem(problem: str, cfg: Config, run_dir: str, resume: bool, mesh=None
         i = idx(step)[mine]
         return tuple(a[i] for a in tr)
 
-    test = tuple(jnp.asarray(a) for a in te)
+    # selection reads the validation part (the training examples when nothing could be held out)
+    split, selection = ("valid", va) if held_out else ("train", tr)
+    selection = tuple(jnp.asarray(a) for a in selection)
     sub = os.path.join(run_dir, f"problem{problem}")
     with _common.Timer() as t:
         res = train.fit(loss_fn, params, train.optimizer("adam", cfg.lr, clip_norm=cfg.clip_norm), batch_fn,
                         cfg.steps, run_dir=sub, resume=resume, log_every=10, eval_every=50,
-                        eval_fn=lambda p: accuracies(p, test),
-                        monitor="sequence_accuracy", mode="max", desc=f"problem {problem}", mesh=mesh)
-    final = accuracies(res.state.params, test)
-    solved_at = next((r["step"] for r in res.history if r.get("kind") == "eval" and r["sequence_accuracy"] == 1.0),
-                     None)
+                        eval_fn=lambda p: {f"{split}_{k}": v for k, v in accuracies(p, selection).items()},
+                        monitor=f"{split}_sequence_accuracy", mode="max", desc=f"problem {problem}", mesh=mesh)
+    final = accuracies(res.state.params, tuple(jnp.asarray(a) for a in te)) if held_out else \
+        {"bit_accuracy": None, "sequence_accuracy": None}  # nothing unseen to read
+    solved_at = next((r["step"] for r in res.history
+                      if r.get("kind") == "eval" and r[f"{split}_sequence_accuracy"] == 1.0), None)
     return {"problem": problem, "cell": model_name(problem, cfg), "train_examples": int(N),
-            "test_examples": int(len(te.xs)), "T": int(T), "I": int(I), "O": int(O), "status": res.status,
-            "test_bit_accuracy": final["bit_accuracy"], "test_sequence_accuracy": final["sequence_accuracy"],
+            "valid_examples": int(len(va.xs)), "test_examples": int(len(te.xs)), "T": int(T), "I": int(I),
+            "O": int(O), "status": res.status, "test_bit_accuracy": final["bit_accuracy"],
+            "test_sequence_accuracy": final["sequence_accuracy"], "selected_on": split,
             "first_eval_at_100pct": solved_at, "wall_s": t.seconds, "history": res.history}
 
 
@@ -114,6 +120,15 @@ def model_name(problem, cfg):
 
 def main(argv=None) -> dict:
     cfg, args = _common.parse_config(Config, argv, __doc__)
+    if args.mesh is not None:  # each problem's batch: min(batch_size, its training examples)
+        k_split = jax.random.split(jax.random.key(cfg.seed), 3)[0]
+        sizes = {f"problem {p}'s batch": min(cfg.batch_size, len(bits.split(bits.problem(p), k_split)[0].xs))
+                 for p in cfg.problems}
+        problem = _common.mesh_batch_problem(args.mesh, sizes)
+        if problem:
+            hint = " (problem 1 has 2 examples: leave it out with --problems)" if "1" in cfg.problems else ""
+            print(f"error: {problem}{hint}", file=sys.stderr)
+            raise SystemExit(2)
     run_dir = _common.make_run_dir("bit_reverse", cfg, args)
     rows = [run_problem(p, cfg, run_dir, bool(args.resume), args.mesh) for p in cfg.problems]
     curves = {f"problem {r['problem']} ({r['cell']})": _common.train_curve(r["history"]) for r in rows}
@@ -125,8 +140,9 @@ def main(argv=None) -> dict:
     print(f"\nbit_reverse -> {run_dir}")
     print(f"{'problem':<12}{'cell':<12}{'train':>7}{'test':>7}{'bit acc':>9}{'seq acc':>9}{'wall s':>8}")
     for r in results["problems"]:
-        print(f"{r['problem']:<12}{r['cell']:<12}{r['train_examples']:>7}{r['test_examples']:>7}"
-              f"{r['test_bit_accuracy']:>9.4f}{r['test_sequence_accuracy']:>9.4f}{r['wall_s']:>8.1f}")
+        acc = (f"{r['test_bit_accuracy']:>9.4f}{r['test_sequence_accuracy']:>9.4f}" if r["test_examples"]
+               else f"{'(none held out)':>18}")
+        print(f"{r['problem']:<12}{r['cell']:<12}{r['train_examples']:>7}{r['test_examples']:>7}{acc}{r['wall_s']:>8.1f}")
     return results
 
 

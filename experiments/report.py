@@ -33,6 +33,10 @@ def summarise(name: str, r: dict) -> list[tuple[str, str]]:
     out = []
     if name == "bit_reverse":
         for p in r["problems"]:
+            if not p["test_examples"]:  # too few examples to hold any out: no claim about unseen ones
+                out.append((f"problem {p['problem']} ({p['cell']})",
+                            f"{p['train_examples']} examples, all used for training: none held out"))
+                continue
             out.append((f"problem {p['problem']} ({p['cell']}), test sequences",
                         f"{100 * p['test_sequence_accuracy']:.1f} % exact ({p['test_examples']} unseen)"))
     elif name == "classify":

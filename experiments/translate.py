@@ -27,7 +27,7 @@ from rnn_jax.data import dates
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    n_train: int = 20000        # training dates (each in a random locale and style)
+    n_train: int = 20000        # training dates (each in a random locale and style), a tenth held out for selection
     n_test: int = 2000          # test dates, disjoint from the training dates
     hidden: int = 128           # encoder units per direction and decoder units
     embed: int = 32             # character embedding size (source and target)
@@ -54,6 +54,8 @@ def main(argv=None):
     run_dir = _common.make_run_dir("translate", cfg, args)
     with _common.Timer() as t_data:
         tr, te = dates.make(cfg.n_train, cfg.n_test, cfg.seed)
+        n_valid = max(1, cfg.n_train // 10)  # selection reads these held-out training dates, never the test split
+        tr, va = tr.take(np.arange(cfg.n_train - n_valid)), tr.take(np.arange(cfg.n_train - n_valid, cfg.n_train))
     model = build(tr, cfg)
     key = jax.random.key(cfg.seed)
     k_init, k_batch = jax.random.split(key)
@@ -89,9 +91,10 @@ def main(argv=None):
         res = train.fit(loss_fn, model.init(k_init), tx,
                         lambda s: tuple(a[idx(s)[mine]] for a in (tr.src, tr.src_len, tr.tgt_in, tr.tgt_out)),
                         cfg.steps, run_dir=run_dir, log_every=25, eval_every=max(cfg.steps // 6, 1), progress=False,
-                        eval_fn=lambda p: {"test_exact_match": float(evaluate(p, te, 500)[0].mean())},
-                        monitor="test_exact_match", mode="max", checkpoint_every=cfg.steps, mesh=args.mesh)
-    exact, chars, toks = evaluate(res.state.params, te)
+                        eval_fn=lambda p: {"valid_exact_match": float(evaluate(p, va, 500)[0].mean())},
+                        monitor="valid_exact_match", mode="max", checkpoint_every=cfg.steps, mesh=args.mesh)
+    valid_exact = float(evaluate(res.state.params, va)[0].mean())
+    exact, chars, toks = evaluate(res.state.params, te)  # the final parameters, on the test split once
     by_locale, by_style = defaultdict(list), defaultdict(list)
     for e, (loc, fmt) in zip(exact, te.styles):
         by_locale[loc].append(e)
@@ -100,7 +103,8 @@ def main(argv=None):
         te.tgt_vocab[c] for c in toks[i] if c > dates.EOS)} for i in range(12)]
     wrong = [{"src": te.src_text[i], "tgt": te.tgt_text[i],
               "pred": "".join(te.tgt_vocab[c] for c in toks[i] if c > dates.EOS)} for i in np.flatnonzero(~exact)[:12]]
-    results = {"experiment": "translate", "run_dir": run_dir, "train_pairs": cfg.n_train, "test_pairs": cfg.n_test,
+    results = {"experiment": "translate", "run_dir": run_dir, "train_pairs": len(tr.src), "valid_pairs": len(va.src),
+               "test_pairs": cfg.n_test, "valid_exact_match": valid_exact,
                "locales": dates.LOCALES, "styles": dates.FORMATS, "src_vocab_size": len(tr.src_vocab),
                "test_exact_match": float(exact.mean()), "test_char_accuracy": float(chars),
                "exact_match_by_locale": {k: float(np.mean(v)) for k, v in sorted(by_locale.items())},

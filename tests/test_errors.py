@@ -328,3 +328,27 @@ def test_one_seed_on_the_command_line(tmp_path):
     out = run_main("experiments.classify", ["--quick", "--seeds=1", "--steps=20", "--hidden=8", f"--out={tmp_path}"])
     row = out["rows"][0]
     assert row["seeds"] == 1 and len(row["test_accuracy_per_seed"]) == 1
+
+
+def test_a_mesh_that_does_not_split_a_batch_is_refused_before_a_run_folder(tmp_path, capsys, monkeypatch):
+    import types
+
+    from experiments import _common, bit_reverse
+
+    four = types.SimpleNamespace(local_devices=[object()] * 4)  # a process with 4 devices on the data axis
+    assert _common.mesh_batch_problem(four, {"--batch_size": 64}) is None
+    assert _common.mesh_batch_problem(four, {"problem 1's batch": 2}) == (
+        "--mesh: problem 1's batch 2 does not split over 1 process(es) x 4 device(s) each; choose a batch size "
+        "divisible by 4")
+    from rnn_jax import distributed
+
+    monkeypatch.setattr(distributed, "make_mesh", lambda spec: four)
+    with pytest.raises(SystemExit) as e:
+        bit_reverse.main(["--mesh=data=4", f"--out={tmp_path}"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "problem 1's batch 2 does not split over 1 process(es) x 4 device(s)" in err and "leave it out" in err
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(SystemExit):
+        bit_reverse.main(["--mesh=data=4", "--batch_size=30", f"--out={tmp_path}"])
+    assert "--mesh: --batch_size 30 does not split" in capsys.readouterr().err

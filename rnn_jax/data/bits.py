@@ -70,12 +70,15 @@ def problem(name: str, bits: int = 10) -> BitTask:
     raise ValueError(f"name: expected one of {PROBLEMS}, got {name!r}")
 
 
-def split(task: BitTask, key: jax.Array, test_fraction: float = 0.3) -> tuple[BitTask, BitTask]:
-    """A random train/test split of the enumerated inputs. With fewer than 4 examples (problem 1 has
-    two) there is nothing to hold out: train and test are both the whole task."""
+def split(task: BitTask, key: jax.Array, test_fraction: float = 0.3,
+          valid_fraction: float = 0.15) -> tuple[BitTask, BitTask, BitTask]:
+    """A random train / validation / test split of the enumerated inputs, disjoint. With fewer than 4
+    examples (problem 1 has two) nothing can be held out: every example trains, and the validation and
+    test parts are empty (no accuracy on unseen examples can be reported for such a problem)."""
     n = len(task.xs)
     if n < 4:
-        return task, task
+        return task, task.take(np.arange(0)), task.take(np.arange(0))
     perm = np.asarray(jax.random.permutation(key, n))
     k = int(round(n * test_fraction))
-    return task.take(perm[k:]), task.take(perm[:k])
+    v = int(round(n * valid_fraction))
+    return task.take(perm[k + v:]), task.take(perm[k:k + v]), task.take(perm[:k])
