@@ -21,7 +21,8 @@ CELLS = {
     "gru": lambda H: rj.gru(H),
 }
 ARCHS = ("rnn", "reverse", "bidirectional", "stack")
-SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the same examples on every run, so that CI's verdict does not depend on the draw
+SETTINGS = settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _layer(arch, make, H):
@@ -181,6 +182,10 @@ def test_lengths_of_every_type_are_checked_or_act_clamped(readout, arch, T, batc
     """Concrete lengths outside [0, T] (Python, numpy, JAX) raise ValueError naming them; traced ones act
     as if clamped to [0, T] in every layer and readout: equal to the call with the clamped lengths."""
     layer = _layer(arch, CELLS["gru"], 3)
+    if readout == "last" and layer.reads_backward:  # refused: the backward direction read one input there
+        with pytest.raises(ValueError, match="^readout='last'"):
+            rj.many_to_one(layer, 2, input_size=2, readout=readout)
+        return
     model = rj.many_to_one(layer, 2, input_size=2, readout=readout)
     params = model.init(jax.random.key(T))
     xs = jax.random.normal(jax.random.key(1), batch + (T, 2), jnp.float32)
