@@ -3,8 +3,8 @@
     python tests/_run_main.py MODULE [ARG ...]
 
 Used by tests/test_experiments.py: experiments train for hundreds of steps, so they run with XLA's default
-optimisation and JAX's default dtypes (float32), as a user runs them, not with the test processes'
-compile-time settings (conftest.py).
+optimisation level and JAX's default dtypes (float32), as a user runs them, not with the test processes'
+compile-time settings (conftest.py's EXPERIMENT_FLAGS).
 """
 import importlib
 import json

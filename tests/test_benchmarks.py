@@ -11,12 +11,13 @@ import sys
 
 import pytest
 
+from conftest import FAST_COMPILE
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # The scripts are run to check what they write, not to time anything: their programs are compiled at the
 # lowest backend optimisation level, as every test's are (conftest.py), unless a test needs XLA's own.
-FAST_COMPILE = "--xla_backend_optimization_level=0"
 
 
 def _run(module, *args, tmp_path, **extra_env):

@@ -13,9 +13,9 @@ import pytest
 
 import rnn_jax as rj
 from rnn_jax import distributed, train
+from conftest import FAST_COMPILE
 
 # subprocesses compile as the tests here do (conftest.py): the lowest backend optimisation level
-FAST_COMPILE = "--xla_backend_optimization_level=0"
 WORKER = os.path.join(os.path.dirname(__file__), "_dp_worker.py")
 
 
