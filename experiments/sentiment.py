@@ -136,7 +136,11 @@ def paired_comparison(a: np.ndarray, b: np.ndarray, rng, resamples: int = 10_000
 
     a, b = np.asarray(a, bool), np.asarray(b, bool)
     d = a.astype(np.float64) - b
-    boot = d[rng.integers(0, len(d), (resamples, len(d)))].mean(1)
+    # A resample's mean difference depends only on how many of its sentences only A, only B, or both or
+    # neither got right: draw those counts (multinomial), the same distribution as resampling sentences.
+    n = len(d)
+    counts = rng.multinomial(n, [np.mean(d > 0), np.mean(d < 0), np.mean(d == 0)], size=resamples)
+    boot = (counts[:, 0] - counts[:, 1]) / n
     only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
     p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
     return {"difference": float(d.mean()), "ci95": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],

@@ -12,8 +12,9 @@ def loop_unroll(cell, params, xs, length=None, reverse=False, carry=None):
     carry = cell.initial_state(xs.dtype) if carry is None else carry
     ys = [None] * T
     order = range(L - 1, -1, -1) if reverse else range(L)
+    step = jax.jit(cell.step)  # one program for every step, not one dispatch per operation
     for t in order:
-        carry, ys[t] = cell.step(params, carry, xs[t])
+        carry, ys[t] = step(params, carry, xs[t])
     zero = jnp.zeros((cell.output_size,), xs.dtype)
     if T == 0:
         return jnp.zeros((0, cell.output_size), xs.dtype), carry
