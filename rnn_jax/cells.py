@@ -5,11 +5,8 @@ no arrays; factories (:func:`elman`, :func:`jordan`, :func:`lstm`, :func:`gru`) 
 hyperparameters. Every function works on ONE example: ``x`` is ``(I,)``, the state's leaves are
 ``(H,)``: the readable definition that every faster form is tested against.
 
-The step is split in two so that the unroller may hoist the input projection out of the time loop::
-
-    gx = cell.project(params, x)                       # (G*H,) input part of all G gates, fused
-    state, y = cell.step_projected(params, state, gx)  # the recurrent part
-    # == cell.step(params, state, x)
+A cell is three functions (``init``, ``initial_state``, ``step``) and its output size; everything else
+is optional (:class:`Cell` shows one written in ten lines).
 
 Parameters are plain dicts, weights stored input-major ``(fan_in, fan_out)`` so a step is ``x @ W``.
 Gate blocks are joined along the last axis in the order given in each docstring.
@@ -21,6 +18,7 @@ its parameter names and hands the kernel the matrices it needs; layers call it o
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
@@ -35,7 +33,7 @@ Params = dict
 Activation = Union[str, Callable[[jax.Array], jax.Array]]
 
 __all__ = ["Cell", "LSTMState", "JordanState", "elman", "jordan", "lstm", "gru", "orthogonal_rnn", "modrelu",
-           "prepared", "resolve_activation"]
+           "prepared", "resolve_activation", "check_cell", "input_size_of"]
 
 # g' as a function of the output s = g(a), for the activations whose derivative needs only s: the
 # fused Elman recurrence then keeps only the states. Keyed by the function itself, so a callable
@@ -48,19 +46,38 @@ OUTPUT_DERIVATIVES = {
 
 
 class Cell(NamedTuple):
-    """A recurrent cell: pure functions over one example.
+    """A recurrent cell: pure functions over ONE example. Write one in ten lines::
+
+        def min_gru(H):                           # Feng et al. 2024, sequential form
+            def init(key, input_size, dtype=jnp.float32):
+                k1, k2 = jax.random.split(key)
+                glorot = rnn_jax.initializers.glorot_uniform
+                return {"W_z": glorot(k1, (input_size, H), dtype), "W_h": glorot(k2, (input_size, H), dtype)}
+
+            def step(params, h, x):               # h (H,), x (I,)
+                z = jax.nn.sigmoid(x @ params["W_z"])
+                h = (1 - z) * h + z * (x @ params["W_h"])
+                return h, h                       # (new state, output)
+
+            return rnn_jax.Cell(init, lambda dtype=jnp.float32: jnp.zeros((H,), dtype), step, output_size=H)
+
+    and it gets every feature of a layer: batches, lengths, reverse, bidirectional and stacked layers,
+    models, remat, streaming, ``jax.vmap``, per-example and higher derivatives, ``gradcheck``, ``fit``.
+    :func:`check_cell` (also run when a layer is initialised and applied) evaluates one abstract step and
+    raises a ``ValueError`` naming the field that does not agree with ``step``.
 
     Attributes:
-      init: ``(key, input_size, dtype=float32) -> params``.
-      initial_state: ``(dtype=float32) -> state`` (zeros).
-      step: ``(params, state, x (I,)) -> (state, y (O,))``.
-      project: ``(params, x (..., I)) -> (..., G*H)``: the input projection of every gate, biases included.
-      step_projected: ``(params, state, gx (G*H,)) -> (state, y)``.
-      input_size: ``params -> I``, the input size the params were built for.
-      hidden_size: H.
-      output_size: O, the size of ``y`` (H for all cells but Jordan's).
+      init: ``(key, input_size, dtype=float32) -> params`` (any pytree of arrays).
+      initial_state: ``(dtype=float32) -> state`` of one example (any pytree of arrays), the state before
+        step 0 when the caller gives none.
+      step: ``(params, state, x (I,)) -> (state, y (O,))``: the definition every faster form is tested
+        against. The new state has the initial state's structure, shapes and dtypes.
+      output_size: O, the size of ``y``.
       name: a short name for messages and tables.
-      fused: the cell's fast batched recurrence, or None (the generic unroller then runs it):
+      prepare: optional, ``params -> params``: what every step needs that depends on the parameters
+        alone (the orthogonal cell's ``W = expm(A - A^T)``), computed once per sequence by layers and the
+        diagnostics (:func:`prepared`). ``step`` accepts raw or prepared params.
+      fused: optional, the cell's fast batched recurrence (Elman, LSTM and GRU carry one):
         ``(params, xs (T, B, I), state (B, ...), mask (T, B, 1) | None, *, unroll, hoist, rule,
         static=None) -> (ys (T, B, O), final_state)``, time-major, equal to a loop of ``step`` (past
         a sequence's length: state frozen, output zero). ``rule="vjp"`` is asked for by batched
@@ -68,23 +85,122 @@ class Cell(NamedTuple):
         (:mod:`rnn_jax.fused` says why the two differ). ``static (B, C)``: inputs that every step
         reads after ``x_t`` (its input is ``[x_t, static]``, ``I + C`` wide, as ``params`` were
         built for), a decoder's context: their product with the last ``C`` rows of ``W_i`` is taken
-        once per sequence, as a bias of each row, not at every step.
-      prepare: None, or ``params -> params``: what every step needs that depends on the parameters
-        alone (the orthogonal cell's ``W = expm(A - A^T)``), computed once per sequence by the
-        unroller and the diagnostics (:func:`prepared`). ``step`` accepts raw or prepared params.
+        once per sequence, as a bias of each row, not at every step. ``hoist``: whether to take the
+        input products of all steps before the loop (True, False or ``"auto"``).
+
+    The input size is read from the params by comparing ``init``'s abstract output at two input sizes
+    (:func:`input_size_of`): no field restates it.
     """
 
     init: Callable[..., Params]
     initial_state: Callable[..., Any]
     step: Callable[[Params, Any, jax.Array], tuple[Any, jax.Array]]
-    project: Callable[[Params, jax.Array], jax.Array]
-    step_projected: Callable[[Params, Any, jax.Array], tuple[Any, jax.Array]]
-    input_size: Callable[[Params], int]
-    hidden_size: int
     output_size: int
-    name: str
-    fused: Optional[Callable[..., tuple[jax.Array, Any]]] = None
+    name: str = "cell"
     prepare: Optional[Callable[[Params], Params]] = None
+    fused: Optional[Callable[..., tuple[jax.Array, Any]]] = None
+
+
+@functools.lru_cache(maxsize=1024)
+def _input_axes(init, dtype) -> tuple:
+    """Where ``init``'s params depend on the input size: ``((leaf index, axis, a, b), ...)`` with the
+    leaf's size along ``axis`` equal to ``a * input_size + b`` (read from two abstract calls, no
+    computation)."""
+    one, two = (jax.tree_util.tree_leaves(_checks.expected_params(init, n, dtype)) for n in (1, 2))
+    return tuple((i, ax, d2 - d1, 2 * d1 - d2) for i, (s1, s2) in enumerate(zip(one, two))
+                 for ax, (d1, d2) in enumerate(zip(s1.shape, s2.shape)) if d1 != d2)
+
+
+def input_size_of(init: Callable[..., Params], params: Params) -> Optional[int]:
+    """The input size ``params`` were built for by ``init`` (a cell's or a layer's), read from the
+    first leaf whose shape grows with it; None when no leaf depends on it (or ``params`` are not
+    ``init``'s: :func:`rnn_jax.unroll.check_inputs` then says what differs)."""
+    leaves = jax.tree_util.tree_leaves(params)
+    dtype = jnp.dtype(leaves[0].dtype) if leaves and hasattr(leaves[0], "dtype") else jnp.dtype(jnp.float32)
+    for i, ax, a, b in _input_axes(init, dtype)[:1]:
+        shape = getattr(leaves[i], "shape", ()) if i < len(leaves) else ()
+        if ax < len(shape) and a > 0 and (shape[ax] - b) % a == 0 and shape[ax] > b:
+            return (shape[ax] - b) // a
+    return None
+
+
+def check_cell(cell: Cell, input_size: Optional[int] = None, dtype=jnp.float32,
+               params: Optional[Params] = None) -> None:
+    """Check that ``cell``'s fields agree with its ``step``, and raise ``ValueError`` naming the field
+    that does not.
+
+    Without ``input_size``: the fields' types only (functions, an int ``output_size``). With it, one
+    abstract step too (``jax.eval_shape``: no computation): ``step(init(key, input_size, dtype),
+    initial_state(dtype), x (input_size,))`` must return a state with the initial state's structure,
+    shapes and dtypes and an output of shape ``(output_size,)`` and dtype ``dtype``. ``params``
+    (optional) are checked against ``init``'s. :func:`rnn_jax.rnn` runs it when a layer is built, and
+    with the input size when the layer is initialised or applied (once per cell, input size and dtype).
+    """
+    if not isinstance(cell, Cell):
+        raise ValueError(f"cell: expected an rnn_jax Cell (e.g. rnn_jax.lstm(H)), got {type(cell).__name__}")
+    for field in ("init", "initial_state", "step"):
+        if not callable(getattr(cell, field)):
+            raise ValueError(f"cell.{field}: expected a function, got {type(getattr(cell, field)).__name__}")
+    for field in ("prepare", "fused"):
+        if getattr(cell, field) is not None and not callable(getattr(cell, field)):
+            raise ValueError(f"cell.{field}: expected a function or None, got {type(getattr(cell, field)).__name__}")
+    _checks.check_int(cell.output_size, "cell.output_size")
+    if not isinstance(cell.name, str):
+        raise ValueError(f"cell.name: expected a string, got {type(cell.name).__name__}")
+    if input_size is None:
+        return
+    if params is not None:
+        _checks.check_params(_checks.expected_params(cell.init, input_size, dtype), params)
+    _check_step(cell, _checks.check_int(input_size, "input_size"), jnp.dtype(dtype))
+
+
+def _check_step(cell: Cell, input_size: int, dtype) -> None:
+    try:
+        hash(cell)
+    except TypeError:  # a field that is not hashable: check every time
+        return _step_agrees(cell, input_size, dtype)
+    return _checked_step(cell, input_size, dtype)
+
+
+@functools.lru_cache(maxsize=1024)
+def _checked_step(cell: Cell, input_size: int, dtype) -> None:
+    return _step_agrees(cell, input_size, dtype)
+
+
+def _step_agrees(cell: Cell, input_size: int, dtype) -> None:
+    name = f"cell {cell.name!r}"
+    try:
+        params = _checks.expected_params(cell.init, input_size, dtype)
+    except Exception as e:  # noqa: BLE001 - any failure of the user's init is reported as init's
+        raise ValueError(f"{name}: init(key, {input_size}, {dtype.name}) failed: {type(e).__name__}: {e}") from e
+    try:
+        state0 = jax.eval_shape(lambda: cell.initial_state(dtype))
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"{name}: initial_state({dtype.name}) failed: {type(e).__name__}: {e}") from e
+    x = jax.ShapeDtypeStruct((input_size,), dtype)
+    try:
+        state, y = jax.eval_shape(lambda p, s, x: cell.step(prepared(cell, p), s, x), params, state0, x)
+    except Exception as e:  # noqa: BLE001
+        def shapes(tree):
+            return ", ".join(f"{jax.tree_util.keystr(k) or 'state'} {_checks.shape_str(v.shape)}"
+                             for k, v in jax.tree_util.tree_flatten_with_path(tree)[0])
+        raise ValueError(f"{name}: step(params, initial_state(), x ({input_size},)) failed, so init's params "
+                         f"({shapes(params)}) or initial_state ({shapes(state0)}) do not agree with step: "
+                         f"{type(e).__name__}: {e}") from e
+    want, got = jax.tree_util.tree_structure(state0), jax.tree_util.tree_structure(state)
+    if want != got:
+        raise ValueError(f"{name}: initial_state: step returns a state of structure {got}, initial_state "
+                         f"gives {want}")
+    for (path, s0), s1 in zip(jax.tree_util.tree_flatten_with_path(state0)[0], jax.tree_util.tree_leaves(state)):
+        if (s0.shape, s0.dtype) != (s1.shape, s1.dtype):
+            raise ValueError(f"{name}: initial_state{jax.tree_util.keystr(path)}: shape {_checks.shape_str(s0.shape)} "
+                             f"{s0.dtype}, but step returns a state of shape {_checks.shape_str(s1.shape)} {s1.dtype} "
+                             f"there")
+    if getattr(y, "shape", None) != (cell.output_size,):
+        raise ValueError(f"{name}: output_size is {cell.output_size}, but step returns an output of shape "
+                         f"{_checks.shape_str(getattr(y, 'shape', None))}; expected ({cell.output_size},)")
+    if y.dtype != dtype:
+        raise ValueError(f"{name}: step returns a {y.dtype} output for {dtype.name} params and inputs")
 
 
 def prepared(cell: Cell, params: Params) -> Params:
@@ -159,8 +275,6 @@ def _recurrent_cell(name, hidden_size, n_gates, init_fn, step_projected, *, stat
         return state_fn(dtype) if state_fn else jnp.zeros((hidden_size,), dtype)
 
     return Cell(init=init_fn, initial_state=initial_state, step=_make_step(project, step_projected),
-                project=project, step_projected=step_projected,
-                input_size=lambda params: params["W_i"].shape[0], hidden_size=hidden_size,
                 output_size=output_size or hidden_size, name=name, fused=fused)
 
 
@@ -444,6 +558,5 @@ def orthogonal_rnn(hidden_size: int, *, recurrent_init: str = "henaff", kernel_i
         return ys, final
 
     return Cell(init=init, initial_state=lambda dtype=jnp.float32: jnp.zeros((H,), dtype),
-                step=_make_step(project, step_projected), project=project, step_projected=step_projected,
-                input_size=lambda params: params["W_i"].shape[0], hidden_size=H, output_size=H,
-                name="orthogonal", fused=fused, prepare=prepare)
+                step=_make_step(project, step_projected), output_size=H, name="orthogonal", fused=fused,
+                prepare=prepare)

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from rnn_jax import _checks, _ops
 from rnn_jax import parallel as _parallel
 from rnn_jax._ops import affine, with_static
-from rnn_jax.cells import Cell
+from rnn_jax.cells import Cell, check_cell
 from rnn_jax.unroll import check_inputs, check_knobs, scan
 
 __all__ = ["Layer", "rnn", "bidirectional", "stack", "apply_batch", "stream_init", "stream_step",
@@ -51,7 +51,6 @@ class Layer(NamedTuple):
         ``run`` also takes ``static (B, C)``: inputs that every step reads after ``x_t`` (a decoder's
         context), whose input product a fused cell takes once per sequence (``Cell.fused``).
       output_size: O.
-      input_size: ``params -> I``.
       initial_state: ``(dtype=float32) -> state`` of ONE example (zeros).
       step: ``(params, state (B, ...), x (B, I)) -> (state, y (B, O))``, one timestep of a batch for
         online use, or None when the layer needs the future (bidirectional, reversed).
@@ -65,26 +64,34 @@ class Layer(NamedTuple):
     apply: Callable[..., tuple[jax.Array, Any]]
     run: Callable[..., tuple[jax.Array, Any]]
     output_size: int
-    input_size: Callable[[Any], int]
     initial_state: Callable[..., Any]
     step: Optional[Callable[..., tuple[Any, jax.Array]]]
     name: str
     reads_backward: bool = False
 
 
-def _layer(init, run, output_size, input_size, initial_state, step, name, reads_backward=False) -> Layer:
-    """Assemble a Layer whose public ``apply`` checks once and calls ``run`` on a time-major batch."""
+def _layer(init, run, output_size, initial_state, step, name, reads_backward=False, cell=None) -> Layer:
+    """Assemble a Layer whose public ``apply`` checks once and calls ``run`` on a time-major batch.
+    ``cell``: the cell of an :func:`rnn` layer, checked against its step when the layer is initialised
+    or applied (:func:`rnn_jax.check_cell`)."""
 
     def apply(params, xs, lengths=None, initial_state=None):
-        xs_tm, lengths, state, batch = check_inputs(init, input_size, initial_state_fn, params, xs, lengths,
-                                                    initial_state)
+        xs_tm, lengths, state, batch = check_inputs(init, initial_state_fn, params, xs, lengths, initial_state)
+        if cell is not None:
+            check_cell(cell, xs.shape[-1], xs.dtype)
         ys, final = run(params, xs_tm, lengths, state, bool(batch))
         return _ops.from_time_major(ys, batch), _ops.unflatten_batch(final, batch)
 
     initial_state_fn = initial_state
     apply.__doc__ = (f"{name}: ``(params, xs (*batch, T, I), lengths=None, initial_state=None) -> "
                      f"(ys (*batch, T, {output_size}), final_state)``.")
-    return Layer(init=init, apply=apply, run=run, output_size=output_size, input_size=input_size,
+    if cell is not None:
+        def checked_init(key, input_size, dtype=jnp.float32):
+            check_cell(cell, input_size, dtype)
+            return init(key, input_size, dtype)
+
+        checked_init.__doc__ = f"{name}: ``(key, input_size, dtype=float32) -> params``."
+    return Layer(init=init if cell is None else checked_init, apply=apply, run=run, output_size=output_size,
                  initial_state=initial_state, step=step, name=name, reads_backward=reads_backward)
 
 
@@ -105,15 +112,16 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
       reverse: read the valid prefix backwards (outputs stay aligned with their inputs).
       unroll: the ``lax.scan`` unroll factor.
       remat: False, True or a chunk size: rematerialise in the backward pass (generic scan only).
-      hoist_input: take the input product of all timesteps before the loop: True, False or
-        ``"auto"`` (the fused recurrences decide from measurements; the generic scan does not hoist).
+      hoist_input: for a cell with a kernel (``Cell.fused``), take the input product of all timesteps
+        before the loop: True, False or ``"auto"`` (the kernels decide from measurements). The generic
+        scan takes them inside the loop whatever this says (hoisting measured 1.05-1.43x slower there,
+        ``python -m benchmarks.generic_hoist``); values are the same either way.
       fused: None (use the cell's fused recurrence when it has one and ``remat`` is off), True
         (require it) or False (never).
       parallel: ``"newton"`` or ``"diagonal"`` evaluates the sequence in parallel over time with
         :func:`rnn_jax.parallel.deer` (falling back to the scan when it does not converge); None: the scan.
     """
-    if not isinstance(cell, Cell):
-        raise ValueError(f"cell: expected an rnn_jax Cell (e.g. rnn_jax.lstm(H)), got {type(cell).__name__}")
+    check_cell(cell)
     if fused not in (None, True, False):
         raise ValueError(f"fused: expected None, True or False, got {fused!r}")
     if fused and cell.fused is None:
@@ -138,8 +146,7 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
         if parallel:
             return _parallel.solve_batch(cell, params, xs, lengths, state, reverse=reverse, method=parallel)[:2]
         if not use_fused:
-            return scan(cell, params, xs, lengths, state, reverse=reverse, unroll=n_unroll, remat=remat,
-                        hoist_input=hoist_input is True)
+            return scan(cell, params, xs, lengths, state, reverse=reverse, unroll=n_unroll, remat=remat)
         state = _ops.start_state(cell.initial_state, xs, state)
         # inside shard_map: weights shared by every device enter the per-device recurrence marked as
         # varying, so that autodiff sums their per-device gradients (the custom rules return those)
@@ -151,8 +158,8 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
         return (_ops.flip_valid(ys, lengths) if reverse else ys), final
 
     step = None if reverse else jax.vmap(cell.step, in_axes=(None, 0, 0))
-    return _layer(cell.init, run, cell.output_size, cell.input_size, cell.initial_state, step,
-                  ("reversed " if reverse else "") + cell.name, reads_backward=reverse)
+    return _layer(cell.init, run, cell.output_size, cell.initial_state, step,
+                  ("reversed " if reverse else "") + cell.name, reads_backward=reverse, cell=cell)
 
 
 MERGES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
@@ -193,9 +200,6 @@ def bidirectional(fwd: Layer, bwd: Layer, merge: Union[str, Callable] = "concat"
         kf, kb = jax.random.split(key)
         return {"fwd": fwd.init(kf, input_size, dtype), "bwd": bwd.init(kb, input_size, dtype)}
 
-    def input_size(params):
-        return fwd.input_size(params["fwd"])
-
     def initial_state(dtype=jnp.float32):
         return (fwd.initial_state(dtype), bwd.initial_state(dtype))
 
@@ -205,7 +209,7 @@ def bidirectional(fwd: Layer, bwd: Layer, merge: Union[str, Callable] = "concat"
         ys_b, fin_b = bwd.run(params["bwd"], _ops.flip_valid(xs, lengths), lengths, s_b, batched)
         return merge_fn(ys_f, _ops.flip_valid(ys_b, lengths)), (fin_f, fin_b)  # bwd outputs aligned
 
-    return _layer(init, run, out, input_size, initial_state, None, f"bidirectional({fwd.name}, {bwd.name})",
+    return _layer(init, run, out, initial_state, None, f"bidirectional({fwd.name}, {bwd.name})",
                   reads_backward=True)
 
 
@@ -253,9 +257,6 @@ def stack(*layers: Layer, skip: Optional[str] = None, highway_bias: float = -1.0
                           for k, l in zip(keys[len(layers) + 1:], layers[1:]))
         return {"layers": tuple(ps), "gates": gates}
 
-    def input_size(params):
-        return layers[0].input_size(params["layers"][0])
-
     def initial_state(dtype=jnp.float32):
         return tuple(layer.initial_state(dtype) for layer in layers)
 
@@ -288,7 +289,7 @@ def stack(*layers: Layer, skip: Optional[str] = None, highway_bias: float = -1.0
             return tuple(new_states), h
 
     name = f"stack[{', '.join(l.name for l in layers)}]" + (f"/{skip}" if skip else "")
-    return _layer(init, run, layers[-1].output_size, input_size, initial_state, step, name,
+    return _layer(init, run, layers[-1].output_size, initial_state, step, name,
                   reads_backward=layers[-1].reads_backward)
 
 

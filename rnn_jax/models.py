@@ -365,7 +365,7 @@ class _Decoder:
         bridge = tuple(dense_init(k, self.context_size, leaf.shape[0], dtype)
                        for k, leaf in zip(jax.random.split(kb, len(self.leaves)), self.leaves))
         return {"E": jax.random.normal(ke, (self.vocab, self.embed), dtype) * self.embed ** -0.5,
-                "cell": self.cell.init(kc, self.embed + self.context_size, dtype), "bridge": bridge,
+                "cell": self.layer.init(kc, self.embed + self.context_size, dtype), "bridge": bridge,
                 "head": dense_init(kh, self.cell.output_size, self.vocab, dtype)}
 
     def state0(self, p, context):

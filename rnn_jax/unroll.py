@@ -10,7 +10,6 @@ Each step runs the cell's one-example ``step`` vmapped over the batch. Semantics
 Speed and memory knobs (results are identical up to float rounding):
 
 * ``unroll``: passed to ``lax.scan``;
-* ``hoist_input``: compute ``cell.project`` for all timesteps as one product before the loop;
 * ``remat``: ``True`` rematerialises each step in the backward pass (``jax.checkpoint``); an int
   ``k > 1`` scans over chunks of ``k`` steps and stores only the states at chunk boundaries, so
   memory grows as ``T / k + k`` instead of ``T`` (``k ~ sqrt(T)`` is the classic choice).
@@ -29,7 +28,7 @@ import numpy as np
 from jax import lax
 
 from rnn_jax import _checks, _ops
-from rnn_jax.cells import Cell, prepared
+from rnn_jax.cells import Cell, check_cell, input_size_of, prepared
 from rnn_jax.losses import accumulation_dtype
 
 __all__ = ["unroll", "unroll_reduce", "scan", "sequence_mask"]
@@ -71,7 +70,7 @@ def _chunked(body, carry0, inputs: tuple, T, chunk, unroll):
 
 
 def scan(cell: Cell, params, xs: jax.Array, lengths=None, state=None, *, reverse: bool = False,
-         unroll: int = 1, remat: Union[bool, int] = False, hoist_input: bool = False):
+         unroll: int = 1, remat: Union[bool, int] = False):
     """Time-major core, unchecked: ``xs (T, B, I)``, ``lengths (B,)`` or None, ``state`` with leaves
     ``(B, ...)`` or None (zeros). Returns ``(ys (T, B, O), final_state)``."""
     T, B = xs.shape[:2]
@@ -79,11 +78,10 @@ def scan(cell: Cell, params, xs: jax.Array, lengths=None, state=None, *, reverse
     params = prepared(cell, params)  # once per sequence, not per step
     if reverse:
         xs = _ops.flip_valid(xs, lengths)
-    if hoist_input:
-        inputs, one = cell.project(params, xs), cell.step_projected  # (T, B, G*H): one product
-    else:
-        inputs, one = xs, cell.step
-    step = jax.vmap(one, in_axes=(None, 0, 0))
+    # The input products are taken inside the loop: taking them for all steps first (one large product)
+    # measured 1.05x (Elman) and 1.43x (LSTM) slower for a training step on this CPU
+    # (python -m benchmarks.generic_hoist); a cell's kernel (Cell.fused) decides for itself.
+    inputs, step = xs, jax.vmap(cell.step, in_axes=(None, 0, 0))
 
     def body(s, x):
         return step(params, s, x)
@@ -112,14 +110,14 @@ def scan(cell: Cell, params, xs: jax.Array, lengths=None, state=None, *, reverse
     return ys, final
 
 
-def check_inputs(init, input_size, initial_state, params, xs, lengths, state):
+def check_inputs(init, initial_state, params, xs, lengths, state):
     """The edge checks of a layer call; returns ``(xs (T, B, I) with zeros past each length,
     lengths (B,) | None, state (B, ...) | None, batch)``."""
     shape = getattr(xs, "shape", None)
     if shape is not None and len(shape) >= 2:
         try:
-            I = input_size(params)
-        except (KeyError, IndexError, TypeError, AttributeError):
+            I = input_size_of(init, params)
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError):
             I = None  # malformed params: check_params names what is wrong below
         if I is not None and shape[-1] != I:
             raise ValueError(f"xs: expected shape (*batch, T, {I}) (feature size {I}, from params), "
@@ -137,11 +135,13 @@ def check_inputs(init, input_size, initial_state, params, xs, lengths, state):
 
 def _edge(cell, params, xs, lengths, initial_state):
     """Checks of the public entry points that take a cell."""
-    return check_inputs(cell.init, cell.input_size, cell.initial_state, params, xs, lengths, initial_state)
+    edge = check_inputs(cell.init, cell.initial_state, params, xs, lengths, initial_state)
+    check_cell(cell, xs.shape[-1], xs.dtype)
+    return edge
 
 
 def unroll(cell: Cell, params, xs: jax.Array, lengths=None, initial_state: Any = None, *,
-           reverse: bool = False, unroll: int = 1, remat: Union[bool, int] = False, hoist_input: bool = False):
+           reverse: bool = False, unroll: int = 1, remat: Union[bool, int] = False):
     """Run ``cell`` over ``xs (*batch, T, I)``; returns ``(ys (*batch, T, O), final_state)``.
 
     Args:
@@ -153,15 +153,13 @@ def unroll(cell: Cell, params, xs: jax.Array, lengths=None, initial_state: Any =
       reverse: read the (valid prefix of the) sequence backwards.
       unroll: the ``lax.scan`` unroll factor.
       remat: False, True (checkpoint each step) or an int chunk size (checkpoint every ``remat`` steps).
-      hoist_input: project all inputs before the loop in one large product.
 
     This is the generic path, autodiff through ``lax.scan``; ``rnn_jax.rnn(cell).apply`` runs the
     cell's fused recurrence instead when it has one.
     """
     unroll, remat = check_knobs(unroll, remat)
     xs_tm, lengths, state, batch = _edge(cell, params, xs, lengths, initial_state)
-    ys, final = scan(cell, params, xs_tm, lengths, state, reverse=reverse, unroll=unroll, remat=remat,
-                     hoist_input=hoist_input)
+    ys, final = scan(cell, params, xs_tm, lengths, state, reverse=reverse, unroll=unroll, remat=remat)
     return _ops.from_time_major(ys, batch), _ops.unflatten_batch(final, batch)
 
 

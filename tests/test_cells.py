@@ -23,18 +23,6 @@ def test_step_shapes_and_dtypes(name, dtype, key):
     assert jnp.all(jnp.isfinite(y.astype(jnp.float32)))
 
 
-@pytest.mark.parametrize("name", CELLS)
-def test_step_equals_project_then_step_projected(name, key):
-    cell = CELLS[name](H)
-    k1, k2 = jax.random.split(key)
-    params = perturb(cell.init(k1, I, jnp.float64), k2)
-    x = jax.random.normal(key, (I,), jnp.float64)
-    c1, y1 = cell.step(params, cell.initial_state(jnp.float64), x)
-    c2, y2 = cell.step_projected(params, cell.initial_state(jnp.float64), cell.project(params, x))
-    np.testing.assert_array_equal(y1, y2)
-    jax.tree.map(np.testing.assert_array_equal, c1, c2)
-
-
 @pytest.mark.parametrize("act,g", [("tanh", np.tanh), ("relu", lambda z: np.maximum(z, 0)),
                                    ("sigmoid", lambda z: 1 / (1 + np.exp(-z))), (jnp.sin, np.sin)])
 def test_elman_matches_seed_equations(act, g, key):

@@ -24,3 +24,6 @@ def test_readme_python_block_runs(i):
     assert p.returncode == 0, p.stderr[-3000:]
     if i == 0:  # the ten lines print the outputs' shape and the first gradient leaf's
         assert p.stdout.startswith("(8, 50, 128) (")
+    if "def min_gru" in BLOCKS[i]:  # your own cell: fit lowers its loss, and its gradients check
+        first, last = (float(v) for v in p.stdout.split("loss ")[1].split("\n")[0].split(" -> "))
+        assert last < 0.5 * first and "gradcheck True" in p.stdout, p.stdout
