@@ -143,7 +143,7 @@ def test_scaling_quick_remat_gives_the_same_loss(tmp_path):
     _run("benchmarks.scaling", "--quick", tmp_path=tmp_path)
     rows = json.loads((tmp_path / "scaling_quick.json").read_text())["rows"]
     assert len(rows) == 4 and not any("error" in r for r in rows)
-    for T in (1000, 10000):
+    for T in (300, 3000):
         plain, remat = [r for r in rows if r["T"] == T]
         assert plain["remat"] is False and remat["remat"] > 1
         assert remat["loss"] == pytest.approx(plain["loss"], rel=1e-5)

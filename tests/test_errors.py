@@ -324,12 +324,6 @@ def test_run_folders_are_unique(tmp_path):
     assert a != b and os.path.exists(os.path.join(a, "config.json")) and os.path.exists(os.path.join(b, "config.json"))
 
 
-def test_one_seed_on_the_command_line(tmp_path):
-    out = run_main("experiments.classify", ["--quick", "--seeds=1", "--steps=20", "--hidden=8", f"--out={tmp_path}"])
-    row = out["rows"][0]
-    assert row["seeds"] == 1 and len(row["test_accuracy_per_seed"]) == 1
-
-
 def test_a_mesh_that_does_not_split_a_batch_is_refused_before_a_run_folder(tmp_path, capsys, monkeypatch):
     import types
 

@@ -1,11 +1,13 @@
 """The README's Python examples run as written, as a user runs them: each block in a fresh Python
-process with JAX's defaults (float32; the test suite itself runs in float64)."""
+process with JAX's default dtypes (float32; the test suite itself runs in float64)."""
 import os
 import re
 import subprocess
 import sys
 
 import pytest
+
+from conftest import FAST_COMPILE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
@@ -18,7 +20,9 @@ def test_readme_has_its_ten_line_example():
 
 @pytest.mark.parametrize("i", range(len(BLOCKS)))
 def test_readme_python_block_runs(i):
+    # JAX's defaults (float32); XLA compiles these small programs the fast way the suite does (conftest.py)
     env = {k: v for k, v in os.environ.items() if k not in ("JAX_ENABLE_X64", "XLA_FLAGS")}
+    env["XLA_FLAGS"] = FAST_COMPILE
     p = subprocess.run([sys.executable, "-c", BLOCKS[i]], cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]

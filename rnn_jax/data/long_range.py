@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -28,6 +29,7 @@ def copy_baseline(T: int) -> float:
     return 10 * math.log(8) / (T + 20)
 
 
+@functools.partial(jax.jit, static_argnames=("n", "T", "dtype"))  # one program per shape, not one per operation
 def adding(key, n: int, T: int, dtype=jnp.float32):
     """``xs (n, T, 2)``, ``y (n,)`` of ``dtype``."""
     k1, k2, k3 = jax.random.split(key, 3)
@@ -39,6 +41,7 @@ def adding(key, n: int, T: int, dtype=jnp.float32):
     return jnp.stack([values, marks], -1), jnp.sum(values * marks, -1)
 
 
+@functools.partial(jax.jit, static_argnames=("n", "T", "n_symbols"))
 def copy_memory(key, n: int, T: int, n_symbols: int = 10):
     """``tokens (n, T + 2 * n_symbols)`` int32 input, ``targets`` of the same shape."""
     L = T + 2 * n_symbols
@@ -48,6 +51,7 @@ def copy_memory(key, n: int, T: int, n_symbols: int = 10):
     return x, y
 
 
+@functools.partial(jax.jit, static_argnames=("n", "T"))
 def temporal_order(key, n: int, T: int):
     """``tokens (n, T)`` int32, ``labels (n,)`` in 0..3 (XX, XY, YX, YY)."""
     k1, k2, k3, k4 = jax.random.split(key, 4)
