@@ -33,7 +33,7 @@ Params = dict
 Activation = Union[str, Callable[[jax.Array], jax.Array]]
 
 __all__ = ["Cell", "LSTMState", "JordanState", "elman", "jordan", "lstm", "gru", "orthogonal_rnn", "modrelu",
-           "prepared", "resolve_activation", "check_cell", "input_size_of"]
+           "prepared", "resolve_activation", "check_cell", "input_size_of", "min_gru", "min_lstm"]
 
 # g' as a function of the output s = g(a), for the activations whose derivative needs only s: the
 # fused Elman recurrence then keeps only the states. Keyed by the function itself, so a callable
@@ -87,6 +87,11 @@ class Cell(NamedTuple):
         built for), a decoder's context: their product with the last ``C`` rows of ``W_i`` is taken
         once per sequence, as a bias of each row, not at every step. ``hoist``: whether to take the
         input products of all steps before the loop (True, False or ``"auto"``).
+      linear: optional, the cell's parallel form when it is a diagonal linear recurrence:
+        ``(params, x (I,)) -> (a (H,), b (H,))`` with ``step`` computing ``h = a * h_prev + b`` and
+        returning ``(h, h)`` (the state one ``(H,)`` array, ``output_size = H``). ``a`` and ``b`` depend on
+        the input alone, so ``rnn(cell, parallel="linear")`` takes them for all steps at once and solves
+        the recurrence with ``lax.associative_scan`` (:func:`rnn_jax.parallel.linear_batch`).
 
     The input size is read from the params by comparing ``init``'s abstract output at two input sizes
     (:func:`input_size_of`): no field restates it.
@@ -99,6 +104,7 @@ class Cell(NamedTuple):
     name: str = "cell"
     prepare: Optional[Callable[[Params], Params]] = None
     fused: Optional[Callable[..., tuple[jax.Array, Any]]] = None
+    linear: Optional[Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]]] = None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -141,7 +147,7 @@ def check_cell(cell: Cell, input_size: Optional[int] = None, dtype=jnp.float32,
     for field in ("init", "initial_state", "step"):
         if not callable(getattr(cell, field)):
             raise ValueError(f"cell.{field}: expected a function, got {type(getattr(cell, field)).__name__}")
-    for field in ("prepare", "fused"):
+    for field in ("prepare", "fused", "linear"):
         if getattr(cell, field) is not None and not callable(getattr(cell, field)):
             raise ValueError(f"cell.{field}: expected a function or None, got {type(getattr(cell, field)).__name__}")
     _checks.check_int(cell.output_size, "cell.output_size")
@@ -201,6 +207,19 @@ def _step_agrees(cell: Cell, input_size: int, dtype) -> None:
                          f"{_checks.shape_str(getattr(y, 'shape', None))}; expected ({cell.output_size},)")
     if y.dtype != dtype:
         raise ValueError(f"{name}: step returns a {y.dtype} output for {dtype.name} params and inputs")
+    if cell.linear is not None:
+        if not isinstance(state0, jax.ShapeDtypeStruct) or state0.shape != (cell.output_size,):
+            raise ValueError(f"{name}: linear: a diagonal linear recurrence has one state array of shape "
+                             f"(output_size,) = ({cell.output_size},), the output; initial_state gives "
+                             f"{jax.tree_util.tree_structure(state0)}")
+        try:
+            ab = jax.eval_shape(lambda p, x: cell.linear(prepared(cell, p), x), params, x)
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f"{name}: linear(params, x ({input_size},)) failed: {type(e).__name__}: {e}") from e
+        if (not isinstance(ab, tuple) or len(ab) != 2
+                or any(getattr(v, "shape", None) != state0.shape or v.dtype != dtype for v in ab)):
+            raise ValueError(f"{name}: linear must return (a, b), two {dtype.name} arrays of shape "
+                             f"{_checks.shape_str(state0.shape)}, got {ab}")
 
 
 def prepared(cell: Cell, params: Params) -> Params:
@@ -470,6 +489,64 @@ def gru(hidden_size: int, *, kernel_init="glorot_uniform", recurrent_init="ortho
                           rule=rule)
 
     return _recurrent_cell("gru", H, 3, init, step_projected, fused=fused)
+
+
+def _minimal_cell(name: str, hidden_size: int, n_gates: int, kernel_init, coefficients) -> Cell:
+    """A cell whose state update is ``h = a * h_prev + b`` with ``(a, b) = coefficients(gx)`` from the
+    input projection ``gx = x @ W_i + b_i`` (``n_gates`` blocks) alone: a diagonal linear recurrence."""
+    H = _check_size("hidden_size", hidden_size)
+    k_init = inits.get(kernel_init, H, argname="kernel_init")
+
+    def init(key, input_size, dtype=jnp.float32):
+        _check_size("input_size", input_size)
+        return {"W_i": inits.blocks(k_init, key, (input_size, H), n_gates, dtype),  # (I, G*H)
+                "b_i": jnp.zeros((n_gates * H,), dtype)}                          # (G*H,)
+
+    def linear(params, x):
+        return coefficients(jnp.split(affine(x, params["W_i"], params["b_i"]), n_gates, axis=-1))
+
+    def step(params, h, x):
+        a, b = linear(params, x)
+        h = a * h + b
+        return h, h
+
+    return Cell(init=init, initial_state=lambda dtype=jnp.float32: jnp.zeros((H,), dtype), step=step,
+                output_size=H, name=name, linear=linear)
+
+
+def min_gru(hidden_size: int, *, kernel_init="glorot_uniform") -> Cell:
+    r"""minGRU (Feng et al. 2024, "Were RNNs all we needed?"): a GRU whose gate and candidate read the
+    input alone, so the recurrence is linear in ``h`` and runs in parallel over time.
+
+    .. math::
+        z_t = \sigma(x_t W_z + b_z), \qquad \tilde h_t = x_t W_h + b_h, \qquad
+        h_t = (1 - z_t) \odot h_{t-1} + z_t \odot \tilde h_t
+
+    Params: ``W_i`` (I, 2H) with blocks ``[z, h~]``, ``b_i`` (2H,) (zeros). State and output ``h`` (H,).
+    ``Cell.linear`` gives ``a = 1 - z``, ``b = z * h~``: ``rnn(min_gru(H), parallel="linear")`` solves it
+    with ``lax.associative_scan``; the default sequential scan computes the same values (tested to 1e-10).
+    """
+    return _minimal_cell("min_gru", hidden_size, 2, kernel_init,
+                         lambda g: (1 - jax.nn.sigmoid(g[0]), jax.nn.sigmoid(g[0]) * g[1]))
+
+
+def min_lstm(hidden_size: int, *, kernel_init="glorot_uniform") -> Cell:
+    r"""minLSTM (Feng et al. 2024): an LSTM whose gates read the input alone, normalised so that they sum
+    to one (the state stays on the candidates' scale), with no output gate.
+
+    .. math::
+        f_t = \sigma(x_t W_f + b_f), \quad i_t = \sigma(x_t W_i + b_i), \quad \tilde h_t = x_t W_h + b_h,
+        \qquad h_t = \frac{f_t}{f_t + i_t} \odot h_{t-1} + \frac{i_t}{f_t + i_t} \odot \tilde h_t
+
+    Params: ``W_i`` (I, 3H) with blocks ``[f, i, h~]``, ``b_i`` (3H,) (zeros). State and output ``h`` (H,).
+    ``Cell.linear`` gives ``a = f' = f / (f + i)``, ``b = i' * h~``; ``rnn(min_lstm(H), parallel="linear")``
+    solves it with ``lax.associative_scan``.
+    """
+    def coefficients(g):
+        f, i = jax.nn.sigmoid(g[0]), jax.nn.sigmoid(g[1])
+        return f / (f + i), i / (f + i) * g[2]
+
+    return _minimal_cell("min_lstm", hidden_size, 3, kernel_init, coefficients)
 
 
 def modrelu(z: jax.Array, b: jax.Array) -> jax.Array:

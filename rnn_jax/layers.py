@@ -119,7 +119,9 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
       fused: None (use the cell's fused recurrence when it has one and ``remat`` is off), True
         (require it) or False (never).
       parallel: ``"newton"`` or ``"diagonal"`` evaluates the sequence in parallel over time with
-        :func:`rnn_jax.parallel.deer` (falling back to the scan when it does not converge); None: the scan.
+        :func:`rnn_jax.parallel.deer` (falling back to the scan when it does not converge); ``"linear"``
+        solves a cell's diagonal linear recurrence (``Cell.linear``: minGRU, minLSTM) with
+        ``lax.associative_scan``, exactly; None: the scan.
     """
     check_cell(cell)
     if fused not in (None, True, False):
@@ -129,8 +131,13 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
     if hoist_input not in (True, False, "auto"):
         raise ValueError(f"hoist_input: expected True, False or 'auto', got {hoist_input!r}")
     unroll, remat = check_knobs(unroll, remat)
-    if parallel is not None and parallel not in _parallel.METHODS:
-        raise ValueError(f"parallel: expected None or one of {_parallel.METHODS}, got {parallel!r}")
+    if parallel is not None and parallel not in _parallel.METHODS + ("linear",):
+        raise ValueError(f"parallel: expected None or one of {_parallel.METHODS + ('linear',)}, got {parallel!r}")
+    if parallel == "linear" and cell.linear is None:
+        raise ValueError(f"parallel='linear': cell {cell.name!r} declares no linear recurrence (Cell.linear; "
+                         f"min_gru and min_lstm do); 'newton' or 'diagonal' solve any cell")
+    if parallel == "linear" and remat:
+        raise ValueError("parallel='linear' with remat: the parallel form keeps every step's coefficients")
     if fused and parallel:
         raise ValueError("fused=True with parallel: choose one evaluation of the recurrence")
     if fused and remat:
@@ -143,6 +150,8 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
         # static (B, C): inputs every step reads after x_t (Cell.fused); a decoder's context
         if parallel or not use_fused:
             xs, static = with_static(xs, static), None
+        if parallel == "linear":
+            return _parallel.linear_batch(cell, params, xs, lengths, state, reverse=reverse)
         if parallel:
             return _parallel.solve_batch(cell, params, xs, lengths, state, reverse=reverse, method=parallel)[:2]
         if not use_fused:

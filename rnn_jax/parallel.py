@@ -41,7 +41,7 @@ from rnn_jax._ops import shift_down
 from rnn_jax.cells import Cell, prepared
 from rnn_jax.unroll import _edge
 
-__all__ = ["deer", "linear_recurrence", "DeerInfo", "METHODS"]
+__all__ = ["deer", "linear_recurrence", "linear_batch", "DeerInfo", "METHODS"]
 
 METHODS = ("newton", "diagonal")
 
@@ -55,26 +55,47 @@ class DeerInfo(NamedTuple):
     residual: jax.Array
 
 
+def _diagonal_combine(e1, e2):
+    """Two steps ``s -> a1 s + b1`` then ``s -> a2 s + b2`` as one: ``s -> a2 a1 s + (a2 b1 + b2)``."""
+    (a1, b1), (a2, b2) = e1, e2
+    return a2 * a1, a2 * b1 + b2
+
+
 def linear_recurrence(A, b, s0):
     """All ``s_t = A_t s_{t-1} + b_t`` (``t = 0..T-1``, ``s_{-1} = s0``) by ``lax.associative_scan``.
 
     ``A``: ``(T, D, D)`` matrices or ``(T, D)`` diagonals; ``b``: ``(T, D)``; returns ``(T, D)``.
     """
-    diag = A.ndim == 2
-    if diag:
-        b = b.at[0].add(A[0] * s0)
+    if A.ndim == 2:
+        return lax.associative_scan(_diagonal_combine, (A, b.at[0].add(A[0] * s0)))[1]
 
-        def combine(e1, e2):
-            (A1, b1), (A2, b2) = e1, e2
-            return A2 * A1, A2 * b1 + b2
-    else:
-        b = b.at[0].add(A[0] @ s0)
+    def combine(e1, e2):
+        (A1, b1), (A2, b2) = e1, e2
+        return A2 @ A1, jnp.einsum("...ij,...j->...i", A2, b1) + b2
 
-        def combine(e1, e2):
-            (A1, b1), (A2, b2) = e1, e2
-            return A2 @ A1, jnp.einsum("...ij,...j->...i", A2, b1) + b2
+    return lax.associative_scan(combine, (A, b.at[0].add(A[0] @ s0)))[1]
 
-    return lax.associative_scan(combine, (A, b))[1]
+
+def linear_batch(cell: Cell, params, xs, lengths, state, *, reverse: bool = False):
+    """A cell's diagonal linear recurrence (``Cell.linear``) over a time-major batch, by
+    ``lax.associative_scan``: every ``(a_t, b_t)`` from the inputs at once, then all
+    ``h_t = a_t * h_{t-1} + b_t`` in O(log T) parallel steps. Unchecked: ``xs (T, B, I)``,
+    ``lengths (B,) | None``, ``state (B, H) | None``; returns ``(ys (T, B, H), final (B, H))`` equal to a
+    loop of ``cell.step``: past a length, ``a = 1`` and ``b = 0`` keep the state, and outputs are zero."""
+    T, B = xs.shape[:2]
+    state = _ops.start_state(cell.initial_state, xs, state)
+    if T == 0:
+        return jnp.zeros((0, B) + state.shape[1:], xs.dtype), state
+    params = prepared(cell, params)
+    if reverse:
+        xs = _ops.flip_valid(xs, lengths)
+    a, b = jax.vmap(jax.vmap(cell.linear, (None, 0)), (None, 0))(params, xs)  # (T, B, H) each
+    mask = _ops.time_mask(lengths, T)
+    if mask is not None:
+        a, b = jnp.where(mask, a, jnp.ones((), a.dtype)), jnp.where(mask, b, jnp.zeros((), b.dtype))
+    hs = lax.associative_scan(_diagonal_combine, (a, b.at[0].add(a[0] * state)))[1]  # (T, B, H)
+    ys = hs if mask is None else jnp.where(mask, hs, jnp.zeros((), hs.dtype))
+    return (_ops.flip_valid(ys, lengths) if reverse else ys), hs[-1]
 
 
 def _flat_step(cell, params, unravel):

@@ -85,3 +85,12 @@ def _fresh_compilation_caches():
     if _TESTS_SINCE_CLEAR[0] >= 40:
         _TESTS_SINCE_CLEAR[0] = 0
         jax.clear_caches()
+
+
+# The tests that run a whole experiment or benchmark in a fresh process take 10-45 s each, most others under
+# 2 s: handed out first, they do not leave one worker finishing a long test while the other idles at the end.
+_FIRST = ("test_experiments.py", "test_benchmarks.py", "test_distributed.py", "test_readme.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    items.sort(key=lambda item: item.path.name not in _FIRST)  # stable: the order within each group is kept
