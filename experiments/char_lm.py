@@ -32,15 +32,16 @@ from rnn_jax.data import text
 from rnn_jax.ngram import NGram
 
 CORPORA = ("hello", "shakespeare", "ptb")
-MODELS = ("elman", "lstm", "gru")
-CELLS = {"elman": rj.elman, "lstm": rj.lstm, "gru": rj.gru}
+MODELS = ("elman", "lstm", "gru", "min_gru", "min_lstm", "indrnn", "lru")
+CELLS = {"elman": rj.elman, "lstm": rj.lstm, "gru": rj.gru, "min_gru": rj.min_gru, "min_lstm": rj.min_lstm,
+         "indrnn": rj.indrnn, "lru": rj.lru}
 PROMPTS = {"shakespeare": "ROMEO.\n", "ptb": "the ", "hello": "h"}
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     corpora: tuple[str, ...] = CORPORA            # hello, shakespeare, ptb
-    models: tuple[str, ...] = ("lstm", "gru")     # elman, lstm, gru
+    models: tuple[str, ...] = ("lstm", "gru")     # elman, lstm, gru, min_gru, min_lstm, indrnn, lru
     layers: int = 2                               # stacked recurrent layers
     hidden: int = 512                             # units per recurrent layer
     embed: int = 128                              # learned character embedding size

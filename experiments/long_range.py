@@ -7,8 +7,9 @@
 Tasks (rnn_jax.data.long_range): the adding problem (baseline MSE 0.167), copy memory (baseline
 cross-entropy 10 ln 8 / (T + 20)) and the temporal-order task (chance 0.25). Models: tanh Elman with
 Xavier init, ReLU Elman with He init, IRNN (ReLU, identity recurrent init), tanh Elman with orthogonal
-init, two tanh Elman layers with a highway connection, LSTM, GRU; each trained without clipping, with
-clipping by value and by global norm. Adam, fresh random batches every step.
+init, two tanh Elman layers with a highway connection, LSTM, GRU (and, by name: the chrono LSTM, the
+IRNN with SGD, the orthogonal cell, two IndRNN layers, two LRU layers); each trained without clipping,
+with clipping by value and by global norm. Adam, fresh random batches every step.
 
 Diagnostics on the adding problem at ``diag_T``: ||dE_T/dh_k|| over k for every single-layer model
 (at initialisation and after training), a heat map of it over training for the tanh Elman and the
@@ -32,7 +33,7 @@ from rnn_jax import diagnostics, distributed, train
 from rnn_jax.data import long_range as lr
 
 MODELS = ("tanh-xavier", "relu-he", "irnn", "tanh-orthogonal", "highway-tanh", "lstm", "gru", "lstm-chrono",
-          "irnn-sgd", "orthogonal")
+          "irnn-sgd", "orthogonal", "indrnn", "lru")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +96,13 @@ def make_cell(name: str, H: int, T: int = 1000):
 
 
 def make_layer(name: str, H: int, T: int = 1000):
+    if name == "indrnn":  # Li et al. 2018's adding recipe: two layers, |u| <= 2^(1/T), small first-layer inputs
+        bound = 2.0 ** (1.0 / T)
+        return rj.stack(rj.rnn(rj.indrnn(H, recurrent_max=bound, kernel_init=rj.initializers.uniform(1e-3))),
+                        rj.rnn(rj.indrnn(H, recurrent_max=bound)))
+    if name == "lru":  # two LRU layers, GELU between them; eigenvalue moduli on the ring [1 - 10/T, 1 - 1/(4T)]
+        ring = dict(r_min=max(0.0, 1 - 10 / T), r_max=1 - 1 / (4 * T))
+        return rj.stack(rj.rnn(rj.lru(H, activation="gelu", **ring)), rj.rnn(rj.lru(H, **ring)))
     if name == "highway-tanh":
         one = lambda: rj.rnn(rj.elman(H, "tanh", recurrent_init="glorot_uniform"))  # noqa: E731
         return rj.stack(one(), one(), skip="highway")
@@ -191,15 +199,17 @@ def run_one(task, T, model_name, clip, cfg, run_dir, diag=False, mesh=None, resu
     tx = make_optimizer(model_name, clip, cfg)
     reach_rows, reach_steps = [], []
     diag_x, diag_y = jax.tree.map(lambda a: a[0], test)
-    single = model_name != "highway-tanh"
+    single = model_name not in ("highway-tanh", "indrnn", "lru")  # one cell: the diagnostics read it
+
+    @jax.jit  # one compiled program per run, evaluated at every diagnostic point
+    def reach_of(params):
+        return diagnostics.error_reach(make_cell(model_name, H, T), params["rnn"], diag_x,
+                                       lambda y: (rj.models.dense(params["head"], y)[0] - diag_y) ** 2)
 
     def reach(params):
         if task != "adding" or not single:
             return None
-        head = params["head"]
-        return np.asarray(diagnostics.error_reach(
-            make_cell(model_name, H, T), params["rnn"], diag_x,
-            lambda y: (rj.models.dense(head, y)[0] - diag_y) ** 2))
+        return np.asarray(reach_of(params))
 
     def evaluate(params, data, split):
         loss, aux = eval_loss(params, data)

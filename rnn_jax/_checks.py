@@ -215,7 +215,7 @@ def check_batch_lengths(lengths, batch: tuple, T: int, argname: str = "lengths")
 
 def check_batch_state(state, template, batch: tuple, dtype, argname: str = "initial_state") -> None:
     """``state`` must have the structure of one example's ``template`` with every leaf ``(*batch, ...)``
-    and the input's dtype."""
+    and the template's dtype (the cell's initial state for the input's dtype: complex for a complex state)."""
     exp_leaves, exp_def = jax.tree_util.tree_flatten_with_path(template)
     try:
         got = exp_def.flatten_up_to(state)
@@ -228,5 +228,6 @@ def check_batch_state(state, template, batch: tuple, dtype, argname: str = "init
         if gshape is None or tuple(gshape) != want:
             raise ValueError(f"{argname}{jax.tree_util.keystr(path)}: expected shape {shape_str(want)}, got "
                              f"{shape_str(gshape) if gshape is not None else type(g).__name__}")
-        if jnp.dtype(g.dtype) != jnp.dtype(dtype):
-            raise ValueError(f"{argname}{jax.tree_util.keystr(path)}: expected dtype {jnp.dtype(dtype)}, got {g.dtype}")
+        want_dtype = jnp.dtype(getattr(exp, "dtype", dtype))
+        if jnp.dtype(g.dtype) != want_dtype:
+            raise ValueError(f"{argname}{jax.tree_util.keystr(path)}: expected dtype {want_dtype}, got {g.dtype}")

@@ -33,7 +33,7 @@ Params = dict
 Activation = Union[str, Callable[[jax.Array], jax.Array]]
 
 __all__ = ["Cell", "LSTMState", "JordanState", "elman", "jordan", "lstm", "gru", "orthogonal_rnn", "modrelu",
-           "prepared", "resolve_activation", "check_cell", "input_size_of", "min_gru", "min_lstm"]
+           "prepared", "resolve_activation", "check_cell", "input_size_of", "min_gru", "min_lstm", "indrnn", "lru"]
 
 # g' as a function of the output s = g(a), for the activations whose derivative needs only s: the
 # fused Elman recurrence then keeps only the states. Keyed by the function itself, so a callable
@@ -88,10 +88,15 @@ class Cell(NamedTuple):
         once per sequence, as a bias of each row, not at every step. ``hoist``: whether to take the
         input products of all steps before the loop (True, False or ``"auto"``).
       linear: optional, the cell's parallel form when it is a diagonal linear recurrence:
-        ``(params, x (I,)) -> (a (H,), b (H,))`` with ``step`` computing ``h = a * h_prev + b`` and
-        returning ``(h, h)`` (the state one ``(H,)`` array, ``output_size = H``). ``a`` and ``b`` depend on
-        the input alone, so ``rnn(cell, parallel="linear")`` takes them for all steps at once and solves
-        the recurrence with ``lax.associative_scan`` (:func:`rnn_jax.parallel.linear_batch`).
+        ``(params, x (I,)) -> (a, b)``, two arrays of the state's shape and dtype (the state one array,
+        real or complex), with ``step`` computing ``h = a * h_prev + b``. ``a`` and ``b`` depend on the
+        input alone, so ``rnn(cell, parallel="linear")`` takes them for all steps at once, solves the
+        recurrence with ``lax.associative_scan`` and then takes every step's output from
+        ``step(params, h_prev, x)`` at once (:func:`rnn_jax.parallel.linear_batch`).
+      diagonal: ``True`` when ``step``'s new state depends on each unit of the previous state only
+        through that unit (a diagonal state Jacobian, IndRNN's): :func:`rnn_jax.parallel.deer`'s
+        ``"diagonal"`` method then reads the exact Jacobian with one forward-mode product per step
+        (O(T H)), not by building the dense one. A cell with ``linear`` is diagonal too.
 
     The input size is read from the params by comparing ``init``'s abstract output at two input sizes
     (:func:`input_size_of`): no field restates it.
@@ -105,6 +110,7 @@ class Cell(NamedTuple):
     prepare: Optional[Callable[[Params], Params]] = None
     fused: Optional[Callable[..., tuple[jax.Array, Any]]] = None
     linear: Optional[Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]]] = None
+    diagonal: bool = False
 
 
 @functools.lru_cache(maxsize=1024)
@@ -151,6 +157,8 @@ def check_cell(cell: Cell, input_size: Optional[int] = None, dtype=jnp.float32,
         if getattr(cell, field) is not None and not callable(getattr(cell, field)):
             raise ValueError(f"cell.{field}: expected a function or None, got {type(getattr(cell, field)).__name__}")
     _checks.check_int(cell.output_size, "cell.output_size")
+    if not isinstance(cell.diagonal, bool):
+        raise ValueError(f"cell.diagonal: expected True or False, got {cell.diagonal!r}")
     if not isinstance(cell.name, str):
         raise ValueError(f"cell.name: expected a string, got {type(cell.name).__name__}")
     if input_size is None:
@@ -208,17 +216,16 @@ def _step_agrees(cell: Cell, input_size: int, dtype) -> None:
     if y.dtype != dtype:
         raise ValueError(f"{name}: step returns a {y.dtype} output for {dtype.name} params and inputs")
     if cell.linear is not None:
-        if not isinstance(state0, jax.ShapeDtypeStruct) or state0.shape != (cell.output_size,):
-            raise ValueError(f"{name}: linear: a diagonal linear recurrence has one state array of shape "
-                             f"(output_size,) = ({cell.output_size},), the output; initial_state gives "
-                             f"{jax.tree_util.tree_structure(state0)}")
+        if not isinstance(state0, jax.ShapeDtypeStruct):
+            raise ValueError(f"{name}: linear: a diagonal linear recurrence has one state array; initial_state "
+                             f"gives {jax.tree_util.tree_structure(state0)}")
         try:
             ab = jax.eval_shape(lambda p, x: cell.linear(prepared(cell, p), x), params, x)
         except Exception as e:  # noqa: BLE001
             raise ValueError(f"{name}: linear(params, x ({input_size},)) failed: {type(e).__name__}: {e}") from e
         if (not isinstance(ab, tuple) or len(ab) != 2
-                or any(getattr(v, "shape", None) != state0.shape or v.dtype != dtype for v in ab)):
-            raise ValueError(f"{name}: linear must return (a, b), two {dtype.name} arrays of shape "
+                or any(getattr(v, "shape", None) != state0.shape or v.dtype != state0.dtype for v in ab)):
+            raise ValueError(f"{name}: linear must return (a, b), two {state0.dtype} arrays of the state's shape "
                              f"{_checks.shape_str(state0.shape)}, got {ab}")
 
 
@@ -245,6 +252,7 @@ _ACTIVATIONS = {
     "tanh": jnp.tanh,
     "relu": jax.nn.relu,
     "sigmoid": jax.nn.sigmoid,
+    "gelu": jax.nn.gelu,
     "identity": lambda z: z,
     "linear": lambda z: z,
 }
@@ -547,6 +555,125 @@ def min_lstm(hidden_size: int, *, kernel_init="glorot_uniform") -> Cell:
         return f / (f + i), i / (f + i) * g[2]
 
     return _minimal_cell("min_lstm", hidden_size, 3, kernel_init, coefficients)
+
+
+def indrnn(hidden_size: int, activation: Activation = "relu", *, kernel_init="glorot_uniform",
+           recurrent_init=None, recurrent_max: Optional[float] = None, bias_init="zeros") -> Cell:
+    r"""Independently recurrent cell, IndRNN (Li et al. 2018): each unit reads only its own past, through
+    one recurrent weight.
+
+    .. math::  h_t = g(x_t W_i + b + u \odot h_{t-1})
+
+    ``u`` (H,) is a vector, so ``dh_t / dh_{t-1} = diag(g'(\cdot) \odot u)``: the gradient through ``k``
+    steps of a ReLU unit is ``u^k`` while it is active, and bounding ``|u|`` bounds it. ``recurrent_max``
+    (the paper's ``2^{1/T}`` keeps ``|u|^T <= 2`` over ``T`` steps): the step reads ``clip(u, -m, m)``, so
+    the bound holds for any value training gives ``u`` (the gradient of a clipped entry is zero).
+    ``recurrent_init``: an initialiser for ``u``, or None for uniform in ``[0, recurrent_max]`` (``[0, 1]``
+    without a bound), the paper's choice. ``g`` is ReLU by default (any activation name or callable).
+
+    The state Jacobian is diagonal, so :func:`rnn_jax.parallel.deer`'s ``"diagonal"`` method is this
+    cell's exact Newton step, computed in O(T H).
+
+    Params: ``W_i`` (I, H), ``u`` (H,), ``b`` (H,). State and output ``h`` (H,).
+    """
+    H = _check_size("hidden_size", hidden_size)
+    g = resolve_activation(activation)
+    if recurrent_max is not None:
+        recurrent_max = _checks.check_real(recurrent_max, "recurrent_max", minimum=0)
+        if recurrent_max == 0 or not recurrent_max < float("inf"):
+            raise ValueError(f"recurrent_max: expected a finite bound > 0 or None, got {recurrent_max}")
+    k_init = inits.get(kernel_init, H, argname="kernel_init")
+    u_init = (inits.uniform_range(0.0, 1.0 if recurrent_max is None else recurrent_max) if recurrent_init is None
+              else inits.get(recurrent_init, H, argname="recurrent_init"))
+    b_init = inits.get(bias_init, H, argname="bias_init")
+
+    def init(key, input_size, dtype=jnp.float32):
+        _check_size("input_size", input_size)
+        k1, k2, k3 = jax.random.split(key, 3)
+        return {"W_i": k_init(k1, (input_size, H), dtype),  # (I, H)
+                "u": u_init(k2, (H,), dtype),              # (H,)
+                "b": b_init(k3, (H,), dtype)}              # (H,)
+
+    def step(params, h, x):
+        u = params["u"] if recurrent_max is None else jnp.clip(params["u"], -recurrent_max, recurrent_max)
+        h = g(affine(x, params["W_i"], params["b"]) + u * h)
+        return h, h
+
+    return Cell(init=init, initial_state=lambda dtype=jnp.float32: jnp.zeros((H,), dtype), step=step,
+                output_size=H, name="indrnn", diagonal=True)
+
+
+def _complex_dtype(dtype):
+    return jnp.result_type(jnp.dtype(dtype), jnp.complex64)  # float32 -> complex64, float64 -> complex128
+
+
+def lru(hidden_size: int, output_size: Optional[int] = None, *, r_min: float = 0.0, r_max: float = 1.0,
+        max_phase: float = 2 * 3.141592653589793, activation: Optional[Activation] = None) -> Cell:
+    r"""Linear Recurrent Unit (Orvieto et al. 2023, "Resurrecting recurrent neural networks for long
+    sequences"): a complex diagonal linear recurrence, read out linearly.
+
+    .. math::
+        \lambda = \exp(-e^{\nu} + i\, e^{\theta}), \qquad \gamma = e^{\gamma_{\log}}, \qquad
+        h_t = \lambda \odot h_{t-1} + \gamma \odot (B x_t), \qquad
+        y_t = \operatorname{Re}(C h_t) + x_t D
+
+    The state ``h`` (N,) is complex (``complex64`` for float32 params). The exponential
+    parametrisation keeps ``|\lambda| = e^{-e^\nu} < 1`` (stable) for every ``\nu``. Ring
+    initialisation: ``|\lambda|`` uniform on the ring ``r_min <= |\lambda| <= r_max`` (by area),
+    phase uniform in ``[0, max_phase]``; ``\gamma = \sqrt{1 - |\lambda|^2}`` (initialised so, then
+    trained) normalises the state's scale for white-noise inputs. ``B`` and ``C`` are complex
+    (``B ~ N(0, 1/(2I))``, ``C ~ N(0, 1/N)`` per part), ``D`` (I, O) a real feed-through (the paper's
+    ``D`` is a vector because its input and output widths agree; a matrix allows any widths).
+    ``activation`` (None: the identity) is applied to ``y_t``: the recurrence is linear, so a stack of
+    LRU layers needs a nonlinearity between them to compute more than a linear filter (the paper's
+    blocks put GELU and an MLP there): ``stack(rnn(lru(N, activation="gelu")), rnn(lru(N)))``.
+
+    ``Cell.linear`` gives ``a = \lambda``, ``b = \gamma \odot B x``: ``rnn(lru(N), parallel="linear")``
+    solves the recurrence with ``lax.associative_scan`` (equal to the scan to 1e-10 in float64).
+
+    Params: ``nu_log``, ``theta_log``, ``gamma_log`` (N,); ``B_re``, ``B_im`` (I, N); ``C_re``, ``C_im``
+    (N, O); ``D`` (I, O). State ``h`` (N,) complex; output ``y`` (O,), ``O = output_size`` (default N).
+    """
+    N = _check_size("hidden_size", hidden_size)
+    O = N if output_size is None else _check_size("output_size", output_size)
+    r_min = _checks.check_real(r_min, "r_min", minimum=0)
+    r_max = _checks.check_real(r_max, "r_max", minimum=0)
+    if not r_min <= r_max <= 1:
+        raise ValueError(f"r_min, r_max: expected 0 <= r_min <= r_max <= 1, got r_min={r_min}, r_max={r_max}")
+    max_phase = _checks.check_real(max_phase, "max_phase", minimum=0)
+    if max_phase == 0:
+        raise ValueError("max_phase: expected a phase range > 0, got 0")
+    g = (lambda z: z) if activation is None else resolve_activation(activation)
+
+    def init(key, input_size, dtype=jnp.float32):
+        I = _check_size("input_size", input_size)
+        k = jax.random.split(key, 7)
+        u1 = jax.random.uniform(k[0], (N,), dtype)
+        # |lambda| uniform by area on the ring: |lambda|^2 uniform in [r_min^2, r_max^2]; nu = log(-log|lambda|)
+        # (clipped away from |lambda| = 1, where nu is -inf)
+        mod2 = jnp.minimum(u1 * (r_max ** 2 - r_min ** 2) + r_min ** 2, 1 - 1e-6)
+        nu_log = jnp.log(-0.5 * jnp.log(mod2))
+        theta_log = jnp.log(max_phase * jax.random.uniform(k[1], (N,), dtype, 1e-6, 1.0))
+        gamma_log = 0.5 * jnp.log1p(-mod2)  # log sqrt(1 - |lambda|^2)
+        return {"nu_log": nu_log, "theta_log": theta_log, "gamma_log": gamma_log,
+                "B_re": jax.random.normal(k[2], (I, N), dtype) / jnp.sqrt(2.0 * I).astype(dtype),
+                "B_im": jax.random.normal(k[3], (I, N), dtype) / jnp.sqrt(2.0 * I).astype(dtype),
+                "C_re": jax.random.normal(k[4], (N, O), dtype) / jnp.sqrt(1.0 * N).astype(dtype),
+                "C_im": jax.random.normal(k[5], (N, O), dtype) / jnp.sqrt(1.0 * N).astype(dtype),
+                "D": jax.random.normal(k[6], (I, O), dtype) / jnp.sqrt(1.0 * I).astype(dtype)}
+
+    def linear(params, x):
+        lam = jnp.exp(-jnp.exp(params["nu_log"]) + 1j * jnp.exp(params["theta_log"]))  # (N,)
+        Bx = jax.lax.complex(x @ params["B_re"], x @ params["B_im"])  # (..., N)
+        return jnp.broadcast_to(lam, Bx.shape), jnp.exp(params["gamma_log"]) * Bx
+
+    def step(params, h, x):
+        a, b = linear(params, x)
+        h = a * h + b
+        return h, g(h.real @ params["C_re"] - h.imag @ params["C_im"] + x @ params["D"])
+
+    return Cell(init=init, initial_state=lambda dtype=jnp.float32: jnp.zeros((N,), _complex_dtype(dtype)),
+                step=step, output_size=O, name="lru", linear=linear)
 
 
 def modrelu(z: jax.Array, b: jax.Array) -> jax.Array:

@@ -91,11 +91,17 @@ def check(loss: Callable[[Any], jax.Array], params, *, eps: float = 1e-6, tol: f
 # ---------------------------------------------------------------------------------------------
 # Command line: any cell in any architecture, random params and data.
 
+CLI_CELLS = ("elman", "jordan", "lstm", "gru", "orthogonal", "min_gru", "min_lstm", "indrnn", "lru")
+
+
 def _build(args):
     import rnn_jax as rj
 
     make_cell = {"elman": lambda: rj.elman(args.hidden, args.activation), "jordan": lambda: rj.jordan(args.hidden, 3),
-                 "lstm": lambda: rj.lstm(args.hidden), "gru": lambda: rj.gru(args.hidden)}[args.cell]
+                 "lstm": lambda: rj.lstm(args.hidden), "gru": lambda: rj.gru(args.hidden),
+                 "orthogonal": lambda: rj.orthogonal_rnn(args.hidden), "min_gru": lambda: rj.min_gru(args.hidden),
+                 "min_lstm": lambda: rj.min_lstm(args.hidden), "indrnn": lambda: rj.indrnn(args.hidden),
+                 "lru": lambda: rj.lru(args.hidden)}[args.cell]
     one = lambda **kw: rj.rnn(make_cell(), **kw)  # noqa: E731
     archs = {
         "rnn": lambda: one(),
@@ -109,7 +115,7 @@ def _build(args):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m rnn_jax.gradcheck",
                                 description="Check autodiff gradients of an rnn_jax layer against finite differences.")
-    p.add_argument("--cell", choices=["elman", "jordan", "lstm", "gru"], default="lstm")
+    p.add_argument("--cell", choices=CLI_CELLS, default="lstm")
     p.add_argument("--activation", default="tanh", help="Elman activation: tanh, relu, sigmoid")
     p.add_argument("--arch", choices=["rnn", "reverse", "bidirectional", "stack"], default="rnn")
     p.add_argument("--skip", choices=["none", "residual", "highway"], default="none")

@@ -32,7 +32,7 @@ Initializer = Callable[..., jax.Array]
 InitSpec = Union[str, Initializer]
 
 __all__ = [
-    "Initializer", "get", "identity", "orthogonal", "uniform", "constant", "pytorch_uniform",
+    "Initializer", "get", "identity", "orthogonal", "uniform", "uniform_range", "constant", "pytorch_uniform",
     "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform", "lecun_normal",
     "zeros", "ones",
 ]
@@ -79,6 +79,15 @@ def uniform(bound: float) -> Initializer:
 
     def init(key, shape, dtype=jnp.float32):
         return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def uniform_range(low: float, high: float) -> Initializer:
+    """U(low, high)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, low, high)
 
     return init
 

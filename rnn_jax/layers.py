@@ -58,6 +58,11 @@ class Layer(NamedTuple):
       reads_backward: whether the layer's outputs at a sequence's last valid step come (in part) from a
         direction that has read only that step there (reversed and bidirectional layers, and stacks
         topped by one): a model's ``"last"`` readout of it would see one input (:mod:`rnn_jax.models`).
+      parallel_info: for a layer that solves its recurrence by Newton's method (``rnn(cell,
+        parallel="newton" | "diagonal")``), ``(params, xs, lengths=None, initial_state=None) ->``
+        :class:`rnn_jax.parallel.DeerInfo` of shape ``batch``: per sequence the iterations run, whether
+        they converged (False: ``apply`` returned the sequential scan's result there) and the residual.
+        None for every other layer.
     """
 
     init: Callable[..., Any]
@@ -68,6 +73,7 @@ class Layer(NamedTuple):
     step: Optional[Callable[..., tuple[Any, jax.Array]]]
     name: str
     reads_backward: bool = False
+    parallel_info: Optional[Callable[..., Any]] = None
 
 
 def _layer(init, run, output_size, initial_state, step, name, reads_backward=False, cell=None) -> Layer:
@@ -97,7 +103,8 @@ def _layer(init, run, output_size, initial_state, step, name, reads_backward=Fal
 
 def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool, int] = False,
         hoist_input: Union[bool, str] = "auto", fused: Optional[bool] = None,
-        parallel: Optional[str] = None) -> Layer:
+        parallel: Optional[str] = None, tol: Optional[float] = None, max_iters: int = 100,
+        linear_solver: str = "auto") -> Layer:
     """A layer that runs ``cell`` over the sequence.
 
     Calls run ``cell.fused``, the cell's fast recurrence with hand-written derivatives (Elman, LSTM,
@@ -120,8 +127,16 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
         (require it) or False (never).
       parallel: ``"newton"`` or ``"diagonal"`` evaluates the sequence in parallel over time with
         :func:`rnn_jax.parallel.deer` (falling back to the scan when it does not converge); ``"linear"``
-        solves a cell's diagonal linear recurrence (``Cell.linear``: minGRU, minLSTM) with
-        ``lax.associative_scan``, exactly; None: the scan.
+        takes a cell's diagonal linear recurrence (``Cell.linear``: minGRU, minLSTM, LRU): its
+        coefficients and outputs for all steps at once, the recurrence ``h = a h + b`` alone in between
+        (``linear_solver``), exactly; None: the scan of ``step``.
+      linear_solver: for ``parallel="linear"``: ``"associative"`` (``lax.associative_scan``, O(log T)
+        depth), ``"scan"`` (a sequential scan of the elementwise update) or ``"auto"``: ``"scan"`` on
+        CPU, where it was measured faster, ``"associative"`` elsewhere
+        (:func:`rnn_jax.parallel.linear_solver`).
+      tol, max_iters: Newton's stopping rule for ``parallel="newton" | "diagonal"``: ``max |S_new - S|
+        <= tol`` (default 1e-5 in float32, 1e-10 in float64) within ``max_iters`` iterations, else the
+        scan's result. ``layer.parallel_info(params, xs, lengths)`` reports what the solve did.
     """
     check_cell(cell)
     if fused not in (None, True, False):
@@ -136,6 +151,13 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
     if parallel == "linear" and cell.linear is None:
         raise ValueError(f"parallel='linear': cell {cell.name!r} declares no linear recurrence (Cell.linear; "
                          f"min_gru and min_lstm do); 'newton' or 'diagonal' solve any cell")
+    if tol is not None:
+        tol = _checks.check_real(tol, "tol", minimum=0)
+    max_iters = _checks.check_int(max_iters, "max_iters", want="an int >= 1")
+    if (tol is not None or max_iters != 100) and parallel not in _parallel.METHODS:
+        raise ValueError(f"tol, max_iters: Newton's stopping rule, for parallel='newton' or 'diagonal' only "
+                         f"(parallel={parallel!r})")
+    solver = _parallel.linear_solver(linear_solver)
     if parallel == "linear" and remat:
         raise ValueError("parallel='linear' with remat: the parallel form keeps every step's coefficients")
     if fused and parallel:
@@ -151,9 +173,10 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
         if parallel or not use_fused:
             xs, static = with_static(xs, static), None
         if parallel == "linear":
-            return _parallel.linear_batch(cell, params, xs, lengths, state, reverse=reverse)
+            return _parallel.linear_batch(cell, params, xs, lengths, state, reverse=reverse, solver=solver)
         if parallel:
-            return _parallel.solve_batch(cell, params, xs, lengths, state, reverse=reverse, method=parallel)[:2]
+            return _parallel.solve_batch(cell, params, xs, lengths, state, reverse=reverse, method=parallel,
+                                         max_iters=max_iters, tol=tol)[:2]
         if not use_fused:
             return scan(cell, params, xs, lengths, state, reverse=reverse, unroll=n_unroll, remat=remat)
         state = _ops.start_state(cell.initial_state, xs, state)
@@ -167,8 +190,15 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
         return (_ops.flip_valid(ys, lengths) if reverse else ys), final
 
     step = None if reverse else jax.vmap(cell.step, in_axes=(None, 0, 0))
-    return _layer(cell.init, run, cell.output_size, cell.initial_state, step,
-                  ("reversed " if reverse else "") + cell.name, reads_backward=reverse, cell=cell)
+    layer = _layer(cell.init, run, cell.output_size, cell.initial_state, step,
+                   ("reversed " if reverse else "") + cell.name, reads_backward=reverse, cell=cell)
+    if parallel in _parallel.METHODS:
+        def parallel_info(params, xs, lengths=None, initial_state=None):
+            return _parallel.deer(cell, params, xs, lengths, initial_state, reverse=reverse, method=parallel,
+                                  max_iters=max_iters, tol=tol)[2]
+
+        layer = layer._replace(parallel_info=parallel_info)
+    return layer
 
 
 MERGES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {

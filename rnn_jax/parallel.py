@@ -14,7 +14,11 @@ the first ``k`` states are exact, so Newton converges in at most ``T`` iteration
 
 ``method="newton"`` uses the full ``D x D`` Jacobians (``D`` = size of the flattened state), costing
 ``O(T D^3)`` work per iteration. ``method="diagonal"`` keeps only their diagonals (the quasi-Newton
-variant of Gonzalez et al., NeurIPS 2024): ``O(T D)`` memory and work per iteration, more iterations.
+variant of Gonzalez et al., NeurIPS 2024): ``O(T D)`` memory and scan work per iteration, more
+iterations; reading the diagonal of a dense cell's Jacobian still costs ``O(T D^2)`` (the Jacobian is
+formed, then its diagonal kept). A cell that declares a diagonal Jacobian (``Cell.diagonal``: IndRNN;
+or ``Cell.linear``: minGRU, minLSTM) gets it exactly from one forward-mode product per step, O(T D):
+both methods then take that exact Newton step, and so does the backward pass.
 
 Gradients do not differentiate through the iterations: at the solution, the adjoint of the recurrence
 ``lambda_t = dE/ds_t + J_{t+1}^T lambda_{t+1}`` is itself a linear recurrence, solved in parallel by
@@ -41,7 +45,7 @@ from rnn_jax._ops import shift_down
 from rnn_jax.cells import Cell, prepared
 from rnn_jax.unroll import _edge
 
-__all__ = ["deer", "linear_recurrence", "linear_batch", "DeerInfo", "METHODS"]
+__all__ = ["deer", "linear_recurrence", "linear_batch", "linear_solver", "DeerInfo", "METHODS", "LINEAR_SOLVERS"]
 
 METHODS = ("newton", "diagonal")
 
@@ -76,25 +80,48 @@ def linear_recurrence(A, b, s0):
     return lax.associative_scan(combine, (A, b.at[0].add(A[0] @ s0)))[1]
 
 
-def linear_batch(cell: Cell, params, xs, lengths, state, *, reverse: bool = False):
-    """A cell's diagonal linear recurrence (``Cell.linear``) over a time-major batch, by
-    ``lax.associative_scan``: every ``(a_t, b_t)`` from the inputs at once, then all
-    ``h_t = a_t * h_{t-1} + b_t`` in O(log T) parallel steps. Unchecked: ``xs (T, B, I)``,
-    ``lengths (B,) | None``, ``state (B, H) | None``; returns ``(ys (T, B, H), final (B, H))`` equal to a
-    loop of ``cell.step``: past a length, ``a = 1`` and ``b = 0`` keep the state, and outputs are zero."""
+LINEAR_SOLVERS = ("associative", "scan")
+
+
+def linear_solver(solver: str = "auto") -> str:
+    """The solver of ``h_t = a_t * h_{t-1} + b_t`` that ``rnn(cell, parallel="linear")`` uses: the one place
+    that reads the backend. ``"auto"``: ``lax.scan`` of the elementwise update on CPU (measured faster
+    there at every length, ``python -m benchmarks.parallel_forms``), ``lax.associative_scan`` elsewhere."""
+    if solver == "auto":
+        return "scan" if jax.default_backend() == "cpu" else "associative"
+    if solver not in LINEAR_SOLVERS:
+        raise ValueError(f"solver: expected 'auto' or one of {LINEAR_SOLVERS}, got {solver!r}")
+    return solver
+
+
+def linear_batch(cell: Cell, params, xs, lengths, state, *, reverse: bool = False, solver: str = "associative"):
+    """A cell's diagonal linear recurrence (``Cell.linear``) over a time-major batch: every
+    ``(a_t, b_t)`` from the inputs at once, then all ``h_t = a_t * h_{t-1} + b_t`` (``solver``:
+    ``"associative"``, ``lax.associative_scan`` in O(log T) parallel steps; ``"scan"``, a sequential
+    ``lax.scan`` of the elementwise update alone), then every output from ``step(params, h_{t-1}, x_t)``
+    at once: all the cell's products leave the loop. Unchecked: ``xs (T, B, I)``, ``lengths (B,) | None``,
+    ``state (B, H) | None``; returns ``(ys (T, B, O), final (B, H))`` equal to a loop of ``cell.step``:
+    past a length, ``a = 1`` and ``b = 0`` keep the state, and outputs are zero."""
     T, B = xs.shape[:2]
     state = _ops.start_state(cell.initial_state, xs, state)
     if T == 0:
-        return jnp.zeros((0, B) + state.shape[1:], xs.dtype), state
+        return jnp.zeros((0, B, cell.output_size), xs.dtype), state
     params = prepared(cell, params)
     if reverse:
         xs = _ops.flip_valid(xs, lengths)
-    a, b = jax.vmap(jax.vmap(cell.linear, (None, 0)), (None, 0))(params, xs)  # (T, B, H) each
+    both = lambda f: jax.vmap(jax.vmap(f, (None, 0, 0)), (None, 0, 0))  # noqa: E731 - over (T, B)
+    a, b = both(lambda p, _, x: cell.linear(p, x))(params, xs, xs)  # (T, B, H) each
     mask = _ops.time_mask(lengths, T)
     if mask is not None:
         a, b = jnp.where(mask, a, jnp.ones((), a.dtype)), jnp.where(mask, b, jnp.zeros((), b.dtype))
-    hs = lax.associative_scan(_diagonal_combine, (a, b.at[0].add(a[0] * state)))[1]  # (T, B, H)
-    ys = hs if mask is None else jnp.where(mask, hs, jnp.zeros((), hs.dtype))
+    if solver == "associative":
+        hs = lax.associative_scan(_diagonal_combine, (a, b.at[0].add(a[0] * state)))[1]  # (T, B, H)
+    else:
+        hs = lax.scan(lambda h, ab: (ab[0] * h + ab[1],) * 2, state, (a, b))[1]
+    prev = jnp.concatenate([state[None], hs[:-1]])  # h_{t-1}
+    ys = both(lambda p, h, x: cell.step(p, h, x)[1])(params, prev, xs)  # (T, B, O)
+    if mask is not None:
+        ys = jnp.where(mask, ys, jnp.zeros((), ys.dtype))
     return (_ops.flip_valid(ys, lengths) if reverse else ys), hs[-1]
 
 
@@ -109,14 +136,20 @@ def _flat_step(cell, params, unravel):
     return f
 
 
-def _jacobians(f, S_prev, inputs, diagonal):
+def _jacobians(f, S_prev, inputs, diagonal, exact):
+    """Each step's state Jacobian ``(T, D, D)``, or its diagonal ``(T, D)`` with ``diagonal``: for a cell
+    whose Jacobian IS diagonal (``exact``: ``Cell.diagonal`` or ``Cell.linear``) one forward-mode product
+    with a vector of ones per step gives it (O(T D)); otherwise the dense Jacobian's diagonal."""
+    if diagonal and exact:
+        return jax.vmap(lambda s, inp: jax.jvp(lambda s: f(s, inp), (s,), (jnp.ones_like(s),))[1])(S_prev, inputs)
     J = jax.vmap(jax.jacfwd(f), in_axes=(0, 0))(S_prev, inputs)  # (T, D, D)
     return jnp.diagonal(J, axis1=1, axis2=2) if diagonal else J
 
 
-def _newton(f, s0, inputs, T, method, max_iters, tol):
-    """Newton (or diagonal quasi-Newton) solve of S = F(S); returns (S, iterations, residual)."""
-    diagonal = method == "diagonal"
+def _newton(f, s0, inputs, T, method, max_iters, tol, exact):
+    """Newton (or diagonal quasi-Newton) solve of S = F(S); returns (S, iterations, residual). A cell with
+    a diagonal Jacobian (``exact``) takes the diagonal form for both methods: it IS its Newton step."""
+    diagonal = method == "diagonal" or exact
     F = jax.vmap(f)
 
     def cond(state):
@@ -126,7 +159,7 @@ def _newton(f, s0, inputs, T, method, max_iters, tol):
     def body(state):
         S, it, _ = state
         S_prev = shift_down(S, s0)
-        A = _jacobians(f, S_prev, inputs, diagonal)
+        A = _jacobians(f, S_prev, inputs, diagonal, exact)
         Ax = A * S_prev if diagonal else jnp.einsum("tij,tj->ti", A, S_prev)
         b = F(S_prev, inputs) - Ax
         S_new = linear_recurrence(A, b, s0)
@@ -143,29 +176,30 @@ def _sequential(f, s0, inputs):
     return lax.scan(lambda s, inp: (f(s, inp),) * 2, s0, inputs)[1]
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(0, 4, 5, 6, 7))
-def _solve(make_f, params, s0, inputs, method, max_iters, tol, fallback):
-    return _solve_fwd(make_f, params, s0, inputs, method, max_iters, tol, fallback)[0]
+@partial(jax.custom_vjp, nondiff_argnums=(0, 4, 5, 6, 7, 8))
+def _solve(make_f, params, s0, inputs, method, max_iters, tol, fallback, exact):
+    return _solve_fwd(make_f, params, s0, inputs, method, max_iters, tol, fallback, exact)[0]
 
 
-def _solve_fwd(make_f, params, s0, inputs, method, max_iters, tol, fallback):
+def _solve_fwd(make_f, params, s0, inputs, method, max_iters, tol, fallback, exact):
     f = make_f(params)
     T = inputs[0].shape[0]
-    S, it, res = _newton(f, s0, inputs, T, method, max_iters, tol)
+    S, it, res = _newton(f, s0, inputs, T, method, max_iters, tol, exact)
     converged = res <= tol
     if fallback:
         S = lax.cond(converged, lambda: S, lambda: _sequential(f, s0, inputs))
     return (S, DeerInfo(it, converged, res)), (params, s0, inputs, S)
 
 
-def _solve_bwd(make_f, method, max_iters, tol, fallback, res, cts):
+def _solve_bwd(make_f, method, max_iters, tol, fallback, exact, res, cts):
     params, s0, inputs, S = res
     dS = cts[0]
     S_prev = shift_down(S, s0)
     f_of = lambda p, s, inp: make_f(p)(s, inp)  # noqa: E731
-    J = jax.vmap(jax.jacfwd(f_of, argnums=1), in_axes=(None, 0, 0))(params, S_prev, inputs)  # (T, D, D)
-    # adjoint, reversed in time: lam_t = dS_t + J_{t+1}^T lam_{t+1}
-    JT_next = jnp.swapaxes(jnp.concatenate([J[1:], jnp.zeros_like(J[:1])], 0), 1, 2)
+    # adjoint, reversed in time: lam_t = dS_t + J_{t+1}^T lam_{t+1} (diagonal J: (T, D), its own transpose)
+    J = _jacobians(make_f(params), S_prev, inputs, exact, exact)  # (T, D, D), or (T, D) when exact
+    JT_next = jnp.concatenate([J[1:], jnp.zeros_like(J[:1])], 0)
+    JT_next = JT_next if exact else jnp.swapaxes(JT_next, 1, 2)
     lam = linear_recurrence(JT_next[::-1], dS[::-1], jnp.zeros_like(s0))[::-1]
     _, vjp = jax.vjp(lambda p, s, inp: jax.vmap(f_of, in_axes=(None, 0, 0))(p, s, inp), params, S_prev, inputs)
     dparams, dS_prev, dinputs = vjp(lam)
@@ -186,7 +220,8 @@ def _deer_one(cell, params, xs, length, state0, reverse, method, max_iters, tol,
     def make_f(p):
         return _flat_step(cell, p, unravel)
 
-    S, info = _solve(make_f, params, s0, (xs, valid), method, max_iters, tol, fallback)
+    exact = cell.diagonal or cell.linear is not None
+    S, info = _solve(make_f, params, s0, (xs, valid), method, max_iters, tol, fallback, exact)
     S_prev = shift_down(S, s0)
     ready = prepared(cell, params)
     ys = jax.vmap(lambda s, x: cell.step(ready, unravel(s), x)[1])(S_prev, xs)

@@ -2,6 +2,8 @@
 import json
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import run_main
@@ -146,7 +148,7 @@ def test_tagging_quick_beats_chance_and_reports_the_baseline(tmp_path):
 
 
 def test_sentiment_quick_learns(tmp_path):
-    res = run_main("experiments.sentiment", ["--quick", "--folds=3", "--seeds=1", f"--out={tmp_path}"])
+    res = run_main("experiments.sentiment", ["--quick", "--folds=3", "--seeds=1", "--max_len=32", f"--out={tmp_path}"])
     assert res["sentences"] == 10_568 and res["split"]["test"] == 10_568  # every sentence tested once
     for row in res["rows"]:
         assert row["test_sentences"] == 10_568 and len(row["test_accuracy_per_fold"]) == 3
@@ -282,10 +284,14 @@ def test_long_range_orthogonal_cell_solves_copy_and_stops_when_solved(tmp_path):
 
 def test_long_range_diagnostics_of_every_cell_kind(tmp_path):
     """The spectrum and reach diagnostics read each cell's own recurrent matrix: the orthogonal cell's
-    prepared W, the chrono LSTM's four gate blocks (the defaults' grid holds both)."""
+    prepared W, the chrono LSTM's four gate blocks (the defaults' grid holds both). The two-layer IndRNN
+    and LRU models train in the same grid (no single-cell diagnostics for a stack)."""
     res = run_main("experiments.long_range", [
-        f"--out={tmp_path}", "--tasks=adding", "--adding_T=12", "--diag_T=12", "--models=orthogonal,lstm-chrono",
+        f"--out={tmp_path}", "--tasks=adding", "--adding_T=12", "--diag_T=12",
+        "--models=orthogonal,lstm-chrono,indrnn,lru",
         "--clips=norm", "--steps=4", "--eval_every=2", "--hidden=8", "--orthogonal_hidden=8", "--test_size=16"])
+    assert [r["model"] for r in res["rows"]] == ["orthogonal", "lstm-chrono", "indrnn", "lru"]
+    assert all(r["status"] == "done" and np.isfinite(r["test_loss"]) for r in res["rows"])
     assert set(res["diagnostics"]) == {"orthogonal", "lstm-chrono"}
     spectra = {m: d["spectrum_init"] for m, d in res["diagnostics"].items()}
     assert set(spectra["lstm-chrono"]) == {"block0", "block1", "block2", "block3"}
@@ -317,3 +323,19 @@ def test_no_experiment_selects_on_the_test_split():
             if isinstance(v, ast.Constant):
                 assert text.startswith(("valid", "val_")), f"{os.path.basename(path)} monitors {text!r}"
     assert seen >= 6  # the scan found the experiments' monitors
+
+
+@pytest.mark.parametrize("cell", ["min_gru", "lru"])
+def test_char_lm_model_takes_the_modern_cells(cell):
+    """The character model's stack runs any cell by name, its state carried from one window to the next
+    exactly as one window twice as long (a complex state for the LRU)."""
+    from experiments.char_lm import LM
+
+    lm = LM(cell, V=7, E=4, H=6, layers=2, dropout=0.0)
+    params = lm.init(jax.random.key(0))
+    x = jax.random.randint(jax.random.key(1), (3, 10), 0, 7)
+    whole, _ = lm.apply(params, x, lm.zero_state(3))
+    first, state = lm.apply(params, x[:, :5], lm.zero_state(3))
+    second, _ = lm.apply(params, x[:, 5:], state)
+    np.testing.assert_allclose(jnp.concatenate([first, second], 1), whole, rtol=1e-5, atol=1e-6)
+    assert whole.shape == (3, 10, 7) and bool(jnp.isfinite(whole).all())

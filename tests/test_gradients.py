@@ -94,3 +94,10 @@ def test_gradcheck_command_line(capsys):
     assert main(["--cell", "elman", "--activation", "relu", "--arch", "bidirectional", "--length", "4"]) == 0
     out = capsys.readouterr().out
     assert "worst" in out and "OK" in out
+
+
+@pytest.mark.parametrize("cell", ["min_gru", "indrnn", "lru"])
+def test_gradcheck_command_line_takes_the_modern_cells(cell, capsys):
+    from rnn_jax.gradcheck import main
+    assert main(["--cell", cell, "--arch", "stack", "--steps", "4", "--length", "3"]) == 0
+    assert "OK" in capsys.readouterr().out
