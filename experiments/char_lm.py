@@ -49,7 +49,8 @@ class Config:
     seq_len: int = 100                            # characters per window (truncated BPTT length)
     batch_size: int = 64                          # streams read side by side
     stateful: bool = True                         # carry each stream's state across its windows
-    steps: int = 6000                             # Adam updates per model and corpus
+    steps: int = 6000                             # Adam updates per model and corpus (the schedule's length)
+    minutes: float = 0.0                          # stop a model's training after this much wall-clock (0: none)
     lr: float = 2e-3                              # peak learning rate (warm-up, cosine decay)
     warmup: int = 200                             # warm-up updates
     clip_norm: float = 1.0                        # gradient clipping by global norm
@@ -228,7 +229,10 @@ def lm_run(corpus_name, model_name, c, cfg, run_dir):
         history.append(row)
         files.log(row)
 
+    done = start
     for s in range(start, cfg.steps):
+        if cfg.minutes and time.perf_counter() - t0 >= 60 * cfg.minutes:
+            break  # the wall-clock budget is spent: evaluate what was trained (the row says how many updates)
         x, y, reset = window(s)
         state, carry, m = step_fn(state, carry, jnp.asarray(x), jnp.asarray(y), jnp.asarray(reset),
                                   jax.random.fold_in(k_drop, s))
@@ -252,6 +256,8 @@ def lm_run(corpus_name, model_name, c, cfg, run_dir):
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             files.save((state, carry), {"step": done, "best": best, "wall_s": time.perf_counter() - t0})
     wall = time.perf_counter() - t0
+    if done % cfg.checkpoint_every and done != cfg.steps:  # stopped by the budget between checkpoints
+        files.save((state, carry), {"step": done, "best": best, "wall_s": wall})
     params = state.params
     test_ids = c.test[: cfg.eval_chars + 1]
     test_bpc = evaluate_bpc(model, params, test_ids, cfg.eval_segments)
@@ -264,11 +270,11 @@ def lm_run(corpus_name, model_name, c, cfg, run_dir):
     row = {"corpus": corpus_name, "model": model_name, "layers": cfg.layers, "hidden": cfg.hidden,
            "params": n_params, "test_chars": len(test_ids) - 1, "test_bits_per_char": test_bpc,
            "best_valid_bits_per_char": best, "train_bits_per_char_last": history[-1].get("bits_per_char"),
-           "steps": cfg.steps, "epochs": cfg.steps / per_epoch, "wall_s": wall,
+           "steps": done, "schedule_steps": cfg.steps, "minutes": cfg.minutes, "epochs": done / per_epoch, "wall_s": wall,
            "tokens_per_s_median": float(np.median(tok_s)) if tok_s else None, "samples": samples,
            "history": history}
     print(f"{corpus_name:<12} {model_name:<12} test {test_bpc:.3f} bits/char on {len(test_ids) - 1} chars "
-          f"({n_params} params, {cfg.steps / per_epoch:.2f} epochs, {wall:.0f}s)", flush=True)
+          f"({n_params} params, {done} updates, {done / per_epoch:.2f} epochs, {wall:.0f}s)", flush=True)
     return row
 
 

@@ -82,9 +82,7 @@ def _layer(init, run, output_size, initial_state, step, name, reads_backward=Fal
     or applied (:func:`rnn_jax.check_cell`)."""
 
     def apply(params, xs, lengths=None, initial_state=None):
-        xs_tm, lengths, state, batch = check_inputs(init, initial_state_fn, params, xs, lengths, initial_state)
-        if cell is not None:
-            check_cell(cell, xs.shape[-1], xs.dtype)
+        xs_tm, lengths, state, batch = check_inputs(init, initial_state_fn, params, xs, lengths, initial_state, cell)
         ys, final = run(params, xs_tm, lengths, state, bool(batch))
         return _ops.from_time_major(ys, batch), _ops.unflatten_batch(final, batch)
 

@@ -43,7 +43,7 @@ from jax import lax
 from rnn_jax import _checks, _ops
 from rnn_jax._ops import shift_down
 from rnn_jax.cells import Cell, prepared
-from rnn_jax.unroll import _edge
+from rnn_jax.unroll import check_inputs
 
 __all__ = ["deer", "linear_recurrence", "linear_batch", "linear_solver", "DeerInfo", "METHODS", "LINEAR_SOLVERS"]
 
@@ -258,7 +258,7 @@ def deer(cell: Cell, params, xs: jax.Array, lengths=None, initial_state=None, *,
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     max_iters = _checks.check_int(max_iters, "max_iters", want="an int >= 1")
-    xs_tm, lengths, state, batch = _edge(cell, params, xs, lengths, initial_state)
+    xs_tm, lengths, state, batch = check_inputs(cell.init, cell.initial_state, params, xs, lengths, initial_state, cell)
     ys, final, info = solve_batch(cell, params, xs_tm, lengths, state, reverse=reverse, method=method,
                                   max_iters=max_iters, tol=tol, fallback=fallback)
     return (_ops.from_time_major(ys, batch), _ops.unflatten_batch(final, batch),

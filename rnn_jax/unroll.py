@@ -20,7 +20,7 @@ Speed and memory knobs (results are identical up to float rounding):
 from __future__ import annotations
 
 import math
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -110,8 +110,9 @@ def scan(cell: Cell, params, xs: jax.Array, lengths=None, state=None, *, reverse
     return ys, final
 
 
-def check_inputs(init, initial_state, params, xs, lengths, state):
-    """The edge checks of a layer call; returns ``(xs (T, B, I) with zeros past each length,
+def check_inputs(init, initial_state, params, xs, lengths, state, cell: Optional[Cell] = None):
+    """The edge checks of a layer call (and, for an entry point that runs a ``cell``, one abstract step of
+    it: :func:`rnn_jax.check_cell`); returns ``(xs (T, B, I) with zeros past each length,
     lengths (B,) | None, state (B, ...) | None, batch)``."""
     shape = getattr(xs, "shape", None)
     if shape is not None and len(shape) >= 2:
@@ -129,15 +130,10 @@ def check_inputs(init, initial_state, params, xs, lengths, state):
     if state is not None:
         _checks.check_batch_state(state, initial_state(xs.dtype), batch, xs.dtype)
         state = _ops.flatten_batch(state, batch)
+    if cell is not None:
+        check_cell(cell, xs.shape[-1], xs.dtype)
     xs_tm = _ops.zero_padding(_ops.to_time_major(xs, batch), _ops.time_mask(lengths, T))
     return xs_tm, lengths, state, batch
-
-
-def _edge(cell, params, xs, lengths, initial_state):
-    """Checks of the public entry points that take a cell."""
-    edge = check_inputs(cell.init, cell.initial_state, params, xs, lengths, initial_state)
-    check_cell(cell, xs.shape[-1], xs.dtype)
-    return edge
 
 
 def unroll(cell: Cell, params, xs: jax.Array, lengths=None, initial_state: Any = None, *,
@@ -158,7 +154,7 @@ def unroll(cell: Cell, params, xs: jax.Array, lengths=None, initial_state: Any =
     cell's fused recurrence instead when it has one.
     """
     unroll, remat = check_knobs(unroll, remat)
-    xs_tm, lengths, state, batch = _edge(cell, params, xs, lengths, initial_state)
+    xs_tm, lengths, state, batch = check_inputs(cell.init, cell.initial_state, params, xs, lengths, initial_state, cell)
     ys, final = scan(cell, params, xs_tm, lengths, state, reverse=reverse, unroll=unroll, remat=remat)
     return _ops.from_time_major(ys, batch), _ops.unflatten_batch(final, batch)
 
@@ -176,7 +172,7 @@ def unroll_reduce(cell: Cell, params, xs: jax.Array, per_step, *, targets: Any =
     The total is accumulated in float32 or wider whatever the input dtype.
     """
     unroll, remat = check_knobs(unroll, remat)
-    xs_tm, lengths, state, batch = _edge(cell, params, xs, lengths, initial_state)
+    xs_tm, lengths, state, batch = check_inputs(cell.init, cell.initial_state, params, xs, lengths, initial_state, cell)
     T, B = xs_tm.shape[:2]
     state = _ops.start_state(cell.initial_state, xs_tm, state)
     tgt_tm = None if targets is None else jax.tree.map(lambda a: _ops.to_time_major(a, batch), targets)

@@ -125,29 +125,34 @@ def test_sweep_spread_over_devices_equals_runs_one_by_one(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["0", "1", "2", "3"]
 
 
-def _two_devices(cell):
-    """tests/_shard_worker.py's results for one cell: models split over two devices, float64."""
+def _two_devices(cells):
+    """tests/_shard_worker.py's results for the cells, in one process: models split over two devices, float64."""
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=2 {FAST_COMPILE}", JAX_ENABLE_X64="1")
-    out = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "_shard_worker.py"), cell],
-                         env=env, capture_output=True, text=True, timeout=400)
+    out = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "_shard_worker.py"), *cells],
+                         env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     import json
 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("cell", ["elman", "lstm", "gru", "jordan"])
-def test_models_split_over_two_devices_equal_the_whole_batch(cell):
-    res = _two_devices(cell)
+def test_models_split_over_two_devices_equal_the_whole_batch():
+    cells = ["elman", "lstm", "gru", "jordan"]
+    res = _two_devices(cells)  # one process for the four cells (each started process costs seconds)
+    for cell in cells:
+        _check_split(res, cell)
+
+
+def _check_split(res, cell):
     # jax.shard_map with its default checks: the initial states (zeros or given constants), the shared
     # weights and the decoder's carry are marked as varying per device; gradients of shared weights sum
     # over devices
     assert set(res["shard_map"][cell]) == {
         "many_to_one", "many_to_one_grad", "stack_bidirectional", "stack_bidirectional_grad", "given_initial_state",
         "given_initial_state_grad", "encoder_decoder_grad", "greedy_decoding", "packed_many_to_one",
-        "packed_many_to_one_grad"}
+        "packed_many_to_one_grad"}, cell
     for what, d in res["shard_map"][cell].items():
-        assert d < 1e-12, (what, d)
+        assert d < 1e-12, (cell, what, d)
     if cell == "jordan":  # no fused kernel: the data-parallel step below is about the kernels' products
         assert cell not in res["data_parallel"]
         return

@@ -10,7 +10,7 @@ from conftest import run_main
 
 
 def test_bit_reverse_quick_solves_every_problem(tmp_path):
-    res = run_main("experiments.bit_reverse", ["--quick", f"--out={tmp_path}"])
+    res = run_main("experiments.bit_reverse", ["--quick", f"--out={tmp_path}"], fast_compile=True)
     assert {r["problem"] for r in res["problems"]} == {"1", "2-fixed", "2-variable", "3", "4"}
     for r in res["problems"]:
         if r["problem"] == "1":  # two examples: nothing held out, no accuracy on unseen examples claimed
@@ -74,7 +74,7 @@ def test_exploding_gradient_grows_with_the_spectral_radius_and_clipping_trains(t
 def test_long_range_quick_learns_and_draws_diagnostics(tmp_path):
     res = run_main("experiments.long_range", [f"--out={tmp_path}", "--tasks=adding,order", "--adding_T=20", "--order_T=20",
                            "--diag_T=20", "--models=tanh-xavier,lstm", "--clips=norm", "--steps=150",
-                           "--hidden=32", "--test_size=128"])
+                           "--hidden=32", "--test_size=128"], fast_compile=True)
     order = [r for r in res["rows"] if r["task"] == "order"]
     assert all(r["solved"] for r in order), order
     adding = [r for r in res["rows"] if r["task"] == "adding"]
@@ -289,7 +289,8 @@ def test_long_range_diagnostics_of_every_cell_kind(tmp_path):
     res = run_main("experiments.long_range", [
         f"--out={tmp_path}", "--tasks=adding", "--adding_T=12", "--diag_T=12",
         "--models=orthogonal,lstm-chrono,indrnn,lru",
-        "--clips=norm", "--steps=4", "--eval_every=2", "--hidden=8", "--orthogonal_hidden=8", "--test_size=16"])
+        "--clips=norm", "--steps=4", "--eval_every=2", "--hidden=8", "--orthogonal_hidden=8", "--test_size=16"],
+        fast_compile=True)
     assert [r["model"] for r in res["rows"]] == ["orthogonal", "lstm-chrono", "indrnn", "lru"]
     assert all(r["status"] == "done" and np.isfinite(r["test_loss"]) for r in res["rows"])
     assert set(res["diagnostics"]) == {"orthogonal", "lstm-chrono"}
