@@ -42,19 +42,29 @@ def key(request):
     return jax.random.key(seed)
 
 
-def run_main(module: str, argv: list, output: bool = False, fast_compile: bool = False):
-    """``module.main(argv)`` in a fresh process with JAX's defaults and ``EXPERIMENT_FLAGS`` (tests/_run_main.py): its
-    returned dict, through JSON (and what it printed, with ``output=True``). A non-zero exit fails the
-    test with the process's output. ``fast_compile``: XLA's lowest backend optimisation level too, for
+def run_main(module: str, argv: list, output: bool = False, fast_compile: bool = False, capsys=None):
+    """``module.main(argv)`` as a user runs it, in float32: its returned dict, through JSON (and what it
+    printed, with ``output=True``).
+
+    By default in a fresh process with XLA's default optimisation level and ``EXPERIMENT_FLAGS``
+    (tests/_run_main.py); a non-zero exit fails the test with the process's output. ``fast_compile``:
+    in this process instead, with its flags (``FAST_COMPILE``: the lowest backend optimisation level), for
     runs that compile many small programs and train them briefly (bit_reverse's and long_range's quick
-    grids: 25 -> 15 s and 18 -> 13 s measured; every other experiment's smoke run was as fast or faster
-    at the default level: generate 22 s against 38 s)."""
+    grids: 25 -> 15 s and 18 -> 13 s measured in a process of their own, and no process to start); every
+    other experiment's smoke run was as fast or faster at the default level (generate 22 s against 38 s).
+    ``output=True`` with ``fast_compile`` needs the test's ``capsys``."""
     import json
     import subprocess
     import sys
 
-    flags = EXPERIMENT_FLAGS + (" --xla_backend_optimization_level=0" if fast_compile else "")
-    env = dict(os.environ, XLA_FLAGS=flags, JAX_ENABLE_X64="0")
+    if fast_compile:
+        import importlib
+
+        with jax.enable_x64(False):
+            result = importlib.import_module(module).main(list(argv))
+        result = json.loads(json.dumps(result, default=float))
+        return (result, capsys.readouterr().out) if output else result
+    env = dict(os.environ, XLA_FLAGS=EXPERIMENT_FLAGS, JAX_ENABLE_X64="0")
     p = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "_run_main.py"), module, *argv],
                        env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, (p.stdout[-2000:], p.stderr[-4000:])

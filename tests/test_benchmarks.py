@@ -18,6 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The scripts are run to check what they write, not to time anything: their programs are compiled at the
 # lowest backend optimisation level, as every test's are (conftest.py), unless a test needs XLA's own.
+# Scripts that need no flags of their own run in the test's process (_inproc); the others in a process
+# started with their flags (_run): XLA's own level, two devices, no GPU visible.
 
 
 def _run(module, *args, tmp_path, **extra_env):
@@ -29,12 +31,27 @@ def _run(module, *args, tmp_path, **extra_env):
     return p.stdout
 
 
+def _inproc(module, *args, tmp_path, monkeypatch, capsys):
+    """``module.main(args)`` in this process, in float32 as from the command line (these scripts need no
+    flags of their own: a started process would only add its start-up, seconds each); what it printed."""
+    import importlib
+
+    import jax
+
+    monkeypatch.setenv("RNN_JAX_BENCH_OUT", str(tmp_path))
+    with jax.enable_x64(False):
+        rc = importlib.import_module(module).main(list(args))
+    assert rc is None or rc == 0 or isinstance(rc, dict), rc
+    return capsys.readouterr().out
+
+
 def _positive(v):
     return isinstance(v, float) and math.isfinite(v) and v > 0
 
 
-def test_throughput_quick(tmp_path):
-    out = _run("benchmarks.throughput", "--quick", "--rounds", "1", "--cells", "gru", tmp_path=tmp_path)
+def test_throughput_quick(tmp_path, monkeypatch, capsys):
+    out = _inproc("benchmarks.throughput", "--quick", "--rounds", "1", "--cells", "gru",
+               tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     data = json.loads((tmp_path / "throughput_quick.json").read_text())
     assert data["machine"]["jax"] and data["dtype"] == "float32"
     assert _positive(data["matmul_ceiling_gflops"])
@@ -46,9 +63,9 @@ def test_throughput_quick(tmp_path):
     assert "geometric mean rnn_jax/flax gru fwd+bwd" in out
 
 
-def test_choices_quick(tmp_path):
-    _run("benchmarks.choices", "--quick", "--rounds", "1", "--cells", "elman", "--modes", "fwd+bwd",
-         tmp_path=tmp_path)
+def test_choices_quick(tmp_path, monkeypatch, capsys):
+    _inproc("benchmarks.choices", "--quick", "--rounds", "1", "--cells", "elman", "--modes", "fwd+bwd",
+            tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     rows = json.loads((tmp_path / "choices_quick.json").read_text())["rows"]
     assert len(rows) == 2
     for row in rows:
@@ -66,9 +83,9 @@ def test_step_product_quick_forms_agree_and_report_their_backend(tmp_path):
     assert not row["ynnpack"]["fwd_transposed"] and not row["ynnpack"]["bwd_transposed"]
 
 
-def test_profile_step_quick_lists_the_loops_of_one_step(tmp_path):
-    _run("benchmarks.profile_step", "--quick", "--steps", "3", "--model", "classifier", "--cell", "gru",
-         tmp_path=tmp_path)
+def test_profile_step_quick_lists_the_loops_of_one_step(tmp_path, monkeypatch, capsys):
+    _inproc("benchmarks.profile_step", "--quick", "--steps", "3", "--model", "classifier", "--cell", "gru",
+            tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     step = json.loads((tmp_path / "profile_step_classifier_gru_rnn_jax_quick.json").read_text())["median_step"]
     loops = [o for o in step["ops"] if o["op"].startswith("while")]
     assert len(loops) == 2  # the GRU's forward and backward recurrences
@@ -114,9 +131,10 @@ def test_data_parallel_quick_splits_the_batch_over_two_devices(tmp_path):
     assert tables.data_parallel(data).count("\n") == len(data["rows"]) + 3
 
 
-def test_packing_quick_checks_losses_and_renders(tmp_path):
+def test_packing_quick_checks_losses_and_renders(tmp_path, monkeypatch, capsys):
     # the script checks each packed step's first loss against the unpacked step's before timing it
-    out = _run("benchmarks.packing", "--quick", "--rounds", "1", "--cells", "gru", tmp_path=tmp_path)
+    out = _inproc("benchmarks.packing", "--quick", "--rounds", "1", "--cells", "gru",
+               tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     data = json.loads((tmp_path / "packing_quick.json").read_text())
     assert [r["spread"] for r in data["rows"]] == ["full", "half", "any"]
     for row in data["rows"]:
@@ -129,8 +147,9 @@ def test_packing_quick_checks_losses_and_renders(tmp_path):
     assert tables.packing(data).count("\n") == len(data["rows"]) + 3
 
 
-def test_deer_quick_converges(tmp_path):
-    _run("benchmarks.deer", "--quick", "--rounds", "1", tmp_path=tmp_path)
+def test_deer_quick_converges(tmp_path, monkeypatch, capsys):
+    _inproc("benchmarks.deer", "--quick", "--rounds", "1",
+               tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     rows = json.loads((tmp_path / "deer_quick.json").read_text())["rows"]
     assert {r["mode"] for r in rows} == {"fwd", "fwd+bwd"}
     for r in rows:
@@ -139,9 +158,10 @@ def test_deer_quick_converges(tmp_path):
         assert _positive(r["newton_ms"]) and _positive(r["scan_ms"])
 
 
-def test_parallel_forms_quick_times_every_form(tmp_path):
+def test_parallel_forms_quick_times_every_form(tmp_path, monkeypatch, capsys):
     # the script checks that the forms' losses agree before timing them
-    _run("benchmarks.parallel_forms", "--quick", "--rounds", "1", tmp_path=tmp_path)
+    _inproc("benchmarks.parallel_forms", "--quick", "--rounds", "1",
+               tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     rows = json.loads((tmp_path / "parallel_forms_quick.json").read_text())["rows"]
     assert [(r["cell"], r["T"]) for r in rows] == [(c, T) for c in ("min_gru", "min_lstm", "lru", "indrnn")
                                                    for T in (100,)]
@@ -150,8 +170,9 @@ def test_parallel_forms_quick_times_every_form(tmp_path):
         assert all(_positive(r[f"{k}_ms"]) for k in forms), r
 
 
-def test_scaling_quick_remat_gives_the_same_loss(tmp_path):
-    _run("benchmarks.scaling", "--quick", tmp_path=tmp_path)
+def test_scaling_quick_remat_gives_the_same_loss(tmp_path, monkeypatch, capsys):
+    _inproc("benchmarks.scaling", "--quick",
+               tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     rows = json.loads((tmp_path / "scaling_quick.json").read_text())["rows"]
     assert len(rows) == 4 and not any("error" in r for r in rows)
     for T in (300, 3000):
