@@ -49,9 +49,11 @@ def run_main(module: str, argv: list, output: bool = False, fast_compile: bool =
     By default in a fresh process with XLA's default optimisation level and ``EXPERIMENT_FLAGS``
     (tests/_run_main.py); a non-zero exit fails the test with the process's output. ``fast_compile``:
     in this process instead, with its flags (``FAST_COMPILE``: the lowest backend optimisation level), for
-    runs that compile many small programs and train them briefly (bit_reverse's and long_range's quick
-    grids: 25 -> 15 s and 18 -> 13 s measured in a process of their own, and no process to start); every
-    other experiment's smoke run was as fast or faster at the default level (generate 22 s against 38 s).
+    runs that compile many small programs and train them briefly. Measured in a process of their own,
+    default level against the lowest: bit_reverse 25 / 15 s, long_range's quick grid 18 / 13 s, the UCR
+    classifier 25 / 22 s, translate 26 / 24 s, classify 20 / 20 s (and no process to start in this one);
+    the runs that train longer keep the default level (generate 22 / 38 s, sentiment 35 / 82 s, char_lm's
+    quick run 14 / 18 s, exploding 12 / 15 s, tagging 19 / 20 s, the orthogonal copy run 18 / 23 s).
     ``output=True`` with ``fast_compile`` needs the test's ``capsys``."""
     import json
     import subprocess

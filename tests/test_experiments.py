@@ -86,7 +86,7 @@ def test_long_range_quick_learns_and_draws_diagnostics(tmp_path):
 
 def test_classify_quick_learns(tmp_path):
     # one seed given on the command line is one seed (the UCR test below trains two at once)
-    res = run_main("experiments.classify", ["--quick", "--seeds=1", f"--out={tmp_path}"])
+    res = run_main("experiments.classify", ["--quick", "--seeds=1", f"--out={tmp_path}"], fast_compile=True)
     (row,) = res["rows"]
     assert row["dataset"] == "mnist1d" and row["seeds"] == 1 and len(row["test_accuracy_per_seed"]) == 1
     assert row["test_accuracy_mean"] > 0.2  # chance is 0.1
@@ -96,7 +96,7 @@ def test_classify_variable_length_ucr_set(tmp_path):
     pytest.importorskip("aeon", reason="the UCR/UEA files ship with aeon, which the light test extra leaves out "
                                        "(pip install -e '.[experiments]'); CI installs it")
     res = run_main("experiments.classify", [f"--out={tmp_path}", "--datasets=JapaneseVowels", "--archs=gru-bidirectional",
-                                            "--ucr_steps=100", "--hidden=32", "--seeds=2"])
+                                            "--ucr_steps=100", "--hidden=32", "--seeds=2"], fast_compile=True)
     (row,) = res["rows"]
     assert row["steps"] == 100  # the flag's count, as given
     assert row["train"] + row["valid"] == 270 and row["valid"] >= 9  # a tenth of each speaker's sequences held out
@@ -115,7 +115,8 @@ def test_char_lm_quick_learns(tmp_path):
 
 
 def test_translate_quick_learns(tmp_path):
-    res = run_main("experiments.translate", [f"--out={tmp_path}", "--n_train=1500", "--n_test=200", "--hidden=48", "--steps=250"])
+    res = run_main("experiments.translate", [f"--out={tmp_path}", "--n_train=1500", "--n_test=200", "--hidden=48",
+                                             "--steps=250"], fast_compile=True)
     assert res["test_char_accuracy"] > 0.6  # 11 symbols: chance is ~0.1
     assert set(res["exact_match_by_style"]) <= {"short", "medium", "long", "full"}
 
@@ -250,13 +251,15 @@ def test_report_says_when_a_short_budget_loses_to_the_ngram():
     assert rows["ptb best n-gram (order 6)"] == "1.560 bits/char"
 
 
-def test_char_lm_resumes_where_it_stopped(tmp_path):
+def test_char_lm_resumes_where_it_stopped(tmp_path, capsys):
     """A stateful character-model run continues from its checkpoint (parameters, optimiser and the
     streams' carried state) and its metrics log holds each update once."""
     flags = ["--quick", "--corpora=ptb", "--ngram_orders=1", "--checkpoint_every=10", "--eval_every=10",
              "--valid_chars=500", "--eval_chars=500", "--sample_len=5", f"--out={tmp_path}"]
-    first = run_main("experiments.char_lm", flags + ["--steps=20"])
-    more, printed = run_main("experiments.char_lm", [f"--resume={first['run_dir']}", "--steps=30"], output=True)
+    first = run_main("experiments.char_lm", flags + ["--steps=20"], fast_compile=True)  # 20 updates: compiling
+    capsys.readouterr()
+    more, printed = run_main("experiments.char_lm", [f"--resume={first['run_dir']}", "--steps=30"], output=True,
+                             fast_compile=True, capsys=capsys)
     assert "resumed at update 20" in printed
     with open(os.path.join(first["run_dir"], "ptb_gru", "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
