@@ -51,19 +51,26 @@ def _pair(make, key, initial, dtype=jnp.float64, batch=B):
     return loss_of(fused_layer), loss_of(ref_layer), params, xs, s0
 
 
-def _check(make, key, lengths=None, initial=False, batch=B, patterns=None):
+def _check(make, key, lengths=None, initial=False, batch=B, patterns=None, variants=None):
     """The fused layer's values and gradients equal the generic scan's, with ``lengths`` (None or an
-    array), or with each of ``patterns`` (arrays of one shape) through the same two compiled programs."""
-    f_loss, r_loss, params, xs, s0 = _pair(make, key, initial, batch=batch)
+    array), or with each of ``patterns`` (arrays of one shape) through the same two compiled programs.
+    ``variants``: ``make(fused, variant)`` builds one fused layer per variant (hoisting choices), all
+    compared with the one reference compiled once."""
     argnums = (0, 1, 2) if initial else (0, 1)
     vg = lambda loss: jax.jit(jax.value_and_grad(loss, argnums=argnums, has_aux=True))  # noqa: E731
-    fused_vg, ref_vg = vg(f_loss), vg(r_loss)
-    for n in ([lengths] if patterns is None else patterns):
-        (fv, faux), fg = fused_vg(params, xs, s0, n)
-        (rv, raux), rg = ref_vg(params, xs, s0, n)
-        _assert_trees_close(faux, raux)
-        assert abs(float(fv - rv)) <= TOL * abs(float(rv))
-        _assert_trees_close(fg, rg)
+    want = None
+    for v in ([None] if variants is None else variants):
+        f_loss, r_loss, params, xs, s0 = _pair(make if variants is None else (lambda f: make(f, v)), key, initial,
+                                               batch=batch)
+        if want is None:
+            ref_vg = vg(r_loss)
+            want = [ref_vg(params, xs, s0, n) for n in ([lengths] if patterns is None else patterns)]
+        fused_vg = vg(f_loss)
+        for n, ((rv, raux), rg) in zip([lengths] if patterns is None else patterns, want):
+            (fv, faux), fg = fused_vg(params, xs, s0, n)
+            _assert_trees_close(faux, raux)
+            assert abs(float(fv - rv)) <= TOL * abs(float(rv))
+            _assert_trees_close(fg, rg)
 
 
 # Elman with activations given as callables other than the named ones, through their own VJP. (A
@@ -95,10 +102,10 @@ def test_named_activations_are_their_callables():
         assert rj.resolve_activation(name) is fn
 
 
-@pytest.mark.parametrize("name,hoist,lengths", _options(ALL_FUSABLE, [True, False], [None, (7, 3, 0)]))
-def test_fused_equals_unroller(name, hoist, lengths, key):
-    _check(lambda f: rj.rnn(ALL_FUSABLE[name](H), fused=f, hoist_input=hoist), key,
-           None if lengths is None else jnp.array(lengths))
+@pytest.mark.parametrize("name,lengths", _options(ALL_FUSABLE, [None, (7, 3, 0)]))
+def test_fused_equals_unroller(name, lengths, key):
+    _check(lambda f, hoist: rj.rnn(ALL_FUSABLE[name](H), fused=f, hoist_input=hoist), key,
+           None if lengths is None else jnp.array(lengths), variants=[True, False] if name in KERNEL_PATHS else [False])
 
 
 @pytest.mark.parametrize("name", ALL_FUSABLE)
