@@ -148,7 +148,7 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
         raise ValueError(f"parallel: expected None or one of {_parallel.METHODS + ('linear',)}, got {parallel!r}")
     if parallel == "linear" and cell.linear is None:
         raise ValueError(f"parallel='linear': cell {cell.name!r} declares no linear recurrence (Cell.linear; "
-                         f"min_gru and min_lstm do); 'newton' or 'diagonal' solve any cell")
+                         f"min_gru, min_lstm and lru do); 'newton' or 'diagonal' solve any cell")
     if tol is not None:
         tol = _checks.check_real(tol, "tol", minimum=0)
     max_iters = _checks.check_int(max_iters, "max_iters", want="an int >= 1")

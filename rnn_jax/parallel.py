@@ -65,13 +65,18 @@ def _diagonal_combine(e1, e2):
     return a2 * a1, a2 * b1 + b2
 
 
+def _diagonal_recurrence(a, b, s0):
+    """All ``s_t = a_t * s_{t-1} + b_t`` along the leading axis by ``lax.associative_scan`` (any trailing shape)."""
+    return lax.associative_scan(_diagonal_combine, (a, b.at[0].add(a[0] * s0)))[1]
+
+
 def linear_recurrence(A, b, s0):
     """All ``s_t = A_t s_{t-1} + b_t`` (``t = 0..T-1``, ``s_{-1} = s0``) by ``lax.associative_scan``.
 
     ``A``: ``(T, D, D)`` matrices or ``(T, D)`` diagonals; ``b``: ``(T, D)``; returns ``(T, D)``.
     """
     if A.ndim == 2:
-        return lax.associative_scan(_diagonal_combine, (A, b.at[0].add(A[0] * s0)))[1]
+        return _diagonal_recurrence(A, b, s0)
 
     def combine(e1, e2):
         (A1, b1), (A2, b2) = e1, e2
@@ -115,7 +120,7 @@ def linear_batch(cell: Cell, params, xs, lengths, state, *, reverse: bool = Fals
     if mask is not None:
         a, b = jnp.where(mask, a, jnp.ones((), a.dtype)), jnp.where(mask, b, jnp.zeros((), b.dtype))
     if solver == "associative":
-        hs = lax.associative_scan(_diagonal_combine, (a, b.at[0].add(a[0] * state)))[1]  # (T, B, H)
+        hs = _diagonal_recurrence(a, b, state)  # (T, B, H)
     else:
         hs = lax.scan(lambda h, ab: (ab[0] * h + ab[1],) * 2, state, (a, b))[1]
     prev = jnp.concatenate([state[None], hs[:-1]])  # h_{t-1}
