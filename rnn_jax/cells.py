@@ -23,6 +23,7 @@ from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from rnn_jax import _checks
 from rnn_jax import fused as _fused
@@ -33,7 +34,8 @@ Params = dict
 Activation = Union[str, Callable[[jax.Array], jax.Array]]
 
 __all__ = ["Cell", "LSTMState", "JordanState", "elman", "jordan", "lstm", "gru", "orthogonal_rnn", "modrelu",
-           "prepared", "resolve_activation", "check_cell", "input_size_of", "min_gru", "min_lstm", "indrnn", "lru"]
+           "prepared", "resolve_activation", "check_cell", "input_size_of", "min_gru", "min_lstm", "indrnn", "lru",
+           "layer_norm", "layer_norm_lstm", "layer_norm_gru"]
 
 # g' as a function of the output s = g(a), for the activations whose derivative needs only s: the
 # fused Elman recurrence then keeps only the states. Keyed by the function itself, so a callable
@@ -497,6 +499,100 @@ def gru(hidden_size: int, *, kernel_init="glorot_uniform", recurrent_init="ortho
                           rule=rule)
 
     return _recurrent_cell("gru", H, 3, init, step_projected, fused=fused)
+
+
+def layer_norm(z: jax.Array, gain: jax.Array, bias=None, eps: float = 1e-5) -> jax.Array:
+    """Layer normalisation over the last axis (Ba et al. 2016): ``(z - mean) / sqrt(var + eps) * gain
+    (+ bias)``."""
+    mu = z.mean(-1, keepdims=True)
+    zc = z - mu
+    out = zc * lax.rsqrt((zc * zc).mean(-1, keepdims=True) + eps) * gain
+    return out if bias is None else out + bias
+
+
+def _layer_norm_init(base, gains):
+    """``base``'s params plus layer-norm gains (ones) and shifts (zeros): ``gains`` maps a name to
+    ``(size_in_units_of_H, "gain" | "shift")``."""
+    def init(key, input_size, dtype=jnp.float32):
+        params = base(key, input_size, dtype)
+        for name, (n, kind) in gains.items():
+            params[name] = (jnp.ones if kind == "gain" else jnp.zeros)((n,), dtype)
+        return params
+
+    return init
+
+
+def layer_norm_lstm(hidden_size: int, forget_bias: float = 1.0, *, kernel_init="glorot_uniform",
+                    recurrent_init="orthogonal", eps: float = 1e-5) -> Cell:
+    r"""Layer-normalised LSTM (Ba, Kiros & Hinton 2016, "Layer normalization", section 3.1).
+
+    .. math::
+        (i, f, g, o) &= \mathrm{LN}(x W_i; \gamma_i) + \mathrm{LN}(h W_h; \gamma_h) + b \\
+        c' &= \sigma(f) \odot c + \sigma(i) \odot \tanh(g), \qquad
+        h' = \sigma(o) \odot \tanh(\mathrm{LN}(c'; \gamma_c, \beta_c))
+
+    ``LN`` normalises over all 4H pre-activations of each product (Ba et al.'s equations), ``eps`` inside
+    the square root. Params: ``W_i`` (I, 4H), ``W_h`` (H, 4H), ``b`` (4H,) (``forget_bias`` in the f
+    block), gains ``g_i``, ``g_h`` (4H,) (ones), ``g_c`` (H,) (ones) and shift ``b_c`` (H,) (zeros).
+    State ``LSTMState(h, c)``, output ``h'``. The normalised products make the step invariant to the
+    scale of ``W_i`` and of ``W_h`` (tested). Runs on the generic scan (no kernel).
+    """
+    H = _check_size("hidden_size", hidden_size)
+    forget_bias = _checks.check_real(forget_bias, "forget_bias")
+    eps = _checks.check_real(eps, "eps", minimum=0)
+    base = _gated_init(H, 4, kernel_init, recurrent_init, "zeros")
+
+    def init_base(key, input_size, dtype=jnp.float32):
+        params = base(key, input_size, dtype)
+        del params["b_h"]
+        params["b"] = params.pop("b_i").at[H:2 * H].set(forget_bias)
+        return params
+
+    init = _layer_norm_init(init_base, {"g_i": (4 * H, "gain"), "g_h": (4 * H, "gain"), "g_c": (H, "gain"),
+                                        "b_c": (H, "shift")})
+
+    def step(params, state, x):
+        z = (layer_norm(x @ params["W_i"], params["g_i"], eps=eps)
+             + layer_norm(state.h @ params["W_h"], params["g_h"], eps=eps) + params["b"])  # (4H,)
+        i, f, g, o = jnp.split(z, 4)
+        c = jax.nn.sigmoid(f) * state.c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(layer_norm(c, params["g_c"], params["b_c"], eps=eps))
+        return LSTMState(h, c), h
+
+    return Cell(init=init, initial_state=lambda dtype=jnp.float32: LSTMState(jnp.zeros((H,), dtype),
+                                                                             jnp.zeros((H,), dtype)),
+                step=step, output_size=H, name="layer_norm_lstm")
+
+
+def layer_norm_gru(hidden_size: int, *, kernel_init="glorot_uniform", recurrent_init="orthogonal",
+                   eps: float = 1e-5) -> Cell:
+    r"""Layer-normalised GRU (Ba et al. 2016), the :func:`gru`'s convention (reset after the product).
+
+    .. math::
+        g_x &= \mathrm{LN}(x W_i; \gamma_i) + b_i, \qquad g_h = \mathrm{LN}(h W_h; \gamma_h) + b_h \\
+        r &= \sigma(g_{x,r} + g_{h,r}), \quad z = \sigma(g_{x,z} + g_{h,z}), \quad
+        n = \tanh(g_{x,n} + r \odot g_{h,n}), \quad h' = (1 - z) \odot n + z \odot h
+
+    ``LN`` normalises over all 3H pre-activations of each product. Params: ``W_i`` (I, 3H), ``W_h`` (H, 3H),
+    ``b_i``, ``b_h`` (3H,) (zeros), gains ``g_i``, ``g_h`` (3H,) (ones). State and output ``h`` (H,).
+    Invariant to the scale of ``W_i`` and of ``W_h`` (tested). Runs on the generic scan (no kernel).
+    """
+    H = _check_size("hidden_size", hidden_size)
+    eps = _checks.check_real(eps, "eps", minimum=0)
+    init = _layer_norm_init(_gated_init(H, 3, kernel_init, recurrent_init, "zeros"),
+                            {"g_i": (3 * H, "gain"), "g_h": (3 * H, "gain")})
+
+    def step(params, h, x):
+        gx = layer_norm(x @ params["W_i"], params["g_i"], eps=eps) + params["b_i"]
+        gh = layer_norm(h @ params["W_h"], params["g_h"], eps=eps) + params["b_h"]
+        xr, xz, xn = jnp.split(gx, 3)
+        hr, hz, hn = jnp.split(gh, 3)
+        r, z = jax.nn.sigmoid(xr + hr), jax.nn.sigmoid(xz + hz)
+        h = (1.0 - z) * jnp.tanh(xn + r * hn) + z * h
+        return h, h
+
+    return Cell(init=init, initial_state=lambda dtype=jnp.float32: jnp.zeros((H,), dtype), step=step,
+                output_size=H, name="layer_norm_gru")
 
 
 def _minimal_cell(name: str, hidden_size: int, n_gates: int, kernel_init, coefficients) -> Cell:

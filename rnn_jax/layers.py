@@ -29,12 +29,13 @@ import jax.numpy as jnp
 
 from rnn_jax import _checks, _ops
 from rnn_jax import parallel as _parallel
+from rnn_jax import regularization as _reg
 from rnn_jax._ops import affine, with_static
 from rnn_jax.cells import Cell, check_cell
 from rnn_jax.unroll import check_inputs, check_knobs, scan
 
 __all__ = ["Layer", "rnn", "bidirectional", "stack", "apply_batch", "stream_init", "stream_step",
-           "MERGES", "SKIPS"]
+           "run_layer", "MERGES", "SKIPS"]
 
 
 class Layer(NamedTuple):
@@ -42,10 +43,14 @@ class Layer(NamedTuple):
 
     Attributes:
       init: ``(key, input_size, dtype=float32) -> params``.
-      apply: ``(params, xs (*batch, T, I), lengths=None, initial_state=None) -> (ys (*batch, T, O),
-        final_state)``: checked, batch-first; the function users call.
-      run: ``(params, xs (T, B, I), lengths (B,) | None, state | None, batched=True) -> (ys (T, B, O),
-        final_state)``: the unchecked time-major core that combinators and models compose.
+      apply: ``(params, xs (*batch, T, I), lengths=None, initial_state=None, *, key=None) -> (ys (*batch,
+        T, O), final_state)``: checked, batch-first; the function users call. ``key``: a
+        ``jax.random.key`` draws the dropout and zoneout masks (training); None (the default) draws none
+        (evaluation) (:mod:`rnn_jax.regularization`).
+      run: ``(params, xs (T, B, I), lengths (B,) | None, state | None, batched=True, key=None) -> (ys
+        (T, B, O), final_state)``: the unchecked time-major core that combinators and models compose
+        (:func:`run_layer` passes ``key`` only when there is one, so a hand-written layer without
+        randomness need not take it).
         ``batched=False`` marks a call without batch dimensions (B = 1), perhaps under ``jax.vmap``:
         fused recurrences then take their JVP rule (:mod:`rnn_jax.fused`). An :func:`rnn` layer's
         ``run`` also takes ``static (B, C)``: inputs that every step reads after ``x_t`` (a decoder's
@@ -81,28 +86,40 @@ def _layer(init, run, output_size, initial_state, step, name, reads_backward=Fal
     ``cell``: the cell of an :func:`rnn` layer, checked against its step when the layer is initialised
     or applied (:func:`rnn_jax.check_cell`)."""
 
-    def apply(params, xs, lengths=None, initial_state=None):
+    def apply(params, xs, lengths=None, initial_state=None, *, key=None):
+        key = _reg.check_key(key)
         xs_tm, lengths, state, batch = check_inputs(init, initial_state_fn, params, xs, lengths, initial_state, cell)
-        ys, final = run(params, xs_tm, lengths, state, bool(batch))
+        ys, final = run_layer(layer, params, xs_tm, lengths, state, bool(batch), key)
         return _ops.from_time_major(ys, batch), _ops.unflatten_batch(final, batch)
 
     initial_state_fn = initial_state
-    apply.__doc__ = (f"{name}: ``(params, xs (*batch, T, I), lengths=None, initial_state=None) -> "
-                     f"(ys (*batch, T, {output_size}), final_state)``.")
+    apply.__doc__ = (f"{name}: ``(params, xs (*batch, T, I), lengths=None, initial_state=None, *, key=None) -> "
+                     f"(ys (*batch, T, {output_size}), final_state)``; ``key``: dropout and zoneout masks "
+                     f"(training), None: none (evaluation).")
     if cell is not None:
         def checked_init(key, input_size, dtype=jnp.float32):
             check_cell(cell, input_size, dtype)
             return init(key, input_size, dtype)
 
         checked_init.__doc__ = f"{name}: ``(key, input_size, dtype=float32) -> params``."
-    return Layer(init=init if cell is None else checked_init, apply=apply, run=run, output_size=output_size,
-                 initial_state=initial_state, step=step, name=name, reads_backward=reads_backward)
+    layer = Layer(init=init if cell is None else checked_init, apply=apply, run=run, output_size=output_size,
+                  initial_state=initial_state, step=step, name=name, reads_backward=reads_backward)
+    return layer
+
+
+def run_layer(layer: Layer, params, xs, lengths=None, state=None, batched=True, key=None):
+    """``layer.run(params, xs, lengths, state, batched)``, with ``key=key`` when a key is given (a layer
+    written by hand without randomness need not take one)."""
+    if key is None:
+        return layer.run(params, xs, lengths, state, batched)
+    return layer.run(params, xs, lengths, state, batched, key=key)
 
 
 def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool, int] = False,
         hoist_input: Union[bool, str] = "auto", fused: Optional[bool] = None,
         parallel: Optional[str] = None, tol: Optional[float] = None, max_iters: int = 100,
-        linear_solver: str = "auto") -> Layer:
+        linear_solver: str = "auto", dropout: float = 0.0, recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0) -> Layer:
     """A layer that runs ``cell`` over the sequence.
 
     Calls run ``cell.fused``, the cell's fast recurrence with hand-written derivatives (Elman, LSTM,
@@ -135,8 +152,25 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
       tol, max_iters: Newton's stopping rule for ``parallel="newton" | "diagonal"``: ``max |S_new - S|
         <= tol`` (default 1e-5 in float32, 1e-10 in float64) within ``max_iters`` iterations, else the
         scan's result. ``layer.parallel_info(params, xs, lengths)`` reports what the solve did.
+      dropout: variational dropout of the inputs: with a ``key``, each sequence's input features are
+        dropped with this probability, one mask for all its steps (Gal & Ghahramani 2016).
+      recurrent_dropout: variational dropout of the hidden vector entering every step (the state, or its
+        first leaf: LSTM's ``h``, never its ``c``), one mask per sequence. For a GRU this drops ``h`` in
+        the carry ``z h`` too.
+      zoneout: with a ``key``, each unit of the state keeps its previous value with this probability at
+        every step (Krueger et al. 2017); without one, the state is the expectation ``p h_prev + (1 - p)
+        h_new``. The outputs are the step's.
+
+    ``recurrent_dropout`` and ``zoneout`` act inside the step, so they run the generic scan
+    (:mod:`rnn_jax.regularization`): ``recurrent_dropout`` only in calls with a key, ``zoneout`` always.
     """
     check_cell(cell)
+    dropout = _reg.check_rate(dropout, "dropout")
+    recurrent_dropout = _reg.check_rate(recurrent_dropout, "recurrent_dropout")
+    zoneout = _reg.check_rate(zoneout, "zoneout", allow_one=False)
+    if (recurrent_dropout or zoneout) and (fused or parallel):
+        raise ValueError(f"recurrent_dropout, zoneout: act inside the step, with the generic scan only "
+                         f"(fused={fused!r}, parallel={parallel!r})")
     if fused not in (None, True, False):
         raise ValueError(f"fused: expected None, True or False, got {fused!r}")
     if fused and cell.fused is None:
@@ -163,13 +197,35 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
     if fused and remat:
         raise ValueError("fused=True with remat: the fused recurrence keeps every step's gates; "
                          "use remat with fused=False")
-    use_fused = cell.fused is not None and fused is not False and not remat and not parallel
+    use_fused = cell.fused is not None and fused is not False and not remat and not parallel and not zoneout
     n_unroll = unroll
 
-    def run(params, xs, lengths=None, state=None, batched=True, static=None):
+    def regularisers(key, xs, state):
+        """``(xs, hidden_mask, zoneout)``: the inputs dropped, the masks for the scan (or None)."""
+        if key is None:
+            return xs, None, ((zoneout, None) if zoneout else None)
+        k_in, k_h, k_z = (jax.random.fold_in(key, i) for i in range(3))
+        if dropout:
+            xs = _reg.dropout(k_in, xs, dropout, shared_axes=(0,))  # one mask per sequence
+        hidden_mask = zone = None
+        if recurrent_dropout:
+            h = jax.tree.leaves(_ops.start_state(cell.initial_state, xs, state))[0]  # (B, ...)
+            hidden_mask = _reg.dropout(k_h, jnp.ones(h.shape, h.dtype), recurrent_dropout)
+        if zoneout:
+            leaves, tree = jax.tree.flatten(cell.initial_state(xs.dtype))
+            keep = [jax.random.bernoulli(jax.random.fold_in(k_z, i), zoneout, xs.shape[:2] + a.shape)
+                    for i, a in enumerate(leaves)]
+            zone = (zoneout, jax.tree.unflatten(tree, keep))
+        return xs, hidden_mask, zone
+
+    def run(params, xs, lengths=None, state=None, batched=True, static=None, key=None):
         # static (B, C): inputs every step reads after x_t (Cell.fused); a decoder's context
-        if parallel or not use_fused:
+        xs, hidden_mask, zone = regularisers(key, xs, state)
+        if parallel or not use_fused or hidden_mask is not None:
             xs, static = with_static(xs, static), None
+        if hidden_mask is not None or zone is not None:
+            return scan(cell, params, xs, lengths, state, reverse=reverse, unroll=n_unroll, remat=remat,
+                        hidden_mask=hidden_mask, zoneout=zone)
         if parallel == "linear":
             return _parallel.linear_batch(cell, params, xs, lengths, state, reverse=reverse, solver=solver)
         if parallel:
@@ -240,10 +296,11 @@ def bidirectional(fwd: Layer, bwd: Layer, merge: Union[str, Callable] = "concat"
     def initial_state(dtype=jnp.float32):
         return (fwd.initial_state(dtype), bwd.initial_state(dtype))
 
-    def run(params, xs, lengths=None, state=None, batched=True):
+    def run(params, xs, lengths=None, state=None, batched=True, key=None):
         s_f, s_b = (None, None) if state is None else state
-        ys_f, fin_f = fwd.run(params["fwd"], xs, lengths, s_f, batched)                         # (T, B, O_f)
-        ys_b, fin_b = bwd.run(params["bwd"], _ops.flip_valid(xs, lengths), lengths, s_b, batched)
+        k_f, k_b = (None, None) if key is None else (jax.random.fold_in(key, 0), jax.random.fold_in(key, 1))
+        ys_f, fin_f = run_layer(fwd, params["fwd"], xs, lengths, s_f, batched, k_f)                # (T, B, O_f)
+        ys_b, fin_b = run_layer(bwd, params["bwd"], _ops.flip_valid(xs, lengths), lengths, s_b, batched, k_b)
         return merge_fn(ys_f, _ops.flip_valid(ys_b, lengths)), (fin_f, fin_b)  # bwd outputs aligned
 
     return _layer(init, run, out, initial_state, None, f"bidirectional({fwd.name}, {bwd.name})",
@@ -253,7 +310,7 @@ def bidirectional(fwd: Layer, bwd: Layer, merge: Union[str, Callable] = "concat"
 SKIPS = (None, "residual", "highway")
 
 
-def stack(*layers: Layer, skip: Optional[str] = None, highway_bias: float = -1.0) -> Layer:
+def stack(*layers: Layer, skip: Optional[str] = None, highway_bias: float = -1.0, dropout: float = 0.0) -> Layer:
     """A deep RNN: each layer reads the outputs of the one below.
 
     ``skip`` connects layer ``l >= 2`` to its input ``x`` (the output of layer ``l - 1``):
@@ -263,6 +320,12 @@ def stack(*layers: Layer, skip: Optional[str] = None, highway_bias: float = -1.0
     * ``"highway"``: ``y = g * f(x) + (1 - g) * x`` with a per-step transform gate
       ``g = sigmoid(x W_g + b_g)``, ``b_g`` initialised to ``highway_bias`` so that layers start
       close to carrying their input through (Srivastava et al. 2015).
+
+    ``dropout``: in calls with a ``key``, every layer's outputs (the last one's too: what a model's head
+    reads) are dropped with this probability, a fresh mask per step and unit (Zaremba et al. 2014);
+    layer ``i``'s mask is ``jax.random.bernoulli(jax.random.fold_in(key, i), 1 - dropout, (B, T, O_i))``
+    in the batch-first layout, and layer ``i`` itself gets ``jax.random.fold_in(key, L + i)``
+    (:mod:`rnn_jax.regularization`). The skips read the dropped outputs.
 
     Skips need equal sizes, checked here. Params: ``{"layers": (p_1, ..., p_L), "gates": (...)}``,
     with one gate ``{"W": (O, O), "b": (O,)}`` per skip when ``skip="highway"``. The final state
@@ -275,6 +338,7 @@ def stack(*layers: Layer, skip: Optional[str] = None, highway_bias: float = -1.0
             raise ValueError(f"layers[{i}]: expected an rnn_jax Layer, got {type(layer).__name__}")
     if skip not in SKIPS:
         raise ValueError(f"skip: expected one of {SKIPS}, got {skip!r}")
+    dropout = _reg.check_rate(dropout, "dropout")
     if skip is not None:
         for i in range(1, len(layers)):
             if layers[i].output_size != layers[i - 1].output_size:
@@ -306,11 +370,14 @@ def stack(*layers: Layer, skip: Optional[str] = None, highway_bias: float = -1.0
         g = jax.nn.sigmoid(affine(x, gate["W"], gate["b"]))  # (..., O)
         return g * y + (1.0 - g) * x
 
-    def run(params, xs, lengths=None, state=None, batched=True):
+    def run(params, xs, lengths=None, state=None, batched=True, key=None):
         states = (None,) * len(layers) if state is None else state
-        h, finals = xs, []
+        h, finals, L = xs, [], len(layers)
         for i, (layer, p, s) in enumerate(zip(layers, params["layers"], states)):
-            ys, fin = layer.run(p, h, lengths, s, batched)  # (T, B, O_i)
+            k = None if key is None else jax.random.fold_in(key, L + i)
+            ys, fin = run_layer(layer, p, h, lengths, s, batched, k)  # (T, B, O_i)
+            if key is not None and dropout:
+                ys = _reg.dropout_time_major(jax.random.fold_in(key, i), ys, dropout)
             h = connect(params, i, h, ys)
             finals.append(fin)
         return h, tuple(finals)

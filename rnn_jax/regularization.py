@@ -1,0 +1,82 @@
+"""Dropout and zoneout: the random parts of training, switched on by a key.
+
+Every layer and model takes ``key=None``: without a key a call is deterministic (evaluation: no unit
+dropped, zoneout replaced by its expectation); with a ``jax.random.key`` it draws its masks from that
+key (training). One argument, no mode flag to forget: a call that was given no key cannot be training.
+
+* :func:`dropout`: inverted dropout of any array, a fresh mask per element, or one shared along
+  ``shared_axes`` (variational dropout: one mask per sequence, Gal & Ghahramani 2016).
+* ``rnn(cell, dropout=p)``: variational dropout of a layer's inputs (one mask per sequence and feature);
+  ``rnn(cell, recurrent_dropout=p)``: variational dropout of the hidden vector ``h`` that enters every
+  step (the state, or its first leaf: LSTM's ``h``; the LSTM's cell ``c`` is never dropped);
+  ``rnn(cell, zoneout=p)``: zoneout (Krueger et al. 2017), each unit of the state keeps its previous
+  value with probability ``p`` at every step (eval: ``p * h_prev + (1 - p) * h_new``).
+* ``stack(*layers, dropout=p)``: dropout of every layer's outputs, the last one's (the head's input)
+  included, a fresh mask per step (Zaremba et al. 2014).
+
+Masks are inverted (kept units scaled by ``1 / (1 - p)``), so that a unit's expectation over masks is
+its value without dropout (tested).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from rnn_jax import _checks
+
+__all__ = ["dropout", "check_rate", "check_key"]
+
+
+def check_rate(rate, name: str, *, allow_one: bool = False) -> float:
+    """A dropout or zoneout rate: a real number in ``[0, 1)`` (``[0, 1]`` when ``allow_one``)."""
+    rate = _checks.check_real(rate, name, minimum=0)
+    if rate > 1 or (rate == 1 and not allow_one):
+        raise ValueError(f"{name}: expected a rate in [0, {'1]' if allow_one else '1)'}, got {rate!r}")
+    return rate
+
+
+def check_key(key, name: str = "key"):
+    """None, or a JAX PRNG key (``jax.random.key`` or a legacy ``jax.random.PRNGKey``)."""
+    if key is None:
+        return None
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key) and key.shape == ():
+        return key
+    if dtype == jnp.uint32 and getattr(key, "shape", None) == (2,):
+        return key
+    raise ValueError(f"{name}: expected None (no dropout: evaluation) or a jax.random.key, got "
+                     f"{type(key).__name__}{'' if dtype is None else f' {dtype}{tuple(key.shape)}'}")
+
+
+def dropout(key: Optional[jax.Array], x: jax.Array, rate: float, *, shared_axes: tuple = ()) -> jax.Array:
+    """Inverted dropout: each element of ``x`` is zeroed with probability ``rate``, the others scaled by
+    ``1 / (1 - rate)``; ``x`` itself when ``key`` is None or ``rate == 0``.
+
+    Args:
+      key: a ``jax.random.key`` (training) or None (evaluation).
+      x: any array.
+      rate: the probability of dropping an element, in ``[0, 1)``.
+      shared_axes: axes of ``x`` along which one mask is shared (e.g. the time axis: variational dropout).
+
+    Returns:
+      An array of ``x``'s shape and dtype.
+
+    Example::
+
+        h = dropout(jax.random.key(0), h, 0.3, shared_axes=(1,))   # h (B, T, H): one mask per sequence
+    """
+    if key is None or rate == 0:
+        return x
+    shape = tuple(1 if a in {s % x.ndim for s in shared_axes} else n for a, n in enumerate(x.shape))
+    keep = jax.random.bernoulli(key, 1.0 - rate, shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype)).astype(x.dtype)
+
+
+def dropout_time_major(key, xs: jax.Array, rate: float) -> jax.Array:
+    """:func:`dropout` of time-major ``xs (T, B, H)`` with its mask drawn batch-first ``(B, T, H)``: the
+    same mask as ``dropout(key, ys, rate)`` on the batch-first outputs ``ys (B, T, H)`` a user sees."""
+    if key is None or rate == 0:
+        return xs
+    return jnp.swapaxes(dropout(key, jnp.swapaxes(xs, 0, 1), rate), 0, 1)
