@@ -100,7 +100,7 @@ def run(name, arch, cfg, run_dir, mesh=None):
                         steps, run_dir=os.path.join(run_dir, f"{name}_{arch}"), seeds=cfg.seeds, log_every=50,
                         eval_every=max(steps // 6, 1), mesh=mesh, progress=False,
                         eval_fn=lambda p: {"valid_accuracy": accuracy(p, d.x[va], d.lengths[va], d.y[va]).tolist()},
-                        monitor="valid_accuracy", mode="max", checkpoint_every=steps)
+                        monitor="valid_accuracy", mode="max", checkpoint_every=steps, eval_stacked=True)
     # the final parameters (the learning rate decays to 0), read on the test split once
     acc = accuracy(res.state.params, d.x_test, d.lengths_test, d.y_test)
     row = {"dataset": name, "arch": arch, "train": int(N), "valid": int(len(va)), "test": int(len(d.y_test)),

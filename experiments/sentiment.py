@@ -282,7 +282,8 @@ def main(argv=None):
         with _common.Timer() as t:
             res = train.fit(loss_fn, params, tx, batch_fn, steps, run_dir=os.path.join(run_dir, name), seeds=R,
                             seed_batches=True, log_every=25, eval_every=cfg.eval_every, progress=False,
-                            checkpoint_every=steps, eval_fn=eval_fn, monitor="valid_accuracy", mode="max")
+                            checkpoint_every=steps, eval_fn=eval_fn, eval_stacked=True, monitor="valid_accuracy",
+                            mode="max")
         te = data["test"]
         sc = np.asarray(scores(best["params"], te[0], te[1]))
         # per-sentence scores of every seed (each sentence is tested in exactly one fold)

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import serialization
+from jax import lax
 
 from rnn_jax import _checks
 
@@ -101,6 +102,44 @@ def init_state(params, tx: optax.GradientTransformation) -> TrainState:
     return TrainState(jnp.asarray(0, jnp.int32), params, tx.init(params))
 
 
+def _update(loss_fn, tx, state: TrainState, batch, key=None, carry=None):
+    """One update of ``state`` by the gradient of ``loss_fn`` on ``batch`` (``key`` and ``carry`` passed by
+    keyword when given); returns ``(state, metrics, carry)``. A non-finite loss or gradient leaves the
+    params and optimiser state unchanged."""
+    kw = {} if key is None else {"key": key}
+    if carry is not None:
+        kw["carry"] = carry
+    (loss, aux), grads = jax.value_and_grad(lambda p: loss_fn(p, batch, **kw), has_aux=True)(state.params)
+    if carry is not None:
+        if not (isinstance(aux, tuple) and len(aux) == 2):
+            raise ValueError("loss_fn: with carry=, expected it to return (loss, (aux dict, new carry)), got "
+                             f"(loss, {type(aux).__name__})")
+        aux, new_carry = aux
+        new_carry = lax.stop_gradient(new_carry)  # truncated BPTT: no gradient crosses a window boundary
+    else:
+        new_carry = None
+    gnorm = optax.tree_utils.tree_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), (params, opt_state), (state.params, state.opt_state))
+    return TrainState(state.step + 1, *kept), dict(aux, loss=loss, grad_norm=gnorm, finite=finite), new_carry
+
+
+def _make_update(loss_fn, tx, seeds, seed_batches, with_key, with_carry):
+    """The jitted ``(state, batch, key, carry, reset) -> (state, metrics, carry)`` of :func:`fit`: ``reset``
+    (a bool) puts ``carry`` back to its initial value ``carry0`` (the last argument) before the update."""
+    def one(state, batch, key, carry, reset, carry0):
+        if with_carry:
+            carry = jax.tree.map(lambda c, z: jnp.where(reset, z, c), carry, carry0)
+        return _update(loss_fn, tx, state, batch, key if with_key else None, carry if with_carry else None)
+
+    if seeds is not None:
+        one = jax.vmap(one, in_axes=(0, 0 if seed_batches else None, 0 if with_key else None,
+                                     0 if with_carry else None, None, 0 if with_carry else None))
+    return jax.jit(one, donate_argnums=(0, 3))
+
+
 def make_step(loss_fn: Callable, tx: optax.GradientTransformation, seeds: Optional[int] = None,
               seed_batches: bool = False):
     """``step(state, batch) -> (state, metrics)``, jitted.
@@ -117,13 +156,7 @@ def make_step(loss_fn: Callable, tx: optax.GradientTransformation, seeds: Option
         raise ValueError("seed_batches=True needs seeds (the size of the leading seed axis)")
 
     def one(state: TrainState, batch):
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
-        gnorm = optax.tree_utils.tree_norm(grads)
-        finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), (params, opt_state), (state.params, state.opt_state))
-        return TrainState(state.step + 1, *kept), dict(aux, loss=loss, grad_norm=gnorm, finite=finite)
+        return _update(loss_fn, tx, state, batch)[:2]
 
     if seeds is not None:
         one = jax.vmap(one, in_axes=(0, 0 if seed_batches else None))
@@ -292,10 +325,11 @@ class EarlyStopping:
 @dataclasses.dataclass
 class FitResult:
     state: TrainState
-    status: str                 # "done", "early_stopped" or "diverged"
+    status: str                 # "done", "early_stopped", "reached", "budget" or "diverged"
     message: str
     history: list               # every logged metrics row
     best: Optional[dict] = None  # the best evaluation row, when eval_fn was given
+    carry: Any = None           # the carry after the last update, with fit(carry=...)
 
 
 def _to_py(x):
@@ -322,30 +356,56 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
         run_dir: Optional[str] = None, eval_fn: Optional[Callable[[Any], dict]] = None, eval_every: int = 100,
         log_every: int = 10, checkpoint_every: int = 100, resume: bool = False, monitor: str = "val_loss",
         mode: str = "min", patience: Optional[int] = None, stop_at: Optional[float] = None, tokens_per_batch: Optional[int] = None,
-        seeds: Optional[int] = None, seed_batches: bool = False, progress: bool = True, desc: str = "train",
-        mesh=None) -> FitResult:
+        seeds: Optional[int] = None, seed_batches: bool = False, eval_stacked: bool = False, key=None, carry=None,
+        reset: Optional[Callable[[int], bool]] = None, max_seconds: Optional[float] = None,
+        progress: bool = True, desc: str = "train", mesh=None) -> FitResult:
     """Train ``params`` for ``steps`` updates. Returns a :class:`FitResult`.
 
-    The parts: a :class:`TrainState` and the jitted step (:func:`make_step`); a :class:`RunFiles`
-    (metrics log and checkpoints); an :class:`EarlyStopping` fed by ``eval_fn``; this loop.
+    The parts: a :class:`TrainState` and the jitted update; a :class:`RunFiles` (metrics log and
+    checkpoints); an :class:`EarlyStopping` fed by ``eval_fn``; this loop.
 
     Args:
-      loss_fn: ``(params, batch) -> (loss, aux dict)``.
+      loss_fn: ``(params, batch) -> (loss, aux dict)``; with ``key``, called as ``loss_fn(params, batch,
+        key=k)``; with ``carry``, as ``loss_fn(params, batch, carry=c)`` (both keywords when both are
+        given) and returning ``(loss, (aux dict, new carry))``.
+      params: the initial parameters (with ``seeds``: a leading seed axis on every leaf).
+      tx: the optax transformation (:func:`optimizer`).
       batch_fn: ``step -> batch``; must be a pure function of the step for exact resume.
+      steps: the number of updates (the run ends earlier when it stops early, diverges or runs out of
+        ``max_seconds``).
       run_dir: where ``metrics.jsonl``, ``checkpoint.msgpack`` (last good) and ``best.msgpack`` go;
         a folder holding a run is refused unless ``resume``.
       eval_fn: ``params -> dict`` of validation metrics, every ``eval_every`` steps and at the end;
-        it must return ``monitor``.
-      resume: continue from ``run_dir/checkpoint.msgpack`` if it exists.
-      monitor, mode, patience: early stopping on ``eval_fn``'s ``monitor`` metric.
+        it must return ``monitor``. With ``seeds`` it is called once per seed, on that seed's params
+        (each value logged as the list over seeds), unless ``eval_stacked``: then once, on the stacked
+        params (an evaluation that maps the seeds itself, e.g. with ``jax.vmap``).
+      resume: continue from ``run_dir/checkpoint.msgpack`` if it exists (params, optimiser state,
+        carry, early-stopping record and the wall-clock already spent).
+      monitor, mode, patience: early stopping on ``eval_fn``'s ``monitor`` metric (its mean over seeds).
       stop_at: stop (status ``"reached"``) at the first evaluation whose ``monitor`` is at most this
         value (mode min) or at least it (mode max), e.g. once a task counts as solved.
-      seeds: None, or the size of a leading seed axis of ``params`` (every seed trained at once, vmapped).
+      seeds: None, or the number of seeds trained at once (vmapped): the size of the leading seed axis
+        of ``params`` (as in :func:`sweep`).
       seed_batches: with ``seeds``, ``batch_fn`` returns one batch per seed (leaves with the same leading
         seed axis), e.g. one per cross-validation fold; by default every seed sees the same batch.
+      key: a ``jax.random.key`` for the randomness of training (dropout): update ``s`` gets
+        ``jax.random.fold_in(key, s)`` (with ``seeds``, seed ``i`` gets
+        ``jax.random.split(jax.random.fold_in(key, s), seeds)[i]``), so a resumed run draws the same masks.
+      carry: stateful training (truncated BPTT over consecutive windows of streams): the carry before
+        the first update (e.g. a layer's zero state for the batch); each update's new carry, without
+        gradient, enters the next one. It is checkpointed with the state and resumed exactly.
+      reset: with ``carry``, ``step -> bool``: True at the steps where the streams restart (a new pass
+        over the text): the carry is put back to ``carry`` before that update. None: never.
+      max_seconds: a wall-clock budget for the loop (compilation and evaluations included, summed over
+        resumes): when spent, the run stops with status ``"budget"`` and a checkpoint.
       mesh: a :class:`jax.sharding.Mesh` with a ``data`` axis (see :mod:`rnn_jax.distributed`): the
         batch from ``batch_fn`` (this process's part of it) is split along ``data``, the state is
         replicated (or split along ``model``). Checkpoints are written by process 0 only.
+
+    Logged rows: ``kind="train"`` every ``log_every`` updates with the metrics of the last update,
+    ``steps_per_s`` (updates per second since the previous row, the first update of a process excluded:
+    it holds the compilation, logged once as ``first_step_s``) and ``tokens_per_s`` with
+    ``tokens_per_batch``; ``kind="eval"`` rows with ``eval_fn``'s metrics.
     """
     from rnn_jax import distributed
 
@@ -353,18 +413,37 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
         _positive_int(name, v)
     steps = _checks.check_int(steps, "steps", 0)
     _seed_axis(params, seeds)
+    if seed_batches and seeds is None:
+        raise ValueError("seed_batches=True needs seeds (the size of the leading seed axis)")
+    if key is not None:
+        from rnn_jax.regularization import check_key
+        check_key(key)
+    if reset is not None and (carry is None or not callable(reset)):
+        raise ValueError("reset: expected a function step -> bool, with carry= (the state it resets to)")
+    if max_seconds is not None:
+        max_seconds = _checks.check_real(max_seconds, "max_seconds", minimum=0)
     stopper = EarlyStopping(monitor, mode, patience, target=stop_at)
     writer = jax.process_index() == 0
     files = RunFiles(run_dir, resume, writer)
-    step_fn = make_step(loss_fn, tx, seeds, seed_batches)
+    update = _make_update(loss_fn, tx, seeds, seed_batches, key is not None, carry is not None)
     state = (jax.vmap(lambda p: init_state(p, tx)) if seeds is not None else (lambda p: init_state(p, tx)))(params)
+    carry0 = None
+    if carry is not None:
+        carry0 = jax.tree.map(jnp.asarray, carry)
+        if seeds is not None:
+            carry0 = jax.tree.map(lambda c: jnp.broadcast_to(c, (seeds,) + c.shape), carry0)
+    cur = None if carry0 is None else jax.tree.map(jnp.array, carry0)  # a copy: the update reuses its buffers
     get_batch = batch_fn if mesh is None else (lambda s: distributed.shard_batch(batch_fn(s), mesh))
     if seed_batches:
         _seed_axis(batch_fn(0), seeds, what="batch_fn(0)")  # before tracing: one batch per seed
-    history, start, stopped = [], 0, None
+    history, start, stopped, spent = [], 0, None, 0.0
     if resume and files.has_checkpoint():
-        state, extra = load_checkpoint(files.ckpt, jax.tree.map(distributed.to_host, state))
-        start = int(extra["step"])
+        host = jax.tree.map(distributed.to_host, state)
+        if carry is None:
+            state, extra = load_checkpoint(files.ckpt, host)
+        else:
+            (state, cur), extra = load_checkpoint(files.ckpt, (host, jax.tree.map(distributed.to_host, cur)))
+        start, spent = int(extra["step"]), float(extra.get("train_s", 0.0))
         stopper.best, stopper.bad_evals = extra.get("best"), extra.get("bad_evals", 0)
         history = files.rows(start)
         stopped = extra.get("stopped")  # it ended early (target reached, patience): resuming does not undo that
@@ -373,31 +452,52 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
     if mesh is not None:
         state = distributed.place_state(state, mesh)
     if stopped:
-        return FitResult(state, stopped[0], stopped[1], history, stopper.best)
+        return FitResult(state, stopped[0], stopped[1], history, stopper.best, cur)
+
+    t_begin = time.perf_counter() - spent  # the loop's clock, continued across resumes
 
     def log(row):
         history.append(row)
         files.log(row)
 
     def save(step, stopped=None):
-        files.save(state, {"step": step, "best": stopper.best, "bad_evals": stopper.bad_evals, "stopped": stopped})
+        files.save(state if carry is None else (state, cur),
+                   {"step": step, "best": stopper.best, "bad_evals": stopper.bad_evals, "stopped": stopped,
+                    "train_s": time.perf_counter() - t_begin})
 
     def evaluate(step):
-        row = {k: _to_py(v) for k, v in eval_fn(state.params).items()}
+        if seeds is None or eval_stacked:
+            row = {k: _to_py(v) for k, v in eval_fn(state.params).items()}
+        else:  # one call per seed, on that seed's params
+            outs = [eval_fn(jax.tree.map(lambda a, i=i: a[i], state.params)) for i in range(seeds)]
+            if any(set(o) != set(outs[0]) for o in outs):
+                raise ValueError(f"eval_fn: returned different keys for different seeds: {[sorted(o) for o in outs]}")
+            row = {k: [_to_py(o[k]) for o in outs] for k in outs[0]}
         row.update(step=step, kind="eval")
         log(row)
         if stopper.update(row):
             files.save(state, {"step": step, "best": stopper.best}, "best.msgpack")
+
+    def step_key(step):
+        if key is None:
+            return None
+        k = jax.random.fold_in(key, step)
+        return k if seeds is None else jax.random.split(k, seeds)
 
     bar = None
     if progress and writer:
         from tqdm.auto import tqdm
         bar = tqdm(total=steps, initial=start, desc=desc, disable=not sys.stderr.isatty() and progress != "force",
                    dynamic_ncols=True)
-    status, message, t_last, since = "done", f"trained {steps} steps", time.perf_counter(), 0
+    status, message, since, first_step_s = "done", f"trained {steps} steps", 0, None
+    t_last = time.perf_counter()
     for step in range(start, steps):
-        state, m = step_fn(state, get_batch(step))
-        since += 1
+        if max_seconds is not None and time.perf_counter() - t_begin >= max_seconds:
+            status, message = "budget", f"the wall-clock budget of {max_seconds:g} s was spent after {step} steps"
+            save(step)
+            break
+        flag = bool(reset(step)) if reset is not None else False
+        state, m, cur = update(state, get_batch(step), step_key(step), cur, flag, carry0)
         if not bool(np.all(distributed.to_host(m["finite"]))):  # the one value fetched every step
             m = {k: distributed.to_host(v) for k, v in m.items()}
             status = "diverged"
@@ -407,17 +507,26 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
             save(step + 1)  # the last good params and optimiser state; the count of batches consumed
             break
         done = step + 1
+        if step == start:  # the first update of this process holds the compilation: timed on its own
+            now = time.perf_counter()
+            first_step_s, t_last = now - t_last, now
+        else:
+            since += 1
         if done % log_every == 0 or done == steps:
             now = time.perf_counter()
             row = {k: _to_py(distributed.to_host(v)) for k, v in m.items() if k != "finite"}
-            row.update(step=done, kind="train", steps_per_s=since / (now - t_last))
-            if tokens_per_batch:
-                row["tokens_per_s"] = since * tokens_per_batch / (now - t_last)
+            row.update(step=done, kind="train")
+            if since:
+                row["steps_per_s"] = since / (now - t_last)
+                if tokens_per_batch:
+                    row["tokens_per_s"] = since * tokens_per_batch / (now - t_last)
+            if first_step_s is not None:
+                row["first_step_s"], first_step_s = first_step_s, None
             log(row)
             t_last, since = now, 0
             if bar is not None:
                 post = {"loss": f"{np.mean(row['loss']):.4f}"}
-                if tokens_per_batch:
+                if "tokens_per_s" in row:
                     post["tok/s"] = f"{row['tokens_per_s']:.0f}"
                 bar.set_postfix(post)
         if eval_fn is not None and (done % eval_every == 0 or done == steps):
@@ -437,14 +546,14 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
         bar.close()
     if status == "diverged":
         print(f"[rnn_jax] {message}", file=sys.stderr)
-    return FitResult(state, status, message, history, stopper.best)
+    return FitResult(state, status, message, history, stopper.best, cur)
 
 
 # ---------------------------------------------------------------------------------------------
 # Sweeps: many settings in one program.
 
 def sweep(loss_fn: Callable, init_fn: Callable[[jax.Array], Any], optimizer_fn: Callable[..., optax.GradientTransformation],
-          settings: list[dict], seeds: list[int], batch_fn: Callable[[int], Any], steps: int, *, mesh=None,
+          settings: list[dict], seeds: int, batch_fn: Callable[[int], Any], steps: int, *, mesh=None,
           run_dir: Optional[str] = None, log_every: int = 10) -> list[dict]:
     """Train every (setting, seed) pair at once: one jitted step vmapped over a leading axis of size
     ``len(settings) * len(seeds)``, which a ``mesh`` spreads over its ``data`` devices.
@@ -454,6 +563,8 @@ def sweep(loss_fn: Callable, init_fn: Callable[[jax.Array], Any], optimizer_fn: 
       optimizer_fn: an optax optimiser factory taking the hyperparameters by keyword, e.g.
         ``optax.adam``; each ``settings[i]`` gives its values (``{"learning_rate": 1e-3}``). The factory
         is wrapped in ``optax.inject_hyperparams`` so the values live in the optimiser state.
+      seeds: the number of seeds per setting (as in :func:`fit`); seed ``i`` is initialised from
+        ``init_fn(jax.random.key(i))``.
       batch_fn: ``step -> batch``, the same batch for every setting.
     Returns one dict per (setting, seed): the setting, the seed, the final loss and the loss curve;
     with ``run_dir`` each is also written to ``run_dir/<i>/results.json`` and its params to
@@ -463,8 +574,11 @@ def sweep(loss_fn: Callable, init_fn: Callable[[jax.Array], Any], optimizer_fn: 
 
     from rnn_jax import distributed
 
-    if not settings or not seeds:
-        raise ValueError("settings, seeds: expected at least one of each")
+    if not isinstance(seeds, (int, np.integer)) or isinstance(seeds, bool):
+        raise ValueError(f"seeds: expected the number of seeds (an int >= 1, as in fit), got {seeds!r}")
+    seeds = list(range(_positive_int("seeds", seeds)))
+    if not settings:
+        raise ValueError("settings: expected at least one setting")
     keys = sorted(settings[0])
     for i, s in enumerate(settings):
         if sorted(s) != keys:

@@ -27,7 +27,7 @@ def loss_fn(params, batch):
 
 settings = [{"learning_rate": 1e-2}, {"learning_rate": 3e-3}]
 out_dir = sys.argv[1]
-rows = train.sweep(loss_fn, model.init, optax.adam, settings, [0, 1], lambda s: (xs, ys), 10,
+rows = train.sweep(loss_fn, model.init, optax.adam, settings, 2, lambda s: (xs, ys), 10,
                    mesh=distributed.make_mesh("data=4"), run_dir=out_dir, log_every=5)
 worst = 0.0
 for row in rows:

@@ -150,8 +150,128 @@ def test_evaluation_with_several_seeds_uses_the_mean(key, tmp_path):
 
     res = train.fit(loss_fn, stacked, train.optimizer("adam", 1e-3), batch_fn, 15, seeds=2, eval_every=5,
                     eval_fn=lambda p: {"acc": next(scores)}, monitor="acc", mode="max", patience=1,
-                    run_dir=str(tmp_path), progress=False)
+                    run_dir=str(tmp_path), progress=False, eval_stacked=True)
     assert res.status == "done" and res.best["acc"] == [0.9, 0.0]
+
+
+def test_eval_fn_is_mapped_over_seeds_by_the_library(key):
+    model, loss_fn, batch_fn = _setup(key)
+    stacked = jax.vmap(model.init)(jax.random.split(key, 3))
+    x, y = batch_fn(0)
+    shapes = []
+
+    def eval_one(p):  # one seed's params: no seed axis
+        shapes.append(p["head"]["W"].shape)
+        return {"val_loss": float(jnp.mean((model.apply(p, x)[0] - y) ** 2))}
+
+    def eval_stacked(p):
+        return {"val_loss": jax.vmap(lambda q: jnp.mean((model.apply(q, x)[0] - y) ** 2))(p).tolist()}
+
+    tx = train.optimizer("adam", 1e-2)
+    a = train.fit(loss_fn, stacked, tx, batch_fn, 10, seeds=3, eval_every=5, eval_fn=eval_one, progress=False)
+    b = train.fit(loss_fn, stacked, tx, batch_fn, 10, seeds=3, eval_every=5, eval_fn=eval_stacked, eval_stacked=True,
+                  progress=False)
+    assert set(shapes) == {(8, 1)} and len(shapes) == 6  # 3 seeds x 2 evaluations
+    evals = [[r["val_loss"] for r in res.history if r["kind"] == "eval"] for res in (a, b)]
+    assert len(evals[0][0]) == 3
+    np.testing.assert_allclose(evals[0], evals[1], rtol=1e-5)
+
+
+def _streams(key, n_streams=4, length=61, V=5):
+    """Token streams for truncated BPTT: windows of 5 over 4 streams, 12 windows per pass."""
+    toks = jax.random.randint(key, (n_streams, length), 0, V)
+    L = 5
+    per_pass = (length - 1) // L
+
+    def batch_fn(step):
+        w = step % per_pass
+        return toks[:, w * L:(w + 1) * L], toks[:, w * L + 1:(w + 1) * L + 1]
+
+    return batch_fn, (lambda step: step % per_pass == 0), per_pass
+
+
+def test_stateful_fit_carries_resets_draws_keys_and_resumes_exactly(key, tmp_path):
+    V = 5
+    model = rj.many_to_many(rj.stack(rj.rnn(rj.gru(8), recurrent_dropout=0.1), dropout=0.2), V, vocab_size=V,
+                            embed_size=4)
+    batch_fn, reset, per_pass = _streams(key)
+    zero = jnp.zeros((4, 8), jnp.float32)
+
+    def loss_fn(p, batch, key, carry):
+        x, y = batch
+        logits, final = model.apply(p, x, None, (carry,), key=key)
+        return rj.losses.softmax_cross_entropy(logits, y, reduction="mean"), ({}, final[0])
+
+    params = model.init(jax.random.key(1), jnp.float32)
+    tx = train.optimizer("adam", 1e-2, clip_norm=1.0)
+    k_drop = jax.random.key(2)
+    steps = 2 * per_pass + 6
+    full = train.fit(loss_fn, params, tx, batch_fn, steps, key=k_drop, carry=zero, reset=reset, progress=False,
+                     run_dir=str(tmp_path / "full"), checkpoint_every=10)
+    # the same recipe written out: reset at each pass, carry without gradient, key fold_in(k, step)
+    p, opt, carry = params, tx.init(params), zero
+    for s in range(steps):
+        carry = zero if reset(s) else carry
+        (loss, (_, carry)), g = jax.value_and_grad(loss_fn, has_aux=True)(p, batch_fn(s), jax.random.fold_in(k_drop, s),
+                                                                          carry)
+        u, opt = tx.update(g, opt, p)
+        p = optax.apply_updates(p, u)
+    for a, b in zip(jax.tree_util.tree_leaves(full.state.params), jax.tree_util.tree_leaves(p)):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(full.carry, carry, rtol=2e-5, atol=2e-6)
+    # dies after 17 updates, resumed: the same params and carry as the uninterrupted run, bit for bit
+    train.fit(loss_fn, params, tx, batch_fn, 17, key=k_drop, carry=zero, reset=reset, progress=False,
+              run_dir=str(tmp_path / "part"), checkpoint_every=10)
+    resumed = train.fit(loss_fn, params, tx, batch_fn, steps, key=k_drop, carry=zero, reset=reset, progress=False,
+                        run_dir=str(tmp_path / "part"), resume=True, checkpoint_every=10)
+    for a, b in zip(jax.tree_util.tree_leaves((full.state, full.carry)),
+                    jax.tree_util.tree_leaves((resumed.state, resumed.carry))):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"\(loss, \(aux dict, new carry\)\)"):
+        train.fit(lambda p, b, carry: (jnp.sum(p["head"]["b"]), {}), params, tx, batch_fn, 1, carry=zero,
+                  progress=False)
+    with pytest.raises(ValueError, match="reset: expected a function"):
+        train.fit(loss_fn, params, tx, batch_fn, 1, reset=reset, progress=False)
+
+
+def test_stateful_fit_with_seeds_gives_each_seed_its_carry_and_key(key):
+    model = rj.many_to_many(rj.stack(rj.rnn(rj.gru(8)), dropout=0.3), 5, vocab_size=5, embed_size=4)
+    batch_fn, reset, _ = _streams(key)
+
+    def loss_fn(p, batch, key, carry):
+        logits, final = model.apply(p, batch[0], None, (carry,), key=key)
+        return rj.losses.softmax_cross_entropy(logits, batch[1], reduction="mean"), ({}, final[0])
+
+    one = model.init(jax.random.key(1), jnp.float32)
+    stacked = jax.tree.map(lambda a: jnp.stack([a, a]), one)  # two seeds, same start: only the keys differ
+    res = train.fit(loss_fn, stacked, train.optimizer("adam", 1e-2), batch_fn, 8, seeds=2, key=jax.random.key(3),
+                    carry=jnp.zeros((4, 8), jnp.float32), reset=reset, progress=False)
+    assert res.carry.shape == (2, 4, 8)
+    assert not np.allclose(res.state.params["head"]["W"][0], res.state.params["head"]["W"][1])
+
+
+def test_a_wall_clock_budget_stops_and_resumes(key, tmp_path):
+    model, loss_fn, batch_fn = _setup(key)
+    params = model.init(key)
+    tx = train.optimizer("adam", 1e-2)
+    res = train.fit(loss_fn, params, tx, batch_fn, 20, max_seconds=0, run_dir=str(tmp_path), progress=False)
+    assert res.status == "budget" and int(res.state.step) == 0 and "budget" in res.message
+    more = train.fit(loss_fn, params, tx, batch_fn, 20, run_dir=str(tmp_path), resume=True, progress=False)
+    assert more.status == "done" and int(more.state.step) == 20
+    with pytest.raises(ValueError, match="max_seconds"):
+        train.fit(loss_fn, params, tx, batch_fn, 2, max_seconds=-1, progress=False)
+
+
+def test_steps_per_s_leaves_out_the_first_update(key):
+    model, loss_fn, batch_fn = _setup(key)
+    res = train.fit(loss_fn, model.init(key), train.optimizer("adam", 1e-2), batch_fn, 10, log_every=5,
+                    tokens_per_batch=96, progress=False)
+    first, second = res.history
+    assert first["first_step_s"] > 0 and "first_step_s" not in second  # compilation, timed once
+    assert first["steps_per_s"] > 0 and first["tokens_per_s"] == pytest.approx(96 * first["steps_per_s"])
+    one = train.fit(loss_fn, model.init(key), train.optimizer("adam", 1e-2), batch_fn, 3, log_every=1, progress=False)
+    assert "steps_per_s" not in one.history[0] and "first_step_s" in one.history[0]
+    assert all("steps_per_s" in r for r in one.history[1:])
 
 
 def test_early_stopping(key, tmp_path):
@@ -273,3 +393,11 @@ def test_fit_argument_errors(bad, key):
     steps = bad.pop("steps", 3)
     with pytest.raises(ValueError, match=next(iter(bad), "steps")):
         train.fit(loss_fn, model.init(key), train.optimizer("adam", 1e-3), batch_fn, steps, progress=False, **bad)
+
+
+def test_sweep_takes_a_number_of_seeds_as_fit_does(key):
+    model, loss_fn, batch_fn = _setup(key)
+    rows = train.sweep(loss_fn, model.init, optax.adam, [{"learning_rate": 1e-2}], 2, batch_fn, 3, log_every=3)
+    assert [r["seed"] for r in rows] == [0, 1]
+    with pytest.raises(ValueError, match="seeds: expected the number of seeds"):
+        train.sweep(loss_fn, model.init, optax.adam, [{"learning_rate": 1e-2}], [0, 1], batch_fn, 3)
