@@ -242,6 +242,20 @@ def machine() -> dict:
             "host_memory": host_memory_state()}
 
 
+def _cli_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (tuple, list)):
+        return ",".join(_cli_value(x) for x in v)
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def command(name: str, cfg) -> str:
+    """The command line that reproduces ``cfg`` whatever the defaults become: every field as a flag."""
+    return " ".join([f"python -m experiments.{name}"] +
+                    [f"--{f.name}={_cli_value(getattr(cfg, f.name))}" for f in dataclasses.fields(cfg)])
+
+
 def make_run_dir(name: str, cfg, args) -> str:
     """``runs/NAME/<time>/`` with ``config.json`` (or the folder given to ``--resume``)."""
     if args.resume:
@@ -257,7 +271,7 @@ def make_run_dir(name: str, cfg, args) -> str:
             continue
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump({"config": dataclasses.asdict(cfg), "quick": args.quick, "argv": sys.argv[1:],
-                   "machine": machine()}, f, indent=2)
+                   "command": command(name, cfg), "machine": machine()}, f, indent=2)
     return path
 
 

@@ -23,7 +23,6 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import rnn_jax as rj
 from experiments import _common
@@ -78,56 +77,13 @@ class Config:
                    ngram_orders=(1, 3), sample_len=60, temperatures=(1.0,))
 
 
-class LM:
-    """Embedding -> ``layers`` recurrent layers (dropout on each one's outputs while training) -> a
-    linear read-out to next-character logits. ``apply(params, x (B, T), state, key=None) -> (logits
-    (B, T, V), state)`` where ``state`` is the list of the layers' states (batched)."""
-
-    def __init__(self, cell: str, V: int, E: int, H: int, layers: int, dropout: float):
-        self.V, self.E, self.dropout = V, E, dropout
-        self.layers = [rj.rnn(CELLS[cell](H)) for _ in range(layers)]
-        self.eval_window = jax.jit(self._window_bits)  # one compiled evaluation per model
-
-    def _window_bits(self, params, x, y, state):
-        """Bits (summed) of one window of every stream, and the state it leaves."""
-        logits, state = self.apply(params, x, state)
-        return rj.losses.softmax_cross_entropy(logits, y, reduction="sum") / np.log(2), state
-
-    def init(self, key):
-        ks = jax.random.split(key, len(self.layers) + 2)
-        sizes = [self.E] + [layer.output_size for layer in self.layers]
-        return {"embed": jax.random.normal(ks[0], (self.V, self.E), jnp.float32) * self.E ** -0.5,
-                "layers": [layer.init(k, n) for layer, k, n in zip(self.layers, ks[1:-1], sizes)],
-                "out": rj.models.dense_init(ks[-1], sizes[-1], self.V)}
-
-    def zero_state(self, batch: int):
-        return [jax.tree.map(lambda s: jnp.zeros((batch,) + s.shape, s.dtype), layer.initial_state())
-                for layer in self.layers]
-
-    def apply(self, params, x, state, key=None):
-        h = params["embed"][x]
-        finals = []
-        for i, (layer, p, s) in enumerate(zip(self.layers, params["layers"], state)):
-            h, f = layer.apply(p, h, None, s)
-            finals.append(f)
-            if key is not None and self.dropout > 0:
-                keep = jax.random.bernoulli(jax.random.fold_in(key, i), 1 - self.dropout, h.shape)
-                h = jnp.where(keep, h / (1 - self.dropout), 0)
-        return rj.models.dense(params["out"], h), finals
-
-    def sample(self, params, prompt: np.ndarray, n: int, key, temperature: float) -> np.ndarray:
-        """Read ``prompt``, then draw ``n`` characters one at a time with the state carried."""
-        _, state = self.apply(params, jnp.asarray(prompt)[None], self.zero_state(1))
-        last = jnp.asarray(prompt[-1:])
-
-        def body(carry, k):
-            state, tok = carry
-            logits, state = self.apply(params, tok[:, None], state)
-            tok = jax.random.categorical(k, logits[:, -1] / temperature).astype(tok.dtype)
-            return (state, tok), tok[0]
-
-        _, toks = jax.lax.scan(body, (state, last), jax.random.split(key, n))
-        return np.asarray(toks)
+def build_model(cell: str, V: int, E: int, H: int, layers: int, dropout: float) -> tuple[rj.Model, rj.Layer]:
+    """The library's language model and its recurrent stack: a learned embedding, ``layers`` recurrent
+    layers of ``H`` units (dropout on each one's outputs while training: ``stack(dropout=)``), a linear
+    read-out to next-character logits. ``apply(params, x (B, T), None, state, key=None) -> (logits
+    (B, T, V), state)``; ``generate`` samples text; ``rj.stream_init(layer, (B,))`` is a zero state."""
+    layer = rj.stack(*[rj.rnn(CELLS[cell](H)) for _ in range(layers)], dropout=dropout)
+    return rj.many_to_many(layer, V, vocab_size=V, embed_size=E), layer
 
 
 def hello_run(cfg, run_dir):
@@ -160,26 +116,37 @@ def streams(ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def evaluate_bpc(model: LM, params, ids: np.ndarray, segments: int, window: int = 1000) -> float:
+def window_bits_fn(model: rj.Model):
+    """Jitted ``(params, x (S, W), y (S, W), state) -> (bits summed, state)``: one window of every stream."""
+    @jax.jit
+    def bits(params, x, y, state):
+        logits, state = model.apply(params, x, None, state)
+        return rj.losses.softmax_cross_entropy(logits, y, reduction="sum") / np.log(2), state
+
+    return bits
+
+
+def evaluate_bpc(window_bits, zero, params, ids: np.ndarray, segments: int, window: int = 1000) -> float:
     """Bits per character over ``ids``, read as ``segments`` contiguous streams side by side, each one
     window after another with its state carried (so every character but the first of each segment
-    is predicted from all the text before it in its segment)."""
+    is predicted from all the text before it in its segment). ``zero(n)``: the state of ``n`` streams."""
     x, y = streams(ids, segments)
-    fwd = model.eval_window
-    state, bits = model.zero_state(segments), 0.0
+    state, bits = zero(segments), 0.0
     for t in range(0, x.shape[1], window):
-        b, state = fwd(params, jnp.asarray(x[:, t: t + window]), jnp.asarray(y[:, t: t + window]), state)
+        b, state = window_bits(params, jnp.asarray(x[:, t: t + window]), jnp.asarray(y[:, t: t + window]), state)
         bits += float(b)
     return bits / x.size
 
 
 def lm_run(corpus_name, model_name, c, cfg, run_dir):
-    """Stateful truncated BPTT: the training text is cut into ``batch_size`` contiguous streams; update
-    ``s`` reads window ``s`` of every stream (``seq_len`` characters) from the state the previous
-    window left (a constant: no gradient crosses a window boundary); the state is reset, and the
-    windows shifted by a random offset, at every pass over the text. Resumable from its folder."""
+    """Stateful truncated BPTT with the library's model and ``fit``: the training text is cut into
+    ``batch_size`` contiguous streams; update ``s`` reads window ``s`` of every stream (``seq_len``
+    characters) from the state the previous window left (``fit(carry=)``: a constant, no gradient crosses
+    a window boundary); the state is reset, and the windows shifted by a random offset, at every pass over
+    the text (``fit(reset=)``). Resumable from its folder."""
     V, L, B = len(c.vocab), cfg.seq_len, cfg.batch_size
-    model = LM(model_name, V, cfg.embed, cfg.hidden, cfg.layers, cfg.dropout)
+    model, layer = build_model(model_name, V, cfg.embed, cfg.hidden, cfg.layers, cfg.dropout)
+    zero = lambda n: rj.stream_init(layer, (n,))  # noqa: E731  (the state of n streams)
     key = jax.random.fold_in(jax.random.key(cfg.seed), CORPORA.index(corpus_name))
     k_init, k_data, k_drop, k_sample = jax.random.split(key, 4)
     per_epoch = (len(c.train) - 1) // B // L - 1  # windows per pass (one kept spare for the offset)
@@ -196,82 +163,48 @@ def lm_run(corpus_name, model_name, c, cfg, run_dir):
         x, y = streams(c.train[offset:], B)
         return x[:, w * L:(w + 1) * L], y[:, w * L:(w + 1) * L], w == 0
 
-    def loss_fn(params, carry, x, y, k):
-        logits, finals = model.apply(params, x, carry, k)
-        ce = rj.losses.softmax_cross_entropy(logits, y, reduction="mean")
-        return ce, jax.lax.stop_gradient(finals)
+    def loss_fn(params, batch, key, carry):
+        logits, final = model.apply(params, batch[0], None, carry, key=key)
+        ce = rj.losses.softmax_cross_entropy(logits, batch[1], reduction="mean")
+        return ce, ({"bits_per_char": ce / np.log(2)}, final)
 
-    @functools.partial(jax.jit, donate_argnums=(0, 1))
-    def step_fn(state, carry, x, y, reset, k):
-        carry = jax.tree.map(lambda s: jnp.where(reset, jnp.zeros_like(s), s), carry)
-        (loss, finals), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, carry, x, y, k)
-        gnorm = optax.tree_utils.tree_norm(grads)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        return (train.TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state), finals,
-                {"loss": loss, "bits_per_char": loss / np.log(2), "grad_norm": gnorm})
-
-    folder = os.path.join(run_dir, f"{corpus_name}_{model_name}")
-    files = train.RunFiles(folder, resume=True)
-    state = train.init_state(model.init(k_init), tx)
-    carry = model.zero_state(B)
-    history, start, best, elapsed = [], 0, None, 0.0
-    if files.has_checkpoint():
-        (state, carry), extra = train.load_checkpoint(files.ckpt, (state, carry))
-        start, best, elapsed = int(extra["step"]), extra["best"], float(extra["wall_s"])
-        history = files.rows(start)
-        print(f"{corpus_name:<12} {model_name:<12} resumed at update {start}", flush=True)
-    else:
-        files.rows(0)
+    window_bits = window_bits_fn(model)
     valid = c.valid[: cfg.valid_chars + 1]
-    t0, t_log, since = time.perf_counter() - elapsed, time.perf_counter(), 0
+    folder = os.path.join(run_dir, f"{corpus_name}_{model_name}")
+    t0 = time.perf_counter()
 
-    def log(row):
-        history.append(row)
-        files.log(row)
+    def eval_fn(params):
+        vb = evaluate_bpc(window_bits, zero, params, valid, cfg.eval_segments)
+        print(f"{corpus_name:<12} {model_name:<12} valid {vb:.3f} bits/char ({time.perf_counter() - t0:.0f}s)",
+              flush=True)
+        return {"valid_bits_per_char": vb}
 
-    done = start
-    for s in range(start, cfg.steps):
-        if cfg.minutes and time.perf_counter() - t0 >= 60 * cfg.minutes:
-            break  # the wall-clock budget is spent: evaluate what was trained (the row says how many updates)
-        x, y, reset = window(s)
-        state, carry, m = step_fn(state, carry, jnp.asarray(x), jnp.asarray(y), jnp.asarray(reset),
-                                  jax.random.fold_in(k_drop, s))
-        since += 1
-        done = s + 1
-        if not np.isfinite(float(m["loss"])):
-            raise FloatingPointError(f"{corpus_name} {model_name}: loss not finite at update {done}; the last "
-                                     f"checkpoint in {folder} is kept")
-        if done % 25 == 0 or done == cfg.steps:
-            now = time.perf_counter()
-            log({"step": done, "kind": "train", "wall_s": now - t0, **{k: float(v) for k, v in m.items()},
-                 "tokens_per_s": since * B * L / (now - t_log)})
-            t_log, since = now, 0
-        if done % cfg.eval_every == 0 or done == cfg.steps:
-            vb = evaluate_bpc(model, state.params, valid, cfg.eval_segments)
-            log({"step": done, "kind": "eval", "wall_s": time.perf_counter() - t0, "valid_bits_per_char": vb})
-            print(f"{corpus_name:<12} {model_name:<12} update {done}: valid {vb:.3f} bits/char "
-                  f"({time.perf_counter() - t0:.0f}s)", flush=True)
-            if best is None or vb < best:
-                best = vb
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            files.save((state, carry), {"step": done, "best": best, "wall_s": time.perf_counter() - t0})
-    wall = time.perf_counter() - t0
-    if done % cfg.checkpoint_every and done != cfg.steps:  # stopped by the budget between checkpoints
-        files.save((state, carry), {"step": done, "best": best, "wall_s": wall})
-    params = state.params
+    ckpt = os.path.join(folder, "checkpoint.msgpack")
+    if os.path.exists(ckpt):
+        print(f"{corpus_name:<12} {model_name:<12} resumed at update {train.checkpoint_info(ckpt)['step']}", flush=True)
+    res = train.fit(loss_fn, model.init(k_init), tx, lambda s: window(s)[:2], cfg.steps, run_dir=folder, resume=True,
+                    key=k_drop, carry=zero(B), reset=lambda s: window(s)[2], log_every=25, eval_every=cfg.eval_every,
+                    eval_fn=eval_fn, monitor="valid_bits_per_char", checkpoint_every=cfg.checkpoint_every,
+                    tokens_per_batch=B * L, max_seconds=60 * cfg.minutes if cfg.minutes else None, progress=False)
+    if res.status == "diverged":
+        raise FloatingPointError(f"{corpus_name} {model_name}: {res.message} ({folder})")
+    history, done, params = res.history, int(res.state.step), res.state.params
+    wall = max([r["wall_s"] for r in history if "wall_s" in r], default=0.0)
     test_ids = c.test[: cfg.eval_chars + 1]
-    test_bpc = evaluate_bpc(model, params, test_ids, cfg.eval_segments)
-    prompt = text.encode(PROMPTS[corpus_name], c.vocab)
-    samples = {str(temp): PROMPTS[corpus_name] + text.decode(
-        model.sample(params, prompt, cfg.sample_len, jax.random.fold_in(k_sample, i), temp), c.vocab)
+    test_bpc = evaluate_bpc(window_bits, zero, params, test_ids, cfg.eval_segments)  # the final params, once
+    prompt = jnp.asarray(text.encode(PROMPTS[corpus_name], c.vocab))[None]
+    samples = {str(temp): PROMPTS[corpus_name] + text.decode(np.asarray(model.generate(
+        params, prompt, max_len=cfg.sample_len, key=jax.random.fold_in(k_sample, i), temperature=temp)[0][0]), c.vocab)
         for i, temp in enumerate(cfg.temperatures)}
     n_params = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(params))
     tok_s = [r["tokens_per_s"] for r in history if "tokens_per_s" in r]
+    train_rows = [r for r in history if r.get("kind") == "train"]
     row = {"corpus": corpus_name, "model": model_name, "layers": cfg.layers, "hidden": cfg.hidden,
            "params": n_params, "test_chars": len(test_ids) - 1, "test_bits_per_char": test_bpc,
-           "best_valid_bits_per_char": best, "train_bits_per_char_last": history[-1].get("bits_per_char"),
+           "best_valid_bits_per_char": (res.best or {}).get("valid_bits_per_char"),
+           "train_bits_per_char_last": train_rows[-1]["bits_per_char"] if train_rows else None,
            "steps": done, "schedule_steps": cfg.steps, "minutes": cfg.minutes, "epochs": done / per_epoch, "wall_s": wall,
-           "tokens_per_s_median": float(np.median(tok_s)) if tok_s else None, "samples": samples,
+           "status": res.status, "tokens_per_s_median": float(np.median(tok_s)) if tok_s else None, "samples": samples,
            "history": history}
     print(f"{corpus_name:<12} {model_name:<12} test {test_bpc:.3f} bits/char on {len(test_ids) - 1} chars "
           f"({n_params} params, {done} updates, {done / per_epoch:.2f} epochs, {wall:.0f}s)", flush=True)

@@ -52,7 +52,7 @@ class Config:
     clip_value: float = 1.0                                 # bound for clipping by value
     clip_norm: float = 1.0                                  # bound for clipping by global norm
     test_size: int = 512                                    # held-out sequences per task
-    diag_T: int = 200                                       # adding length for the diagnostics
+    diag_T: int = 200                                       # adding length for the diagnostics (not in adding_T: none)
     eval_every: int = 50                                    # updates between validation evaluations
     orthogonal_hidden: int = 190                            # units of the orthogonal cell (expRNN's copy setting)
     orthogonal_lr: float = 1e-3                             # RMSprop rate of the orthogonal cell (A: a tenth)
@@ -69,7 +69,7 @@ class Config:
         "clips": _common.one_of("none", "value", "norm"),
         "long_T_clips": _common.one_of("none", "value", "norm"),
         "adding_T": _common.at_least(2),
-        "diag_T": _common.at_least(2),
+        "diag_T": _common.at_least(1),
         "order_T": _common.at_least(5),
     }
 

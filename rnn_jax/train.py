@@ -32,7 +32,7 @@ from jax import lax
 from rnn_jax import _checks
 
 __all__ = ["optimizer", "TrainState", "make_step", "fit", "FitResult", "RunFiles", "EarlyStopping", "epoch_batches",
-           "save_checkpoint", "load_checkpoint", "sweep", "OPTIMIZERS", "SCHEDULES"]
+           "save_checkpoint", "load_checkpoint", "checkpoint_info", "sweep", "OPTIMIZERS", "SCHEDULES"]
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "adagrad", "rmsprop")
 SCHEDULES = ("constant", "cosine", "exponential", "warmup_cosine")
@@ -202,9 +202,8 @@ def save_checkpoint(path: str, state: Any, extra: Optional[dict] = None) -> None
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str, template: Any):
-    """Returns ``(state, extra)``; ``template`` gives the structure (e.g. a freshly initialised state).
-    Raises ``ValueError`` for a corrupt file (checksum mismatch, undecodable) or a structure mismatch."""
+def _read_checkpoint(path: str) -> dict:
+    """A checkpoint file's verified payload ``{"state": ..., "extra": json}``."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint: no file at {path}")
     with open(path, "rb") as f:
@@ -217,7 +216,13 @@ def load_checkpoint(path: str, template: Any):
         raise ValueError(f"checkpoint: {path} is corrupt or not an rnn_jax checkpoint ({type(e).__name__}: {e})") from e
     if not ok:
         raise ValueError(f"checkpoint: {path} is corrupt (its SHA-256 checksum does not match its contents)")
-    raw = serialization.msgpack_restore(payload)
+    return serialization.msgpack_restore(payload)
+
+
+def load_checkpoint(path: str, template: Any):
+    """Returns ``(state, extra)``; ``template`` gives the structure (e.g. a freshly initialised state).
+    Raises ``ValueError`` for a corrupt file (checksum mismatch, undecodable) or a structure mismatch."""
+    raw = _read_checkpoint(path)
     try:
         state = serialization.from_state_dict(template, raw["state"])
     except (ValueError, KeyError, TypeError) as e:
@@ -229,6 +234,12 @@ def load_checkpoint(path: str, template: Any):
         raise ValueError(f"checkpoint: {path} holds arrays of other shapes than the template at {bad[:3]}")
     state = jax.tree.map(lambda t, a: jnp.asarray(a, dtype=getattr(t, "dtype", None)), template, state)
     return state, json.loads(raw["extra"])
+
+
+def checkpoint_info(path: str) -> dict:
+    """The metadata a checkpoint was saved with (``step``, ``best``, ``train_s``, ...), without its arrays'
+    template; the same checks as :func:`load_checkpoint`."""
+    return json.loads(_read_checkpoint(path)["extra"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,7 +416,8 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
     Logged rows: ``kind="train"`` every ``log_every`` updates with the metrics of the last update,
     ``steps_per_s`` (updates per second since the previous row, the first update of a process excluded:
     it holds the compilation, logged once as ``first_step_s``) and ``tokens_per_s`` with
-    ``tokens_per_batch``; ``kind="eval"`` rows with ``eval_fn``'s metrics.
+    ``tokens_per_batch``; ``kind="eval"`` rows with ``eval_fn``'s metrics. Every row has ``step`` and
+    ``wall_s`` (seconds since the loop began, summed over resumes).
     """
     from rnn_jax import distributed
 
@@ -473,7 +485,7 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
             if any(set(o) != set(outs[0]) for o in outs):
                 raise ValueError(f"eval_fn: returned different keys for different seeds: {[sorted(o) for o in outs]}")
             row = {k: [_to_py(o[k]) for o in outs] for k in outs[0]}
-        row.update(step=step, kind="eval")
+        row.update(step=step, kind="eval", wall_s=time.perf_counter() - t_begin)
         log(row)
         if stopper.update(row):
             files.save(state, {"step": step, "best": stopper.best}, "best.msgpack")
@@ -515,7 +527,7 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
         if done % log_every == 0 or done == steps:
             now = time.perf_counter()
             row = {k: _to_py(distributed.to_host(v)) for k, v in m.items() if k != "finite"}
-            row.update(step=done, kind="train")
+            row.update(step=done, kind="train", wall_s=now - t_begin)
             if since:
                 row["steps_per_s"] = since / (now - t_last)
                 if tokens_per_batch:

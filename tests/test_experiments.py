@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+import rnn_jax as rj
 from conftest import run_main
 
 
@@ -376,13 +378,14 @@ def test_no_experiment_selects_on_the_test_split():
 def test_char_lm_model_takes_the_modern_cells(cell):
     """The character model's stack runs any cell by name, its state carried from one window to the next
     exactly as one window twice as long (a complex state for the LRU)."""
-    from experiments.char_lm import LM
+    from experiments.char_lm import build_model
 
-    lm = LM(cell, V=7, E=4, H=6, layers=2, dropout=0.0)
-    params = lm.init(jax.random.key(0))
+    lm, layer = build_model(cell, V=7, E=4, H=6, layers=2, dropout=0.0)
+    params = lm.init(jax.random.key(0), jnp.float32)
     x = jax.random.randint(jax.random.key(1), (3, 10), 0, 7)
-    whole, _ = lm.apply(params, x, lm.zero_state(3))
-    first, state = lm.apply(params, x[:, :5], lm.zero_state(3))
-    second, _ = lm.apply(params, x[:, 5:], state)
+    zero = rj.stream_init(layer, (3,))
+    whole, _ = lm.apply(params, x, None, zero)
+    first, state = lm.apply(params, x[:, :5], None, zero)
+    second, _ = lm.apply(params, x[:, 5:], None, state)
     np.testing.assert_allclose(jnp.concatenate([first, second], 1), whole, rtol=1e-5, atol=1e-6)
     assert whole.shape == (3, 10, 7) and bool(jnp.isfinite(whole).all())

@@ -31,3 +31,74 @@ def test_readme_python_block_runs(i):
     if "def min_gru" in BLOCKS[i]:  # your own cell: fit lowers its loss, and its gradients check
         first, last = (float(v) for v in p.stdout.split("loss ")[1].split("\n")[0].split(" -> "))
         assert last < 0.5 * first and "gradcheck True" in p.stdout, p.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands: every experiment command in the READMEs parses (each flag and value valid today), and
+# every committed run's config.json holds a command that reproduces its configuration.
+
+import dataclasses  # noqa: E402
+import glob  # noqa: E402
+import importlib  # noqa: E402
+import json  # noqa: E402
+import shlex  # noqa: E402
+
+EXPERIMENTS = ("bit_reverse", "char_lm", "classify", "exploding", "generate", "long_range", "sentiment", "tagging",
+               "translate")
+MULTI_PROCESS = ("--coordinator", "--num_processes", "--process_id", "--mesh")  # checked by their own tests
+
+
+def _readme_commands():
+    cmds = set()
+    for name in ("README.md", os.path.join("experiments", "README.md")):
+        with open(os.path.join(ROOT, name), encoding="utf-8") as f:
+            for m in re.finditer(r"python -m experiments\.([a-z_]+)((?: --[a-z_]+(?:=[^\s`|)]*)?)*)", f.read()):
+                if m.group(1) in EXPERIMENTS:
+                    cmds.add((m.group(1), m.group(2).strip()))
+    return sorted(cmds)
+
+
+def _parse(name, argv):
+    from experiments import _common
+
+    mod = importlib.import_module(f"experiments.{name}")
+    return _common.parse_config(mod.Config, argv)[0]
+
+
+@pytest.mark.parametrize("name, flags", _readme_commands())
+def test_readme_commands_parse(name, flags):
+    argv = [a for a in shlex.split(flags) if not a.startswith(MULTI_PROCESS)]
+    _parse(name, argv)  # exits with a message naming the flag if any flag or value is no longer valid
+
+
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "experiments", "results", "**", "config.json"), recursive=True))
+
+
+@pytest.mark.parametrize("path", [os.path.relpath(p, ROOT) for p in CONFIGS])
+def test_committed_run_is_reproduced_by_its_command(path):
+    with open(os.path.join(ROOT, path)) as f:
+        saved = json.load(f)
+    if saved.get("reproduce_at"):  # a run of a recipe since replaced: the commit that has it
+        assert saved["command"] is None and re.fullmatch(r"[0-9a-f]{7,40}", saved["reproduce_at"])
+        if os.path.isdir(os.path.join(ROOT, ".git")):
+            subprocess.run(["git", "cat-file", "-e", saved["reproduce_at"] + "^{commit}"], cwd=ROOT, check=True)
+        return
+    words = saved["command"].split()
+    assert words[:2] == ["python", "-m"] and words[2].startswith("experiments.")
+    cfg = dataclasses.asdict(_parse(words[2].split(".")[1], words[3:]))
+    for field, value in saved["config"].items():
+        assert json.loads(json.dumps(cfg[field])) == value, (field, cfg[field], value)
+
+
+def test_every_results_row_names_its_committed_run():
+    with open(os.path.join(ROOT, "experiments", "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    committed = {os.path.basename(os.path.dirname(p)) for p in CONFIGS} | {
+        os.path.relpath(os.path.dirname(os.path.dirname(p)), os.path.join(ROOT, "experiments", "results"))
+        for p in CONFIGS}
+    table = text.split("## Results", 1)[1].split("\n\n", 2)[1]
+    rows = [r for r in table.splitlines()[2:] if r.startswith("| ") and not r.startswith("| |")]
+    assert len(rows) >= 8
+    for row in rows:
+        named = set(re.findall(r"`(?:results/)?([a-z0-9_]+)/`", row))
+        assert named & committed, row[:120]
