@@ -35,8 +35,9 @@ def torch_cuda():
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--rounds", type=int, default=7)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--rounds", type=int, default=7, help="timed rounds per case, interleaved; the median is reported")
     _harness.add_host_memory_flag(p)
     args = p.parse_args(argv)
     _harness.apply_host_memory(args)

@@ -45,13 +45,14 @@ def settings_fns(cell_name, B, T, I, H, settings):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--cells", default="elman,lstm,gru")
-    p.add_argument("--unrolls", default="1")
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small sizes and few rounds: a smoke run")
+    p.add_argument("--rounds", type=int, default=7, help="timed rounds per case, interleaved; the median is reported")
+    p.add_argument("--cells", default="elman,lstm,gru", help=f"comma-separated, among {', '.join(CELLS)}")
+    p.add_argument("--unrolls", default="1", help="comma-separated lax.scan unroll factors (ints >= 1)")
     p.add_argument("--hoist", default="1,0", help="1: hoisted, 0: in-loop")
-    p.add_argument("--modes", default="fwd,fwd+bwd")
+    p.add_argument("--modes", default="fwd,fwd+bwd", help="comma-separated, among fwd, fwd+bwd")
     _harness.add_host_memory_flag(p)
     args = p.parse_args(argv)
     _harness.apply_host_memory(args)

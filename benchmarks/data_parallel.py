@@ -49,12 +49,14 @@ def flax_shard_map_step(model, cell, s, batch, mesh):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes, 2 rounds (a smoke test; writes data_parallel_quick.json)")
-    p.add_argument("--rounds", type=int, default=None)
-    p.add_argument("--models", default=",".join(SIZES))
-    p.add_argument("--cells", default=",".join(CELLS))
+    p.add_argument("--rounds", type=int, default=None,
+                   help="timed rounds per case, interleaved; the median is reported (None: the benchmark's own)")
+    p.add_argument("--models", default=",".join(SIZES), help=f"comma-separated, among {', '.join(SIZES)}")
+    p.add_argument("--cells", default=",".join(CELLS), help=f"comma-separated, among {', '.join(CELLS)}")
     _harness.add_host_memory_flag(p)
     args = p.parse_args(argv)
     _harness.apply_host_memory(args)

@@ -51,9 +51,10 @@ def fns_for(B, T, I, H):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--rounds", type=int, default=5)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small sizes and few rounds: a smoke run")
+    p.add_argument("--rounds", type=int, default=5, help="timed rounds per case, interleaved; the median is reported")
     _harness.add_host_memory_flag(p)
     args = p.parse_args(argv)
     _harness.apply_host_memory(args)

@@ -45,9 +45,11 @@ def step_ms(checkout: str, name: str, extra: list[str]) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--other", default=None, help="another checkout to time side by side (e.g. a git worktree)")
-    p.add_argument("--experiments", default=",".join(EXPERIMENTS))
+    p.add_argument("--experiments", default=",".join(EXPERIMENTS),
+                   help=f"comma-separated, among {', '.join(EXPERIMENTS)}")
     p.add_argument("--name", default="experiment_steps",
                    help="results/NAME.json (a comparison of its own keeps its own file)")
     args = p.parse_args(argv)

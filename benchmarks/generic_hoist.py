@@ -66,8 +66,9 @@ def steps(name):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=15)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=15, help="timed rounds per case, interleaved; the median is reported")
     args = ap.parse_args(argv)
     rows = []
     print(f"{'cell':<8}{'in loop ms':>12}{'hoisted ms':>12}{'hoisted / in loop':>20}")

@@ -68,8 +68,9 @@ def child(policy: str, cases: list[str], quick: bool, rounds: int) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true")
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small sizes and few rounds: a smoke run")
     p.add_argument("--rounds", type=int, default=None, help="process pairs (default 4; quick 1)")
     p.add_argument("--inner_rounds", type=int, default=None, help="interleaved rounds in each process (default 7)")
     p.add_argument("--cases", default=";".join(CASES),

@@ -56,11 +56,14 @@ def steps(cell: str, s: dict, batch) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--rounds", type=int, default=None)
-    p.add_argument("--cells", default=",".join(ts.CELLS))
-    p.add_argument("--spreads", default=",".join(SPREADS))
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small sizes and few rounds: a smoke run")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="timed rounds per case, interleaved; the median is reported (None: the benchmark's own)")
+    p.add_argument("--cells", default=",".join(ts.CELLS), help=f"comma-separated, among {', '.join(ts.CELLS)}")
+    p.add_argument("--spreads", default=",".join(SPREADS),
+                   help="comma-separated length spreads, among full (all T), half (T/2..T), any (1..T)")
     _harness.add_host_memory_flag(p)
     args = p.parse_args(argv)
     _harness.apply_host_memory(args)

@@ -47,9 +47,11 @@ def programs(name, T, H):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--rounds", type=int, default=None)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes and few rounds: a smoke run")
+    ap.add_argument("--rounds", type=int, default=None,
+                   help="timed rounds per case, interleaved; the median is reported (None: the benchmark's own)")
     args = ap.parse_args(argv)
     Ts, H = ((100,), 32) if args.quick else ((100, 1000, 10_000), 128)
     rounds = args.rounds or (2 if args.quick else 7)

@@ -71,12 +71,14 @@ def step_timeline(evs, min_ms: float) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="classifier", choices=sorted(ts.SIZES))
-    p.add_argument("--cell", default="gru", choices=ts.CELLS)
-    p.add_argument("--lib", default="rnn_jax", choices=("rnn_jax", "flax", "floor"))
-    p.add_argument("--steps", type=int, default=7)
-    p.add_argument("--min-ms", type=float, default=0.2)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="classifier", choices=sorted(ts.SIZES), help="the train_step model to profile")
+    p.add_argument("--cell", default="gru", choices=ts.CELLS, help="its recurrent cell")
+    p.add_argument("--lib", default="rnn_jax", choices=("rnn_jax", "flax", "floor"),
+                   help="the implementation: rnn_jax, Flax, or the matrix-product floor")
+    p.add_argument("--steps", type=int, default=7, help="training steps profiled (an int >= 1)")
+    p.add_argument("--min-ms", type=float, default=0.2, help="operations shorter than this (ms) are summed in one line")
     p.add_argument("--quick", action="store_true", help="train_step's small sizes")
     _harness.add_host_memory_flag(p)
     args = p.parse_args(argv)

@@ -79,8 +79,9 @@ def run(T, H, remat, repeats):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes and few rounds: a smoke run")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     _harness.add_host_memory_flag(ap)
     args = ap.parse_args(argv)

@@ -60,9 +60,11 @@ def uses_ynnpack(compiled) -> bool:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--rounds", type=int, default=None)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small sizes and few rounds: a smoke run")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="timed rounds per case, interleaved; the median is reported (None: the benchmark's own)")
     _harness.add_host_memory_flag(p)
     args = p.parse_args(argv)
     _harness.apply_host_memory(args)

@@ -128,10 +128,11 @@ def bench_size(cell_name, B, T, I, H, rounds, frameworks, device="cpu"):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--cells", default="elman,lstm,gru")
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small sizes and few rounds: a smoke run")
+    p.add_argument("--rounds", type=int, default=7, help="timed rounds per case, interleaved; the median is reported")
+    p.add_argument("--cells", default="elman,lstm,gru", help="comma-separated, among elman, lstm, gru")
     p.add_argument("--sizes", default=None, help="B,T,I,H;B,T,I,H;... instead of the grid")
     _harness.add_host_memory_flag(p)
     args = p.parse_args(argv)

@@ -317,11 +317,13 @@ def _in_processes(argv, n: int) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--rounds", type=int, default=None)
-    p.add_argument("--models", default=",".join(SIZES))
-    p.add_argument("--cells", default=",".join(CELLS))
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small sizes and few rounds: a smoke run")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="timed rounds per case, interleaved; the median is reported (None: the benchmark's own)")
+    p.add_argument("--models", default=",".join(SIZES), help=f"comma-separated, among {', '.join(SIZES)}")
+    p.add_argument("--cells", default=",".join(CELLS), help=f"comma-separated, among {', '.join(CELLS)}")
     p.add_argument("--processes", type=int, default=1, help="fresh processes to run it in (combine)")
     p.add_argument("--payload", default=None, help=argparse.SUPPRESS)  # a child's results, for its parent
     _harness.add_host_memory_flag(p)

@@ -346,3 +346,31 @@ def test_a_mesh_that_does_not_split_a_batch_is_refused_before_a_run_folder(tmp_p
     with pytest.raises(SystemExit):
         bit_reverse.main(["--mesh=data=4", "--batch_size=30", f"--out={tmp_path}"])
     assert "--mesh: --batch_size 30 does not split" in capsys.readouterr().err
+
+
+BENCHMARKS_WITH_FLAGS = ("accelerator", "choices", "data_parallel", "deer", "experiment_steps", "generic_hoist",
+                         "host_memory", "packing", "parallel_forms", "profile_step", "scaling", "step_product",
+                         "throughput", "train_step")
+
+
+@pytest.mark.parametrize("name", BENCHMARKS_WITH_FLAGS)
+def test_every_benchmark_flag_says_what_it_takes(name, monkeypatch):
+    """``--help`` of a benchmark explains each flag (its allowed values) and shows its default."""
+    import importlib
+    import argparse
+
+    class Parsed(Exception):
+        pass
+
+    def grab(self, *args, **kwargs):
+        raise Parsed(self)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", grab)
+    with pytest.raises(Parsed) as e:
+        importlib.import_module(f"benchmarks.{name}").main([])
+    parser = e.value.args[0]
+    assert parser.formatter_class is argparse.ArgumentDefaultsHelpFormatter
+    for action in parser._actions:
+        if action.dest == "help" or action.help == argparse.SUPPRESS:
+            continue
+        assert action.help and len(action.help) >= 10, (name, action.option_strings, action.help)
