@@ -149,9 +149,10 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
         depth), ``"scan"`` (a sequential scan of the elementwise update) or ``"auto"``: ``"scan"`` on
         CPU, where it was measured faster, ``"associative"`` elsewhere
         (:func:`rnn_jax.parallel.linear_solver`).
-      tol, max_iters: Newton's stopping rule for ``parallel="newton" | "diagonal"``: ``max |S_new - S|
-        <= tol`` (default 1e-5 in float32, 1e-10 in float64) within ``max_iters`` iterations, else the
-        scan's result. ``layer.parallel_info(params, xs, lengths)`` reports what the solve did.
+      tol: Newton's stopping rule for ``parallel="newton" | "diagonal"``: ``max |S_new - S| <= tol``
+        (default 1e-5 in float32, 1e-10 in float64) within ``max_iters`` iterations, else the scan's
+        result. ``layer.parallel_info(params, xs, lengths)`` reports what the solve did.
+      max_iters: the most Newton iterations (``parallel="newton" | "diagonal"``).
       dropout: variational dropout of the inputs: with a ``key``, each sequence's input features are
         dropped with this probability, one mask for all its steps (Gal & Ghahramani 2016).
       recurrent_dropout: variational dropout of the hidden vector entering every step (the state, or its

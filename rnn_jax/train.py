@@ -392,7 +392,9 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
         params (an evaluation that maps the seeds itself, e.g. with ``jax.vmap``).
       resume: continue from ``run_dir/checkpoint.msgpack`` if it exists (params, optimiser state,
         carry, early-stopping record and the wall-clock already spent).
-      monitor, mode, patience: early stopping on ``eval_fn``'s ``monitor`` metric (its mean over seeds).
+      monitor: the ``eval_fn`` metric that early stopping and ``best.msgpack`` follow (its mean over seeds).
+      mode: ``"min"`` or ``"max"``: whether a smaller or a larger ``monitor`` is better.
+      patience: stop after this many evaluations without improvement (None: never).
       stop_at: stop (status ``"reached"``) at the first evaluation whose ``monitor`` is at most this
         value (mode min) or at least it (mode max), e.g. once a task counts as solved.
       seeds: None, or the number of seeds trained at once (vmapped): the size of the leading seed axis

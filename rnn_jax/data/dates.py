@@ -18,7 +18,9 @@ __all__ = ["DateTask", "make", "LOCALES", "FORMATS", "PAD", "BOS", "EOS"]
 
 LOCALES = ("en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL", "pt_BR", "sv_SE", "pl_PL", "ru_RU", "tr_TR")
 FORMATS = ("short", "medium", "long", "full")
-PAD, BOS, EOS = 0, 1, 2
+PAD = 0  # padding id
+BOS = 1  # start-of-sequence id (the decoder's first input)
+EOS = 2  # end-of-sequence id
 SPECIALS = "\x00\x01\x02"  # placeholders for <pad>, <bos>, <eos> in the vocabulary strings
 
 
