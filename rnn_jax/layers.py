@@ -245,6 +245,10 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
         return (_ops.flip_valid(ys, lengths) if reverse else ys), final
 
     step = None if reverse else jax.vmap(cell.step, in_axes=(None, 0, 0))
+    if step is not None and zoneout:  # online use is evaluation: zoneout's expectation, as apply without a key
+        def step(params, state, x, one=step):
+            new, y = one(params, state, x)
+            return jax.tree.map(lambda n, o: (zoneout * o + (1 - zoneout) * n).astype(n.dtype), new, state), y
     layer = _layer(cell.init, run, cell.output_size, cell.initial_state, step,
                    ("reversed " if reverse else "") + cell.name, reads_backward=reverse, cell=cell)
     if parallel in _parallel.METHODS:

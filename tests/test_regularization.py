@@ -192,3 +192,18 @@ def test_layer_norm_cells_are_scale_invariant_and_their_gradients_check(key, mak
 
     report = gradcheck.check(loss, params, tol=1e-6)
     assert report.ok, str(report)
+
+
+def test_streaming_a_zoneout_layer_equals_its_evaluation(key):
+    layer = rj.rnn(rj.gru(5), zoneout=0.3, dropout=0.2, recurrent_dropout=0.2)
+    params = layer.init(key, I, jnp.float64)
+    xs = jax.random.normal(key, (B, T, I), jnp.float64)
+    ys, final = layer.apply(params, xs)
+    state = rj.stream_init(layer, (B,), jnp.float64)
+    for t in range(T):
+        state, y = rj.stream_step(layer, params, state, xs[:, t])
+        np.testing.assert_allclose(y, ys[:, t], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(state, final, rtol=1e-12, atol=1e-12)
+    lm = rj.many_to_many(rj.stack(layer), 7, vocab_size=7, embed_size=I)
+    toks, _ = lm.generate(lm.init(key, jnp.float64), jnp.array([[1, 2, 3]]), max_len=4)
+    assert toks.shape == (1, 4)
