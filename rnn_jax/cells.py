@@ -479,6 +479,25 @@ def gru(hidden_size: int, *, kernel_init="glorot_uniform", recurrent_init="ortho
     Gate order ``r, z, n`` along the last axis of ``W_i`` (I, 3H), ``W_h`` (H, 3H), ``b_i``, ``b_h`` (3H,).
     (Cho et al. 2014 apply the reset before the product; PyTorch, cuDNN and Flax apply it after.)
     The state is ``h`` (H,); the output is ``h'``.
+
+    Args:
+      hidden_size: ``H``.
+      kernel_init: the initialiser of ``W_i``, by name or as a function (:mod:`rnn_jax.initializers`);
+        each gate block is initialised on its own.
+      recurrent_init: the initialiser of ``W_h``, block by block.
+      bias_init: the initialiser of ``b_i`` and ``b_h``.
+
+    Returns:
+      A :class:`Cell` carrying its fused recurrence (:mod:`rnn_jax.fused`).
+
+    Examples:
+      >>> cell = rnn_jax.gru(4)
+      >>> p = cell.init(jax.random.key(0), 3)
+      >>> p["W_i"].shape, p["W_h"].shape
+      ((3, 12), (4, 12))
+      >>> h, y = cell.step(p, cell.initial_state(), jnp.ones(3))   # one step of one example
+      >>> h.shape
+      (4,)
     """
     H = _check_size("hidden_size", hidden_size)
     init = _gated_init(H, 3, kernel_init, recurrent_init, bias_init)

@@ -164,6 +164,17 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
 
     ``recurrent_dropout`` and ``zoneout`` act inside the step, so they run the generic scan
     (:mod:`rnn_jax.regularization`): ``recurrent_dropout`` only in calls with a key, ``zoneout`` always.
+
+    Returns:
+      A :class:`Layer`: ``apply(params, xs (*batch, T, I), lengths=None, initial_state=None, *, key=None)
+      -> (ys (*batch, T, O), final_state)``.
+
+    Examples:
+      >>> layer = rnn_jax.rnn(rnn_jax.gru(16))
+      >>> params = layer.init(jax.random.key(0), 3)
+      >>> ys, h = layer.apply(params, jnp.ones((4, 10, 3)), jnp.array([10, 7, 3, 0]))
+      >>> ys.shape, h.shape
+      ((4, 10, 16), (4, 16))
     """
     check_cell(cell)
     dropout = _reg.check_rate(dropout, "dropout")
@@ -276,6 +287,21 @@ def bidirectional(fwd: Layer, bwd: Layer, merge: Union[str, Callable] = "concat"
     O_f. Output ``t`` of ``bwd`` is aligned with input ``t``, so ``ys[..., t, :]`` sees the whole
     valid sequence. Params are ``{"fwd": ..., "bwd": ...}``; the final state is ``(fwd_final,
     bwd_final)``, where ``bwd_final`` is the state after reading ``x[0]``.
+
+    Args:
+      fwd: the layer that reads the sequence forwards.
+      bwd: the layer that reads each sequence's valid prefix backwards.
+      merge: how the two outputs of a step are combined (see above).
+
+    Returns:
+      A :class:`Layer` with output size ``O_f + O_b`` (``"concat"``) or ``O_f``; it has no ``step``
+      (it needs the future).
+
+    Examples:
+      >>> bi = rnn_jax.bidirectional(rnn_jax.rnn(rnn_jax.lstm(8)), rnn_jax.rnn(rnn_jax.lstm(8)))
+      >>> ys, (fwd_final, bwd_final) = bi.apply(bi.init(jax.random.key(0), 3), jnp.ones((2, 5, 3)))
+      >>> ys.shape, fwd_final.h.shape
+      ((2, 5, 16), (2, 8))
     """
     for name, layer in (("fwd", fwd), ("bwd", bwd)):
         if not isinstance(layer, Layer):
@@ -335,6 +361,22 @@ def stack(*layers: Layer, skip: Optional[str] = None, highway_bias: float = -1.0
     Skips need equal sizes, checked here. Params: ``{"layers": (p_1, ..., p_L), "gates": (...)}``,
     with one gate ``{"W": (O, O), "b": (O,)}`` per skip when ``skip="highway"``. The final state
     is the tuple of every layer's final state.
+
+    Args:
+      *layers: the layers, bottom first.
+      skip: None, ``"residual"`` or ``"highway"``.
+      highway_bias: the initial bias of the highway gates.
+      dropout: the probability of dropping a layer's output unit in calls with a key.
+
+    Returns:
+      A :class:`Layer` with the top layer's output size.
+
+    Examples:
+      >>> deep = rnn_jax.stack(rnn_jax.rnn(rnn_jax.gru(8)), rnn_jax.rnn(rnn_jax.gru(8)), skip="residual", dropout=0.2)
+      >>> p = deep.init(jax.random.key(0), 3)
+      >>> ys, finals = deep.apply(p, jnp.ones((2, 5, 3)), key=jax.random.key(1))   # training: dropout on
+      >>> ys.shape, len(finals)
+      ((2, 5, 8), 2)
     """
     if not layers:
         raise ValueError("layers: expected at least one Layer, got none")
@@ -419,7 +461,21 @@ def _online(layer: Layer) -> Layer:
 
 
 def stream_init(layer: Layer, batch_shape: tuple = (), dtype=jnp.float32):
-    """The state before the first timestep of online use: zeros with leaves ``(*batch_shape, ...)``."""
+    """The state before the first timestep of online use: zeros with leaves ``(*batch_shape, ...)``.
+
+    Args:
+      layer: a layer that can run online (``layer.step`` is not None: not reversed, not bidirectional).
+      batch_shape: the leading batch dimensions.
+      dtype: the state's floating dtype.
+
+    Returns:
+      The zero state, with leaves ``(*batch_shape, ...)``.
+
+    Examples:
+      >>> layer = rnn_jax.rnn(rnn_jax.lstm(4))
+      >>> rnn_jax.stream_init(layer, (3,)).c.shape
+      (3, 4)
+    """
     _online(layer)
     try:
         batch_shape = tuple(_checks.check_int(d, "batch_shape") for d in batch_shape)
@@ -430,7 +486,25 @@ def stream_init(layer: Layer, batch_shape: tuple = (), dtype=jnp.float32):
 
 def stream_step(layer: Layer, params, state, x: jax.Array):
     """Feed ONE timestep ``x (*batch, I)``; returns ``(state, y (*batch, O))``, equal to the offline
-    ``apply``'s output at that step."""
+    ``apply``'s output at that step.
+
+    Args:
+      layer: a layer that can run online.
+      params: its params.
+      state: the state before this step (:func:`stream_init`, or the last call's), leaves ``(*batch, ...)``.
+      x: ``(*batch, I)``, one timestep.
+
+    Returns:
+      ``(state, y)``: the state after the step and the output ``(*batch, O)``.
+
+    Examples:
+      >>> layer = rnn_jax.rnn(rnn_jax.gru(4))
+      >>> p = layer.init(jax.random.key(0), 2)
+      >>> state = rnn_jax.stream_init(layer, (3,))
+      >>> state, y = rnn_jax.stream_step(layer, p, state, jnp.ones((3, 2)))
+      >>> y.shape
+      (3, 4)
+    """
     _online(layer)
     shape = getattr(x, "shape", None)
     if shape is None or len(shape) < 1:

@@ -114,7 +114,24 @@ def _safe_logits(logits, targets, lengths):
 
 
 def softmax_cross_entropy(logits, targets, lengths=None, reduction: str = "sum") -> jax.Array:
-    """Softmax cross-entropy in nats, ``-log p(target)`` per step, masked and reduced."""
+    """Softmax cross-entropy in nats, ``-log p(target)`` per step, masked and reduced.
+
+    Args:
+      logits: ``(*batch, T, V)``.
+      targets: ``(*batch, T)`` int ids in ``[0, V)`` (any value past a sequence's length).
+      lengths: ``batch``-shaped ints, or None (every step valid).
+      reduction: ``"sum"`` over every valid step, ``"mean"`` per valid step, ``"sequence_mean"`` (each
+        sequence's sum, averaged over sequences) or ``"none"`` (``(*batch, T)``, zero past the lengths).
+
+    Returns:
+      A scalar (float32 or wider), or ``(*batch, T)`` for ``"none"``.
+
+    Examples:
+      >>> logits = jnp.zeros((2, 3, 4))                     # uniform over 4 classes
+      >>> float(rnn_jax.losses.softmax_cross_entropy(logits, jnp.zeros((2, 3), int), jnp.array([3, 1]),
+      ...                                           reduction="mean"))  # ln 4
+      1.386...
+    """
     _check(logits, targets, lengths)
     logits, targets = _safe_logits(logits, targets, lengths)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)

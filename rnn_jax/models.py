@@ -216,6 +216,25 @@ def many_to_one(layer: Layer, output_size: int, *, readout: Optional[str] = None
     default, None, is ``"ends"`` for a layer that reads backwards (reversed, bidirectional, or a stack
     topped by one: ``layer.reads_backward``) and ``"last"`` otherwise; ``"last"`` of such a layer is
     refused, since its backward direction has read one input at the last valid step.
+
+    Args:
+      layer: the recurrent layer (:func:`rnn_jax.rnn`, a stack, a bidirectional layer, ...).
+      output_size: ``O``, the size of the linear head.
+      readout: ``"last"``, ``"mean"``, ``"max"``, ``"ends"`` or None (see above).
+      vocab_size: None (float features ``(*batch, T, I)``) or the number of token ids (inputs
+        ``(*batch, T)`` int).
+      embed_size: with ``vocab_size``, the size of a learned embedding, or None for one-hot inputs.
+      input_size: without ``vocab_size``, the feature size ``I``.
+
+    Returns:
+      A :class:`Model`: ``init(key, dtype=float32) -> params`` and ``apply(params, xs, lengths=None, *,
+      key=None) -> (*batch, O)``.
+
+    Examples:
+      >>> model = rnn_jax.many_to_one(rnn_jax.rnn(rnn_jax.gru(16)), 3, input_size=2)
+      >>> p = model.init(jax.random.key(0))
+      >>> model.apply(p, jnp.ones((5, 7, 2)), jnp.array([7, 7, 3, 1, 0])).shape
+      (5, 3)
     """
     _check_layer(layer)
     _positive("output_size", output_size)
@@ -292,6 +311,28 @@ def many_to_many(layer: Layer, output_size: int, *, vocab_size: Optional[int] = 
     ``generate(params, prompt (*batch, P), prompt_lengths=None, *, max_len, key=None, temperature=1.0)``
     reads each prompt (its valid prefix), then writes ``max_len`` tokens, feeding each back as input;
     ``eos`` (optional) ends a sequence.
+
+    Args:
+      layer: the recurrent layer.
+      output_size: ``O``, the size of the per-step linear head.
+      vocab_size: None (float features ``(*batch, T, I)``) or the number of token ids (inputs
+        ``(*batch, T)`` int).
+      embed_size: with ``vocab_size``, the size of a learned embedding, or None for one-hot inputs.
+      input_size: without ``vocab_size``, the feature size ``I``.
+      eos: for ``generate``, the token id that ends a sequence (None: none).
+
+    Returns:
+      A :class:`Model` with ``init``, ``apply`` and (for a language model) ``generate``.
+
+    Examples:
+      >>> lm = rnn_jax.many_to_many(rnn_jax.rnn(rnn_jax.gru(16)), 10, vocab_size=10, embed_size=8)
+      >>> p = lm.init(jax.random.key(0))
+      >>> logits, h = lm.apply(p, jnp.zeros((2, 6), jnp.int32))
+      >>> logits.shape
+      (2, 6, 10)
+      >>> tokens, lengths = lm.generate(p, jnp.array([[1, 2, 3]]), max_len=5, key=jax.random.key(1))
+      >>> tokens.shape
+      (1, 5)
     """
     _check_layer(layer)
     _positive("output_size", output_size)

@@ -63,9 +63,13 @@ def dropout(key: Optional[jax.Array], x: jax.Array, rate: float, *, shared_axes:
     Returns:
       An array of ``x``'s shape and dtype.
 
-    Example::
-
-        h = dropout(jax.random.key(0), h, 0.3, shared_axes=(1,))   # h (B, T, H): one mask per sequence
+    Examples:
+      >>> h = jnp.ones((2, 4, 3))                                        # (B, T, H)
+      >>> d = rnn_jax.dropout(jax.random.key(0), h, 0.5, shared_axes=(1,))   # one mask per sequence
+      >>> bool((d == d[:, :1]).all()), sorted(set(d.ravel().tolist())) <= [0.0, 2.0]
+      (True, True)
+      >>> rnn_jax.dropout(None, h, 0.5) is h                              # no key: evaluation
+      True
     """
     if key is None or rate == 0:
         return x

@@ -64,6 +64,21 @@ def optimizer(name: str = "adam", lr: float = 1e-3, *, clip_value: Optional[floa
       lr: peak learning rate; ``lr_schedule`` shapes it over ``steps`` (see :func:`schedule`).
       clip_value: clip every gradient entry into ``[-clip_value, clip_value]``.
       clip_norm: rescale the whole gradient to global norm at most ``clip_norm`` (Pascanu et al. 2013).
+      momentum: for ``momentum`` and ``nesterov``.
+      weight_decay: for ``adamw`` (decoupled).
+      lr_schedule: ``constant``, ``cosine``, ``exponential`` or ``warmup_cosine``.
+      steps: the schedule's length in updates.
+      warmup: the warm-up updates of ``warmup_cosine``.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Examples:
+      >>> tx = rnn_jax.train.optimizer("adam", 1e-3, clip_norm=1.0)
+      >>> params = {"w": jnp.zeros(3)}
+      >>> updates, _ = tx.update({"w": jnp.array([30.0, 40.0, 0.0])}, tx.init(params), params)
+      >>> updates["w"].shape
+      (3,)
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"name: expected one of {OPTIMIZERS}, got {name!r}")
@@ -420,6 +435,21 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
     it holds the compilation, logged once as ``first_step_s``) and ``tokens_per_s`` with
     ``tokens_per_batch``; ``kind="eval"`` rows with ``eval_fn``'s metrics. Every row has ``step`` and
     ``wall_s`` (seconds since the loop began, summed over resumes).
+
+    Returns:
+      A :class:`FitResult`: ``state`` (a :class:`TrainState`: ``step``, ``params``, ``opt_state``),
+      ``status`` (``"done"``, ``"early_stopped"``, ``"reached"``, ``"budget"`` or ``"diverged"``),
+      ``message``, ``history`` (every logged row), ``best`` (the best evaluation row) and ``carry``.
+
+    Examples:
+      >>> model = rnn_jax.many_to_one(rnn_jax.rnn(rnn_jax.gru(8)), 1, input_size=2)
+      >>> xs = jax.random.normal(jax.random.key(0), (32, 10, 2)); ys = xs.sum((1, 2))[:, None]
+      >>> def loss_fn(p, batch):
+      ...     return jnp.mean((model.apply(p, batch[0]) - batch[1]) ** 2), {}
+      >>> res = rnn_jax.train.fit(loss_fn, model.init(jax.random.key(1)), rnn_jax.train.optimizer("adam", 1e-2),
+      ...                         lambda step: (xs, ys), 50, progress=False)
+      >>> res.status, int(res.state.step), res.history[-1]["loss"] < res.history[0]["loss"]
+      ('done', 50, True)
     """
     from rnn_jax import distributed
 

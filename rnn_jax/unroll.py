@@ -180,6 +180,16 @@ def unroll(cell: Cell, params, xs: jax.Array, lengths=None, initial_state: Any =
 
     This is the generic path, autodiff through ``lax.scan``; ``rnn_jax.rnn(cell).apply`` runs the
     cell's fused recurrence instead when it has one.
+
+    Returns:
+      ``(ys (*batch, T, O), final_state)``; past each length the outputs are zero and the state frozen.
+
+    Examples:
+      >>> cell = rnn_jax.elman(8)
+      >>> p = cell.init(jax.random.key(0), 3)
+      >>> ys, h = rnn_jax.unroll(cell, p, jnp.ones((2, 5, 3)), jnp.array([5, 2]))
+      >>> ys.shape, bool((ys[1, 2:] == 0).all()), bool((h[1] == ys[1, 1]).all())
+      ((2, 5, 8), True, True)
     """
     unroll, remat = check_knobs(unroll, remat)
     xs_tm, lengths, state, batch = check_inputs(cell.init, cell.initial_state, params, xs, lengths, initial_state, cell)
