@@ -459,6 +459,31 @@ def encoder_decoder(encoder: Layer, decoder: Cell, *, tgt_vocab: int, bos: int, 
       V)``: teacher forcing (``key``: the encoder's dropout); ``src`` is ``(*batch, S)`` ids (``src_vocab`` set) or ``(*batch, S, I)`` features.
     * ``generate(params, src, src_lengths=None, *, max_len, key=None, temperature=1.0) -> (tokens, lengths)``:
       greedy with ``key=None``, else sampled; a sequence stops at ``eos``.
+
+    Args:
+      encoder: the layer that reads the source.
+      decoder: the decoder's cell (its own weights; it reads ``[embed(y_{t-1}), c]``).
+      tgt_vocab: the target vocabulary's size.
+      bos: the id the decoder reads first.
+      eos: the id that ends a target sequence.
+      embed_size: the target embedding's size.
+      src_vocab: the source vocabulary's size (token sources), or None (feature sources).
+      src_embed_size: the source embedding's size (None: one-hot).
+      input_size: the feature size of feature sources.
+      readout: how the encoder's outputs become the context (as in :func:`many_to_one`).
+
+    Returns:
+      A :class:`Model` with ``init``, ``apply`` (teacher forcing) and ``generate``.
+
+    Examples:
+      >>> s2s = rnn_jax.encoder_decoder(rnn_jax.rnn(rnn_jax.gru(8)), rnn_jax.gru(8), tgt_vocab=6, bos=0, eos=1,
+      ...                               src_vocab=5)
+      >>> p = s2s.init(jax.random.key(0))
+      >>> s2s.apply(p, jnp.ones((2, 4), int), jnp.array([4, 2]), jnp.zeros((2, 3), int)).shape
+      (2, 3, 6)
+      >>> tokens, lengths = s2s.generate(p, jnp.ones((2, 4), int), jnp.array([4, 2]), max_len=5)
+      >>> tokens.shape, lengths.shape
+      ((2, 5), (2,))
     """
     _check_layer(encoder)
     read, mult = _readout(readout, encoder)
