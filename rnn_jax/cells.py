@@ -342,6 +342,15 @@ def elman(hidden_size: int, activation: Activation = "tanh", *, kernel_init="glo
     IRNN (Le et al. 2015): ``elman(H, "relu", recurrent_init=initializers.identity(1.0))``.
 
     Params: ``W_i`` (I, H), ``W_h`` (H, H), ``b_i`` (H,).
+
+    Returns:
+      A :class:`Cell` carrying its fused recurrence.
+
+    Examples:
+      >>> cell = rnn_jax.elman(4, "relu")
+      >>> p = cell.init(jax.random.key(0), 3)
+      >>> sorted(p), p["W_h"].shape
+      (['W_h', 'W_i', 'b_i'], (4, 4))
     """
     H = _check_size("hidden_size", hidden_size)
     g = resolve_activation(activation)
@@ -430,6 +439,15 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, *, kernel_init="glorot_unif
     bias is ``log(u)``, ``u ~ U[1, T_max - 1]``, and its input-gate bias is the negative of it, so
     that at initialisation the units keep their memory for characteristic times spread over
     ``[1, T_max]`` (the forget gate's time constant is about ``1 / (1 - sigmoid(b_f)) ~ u``).
+
+    Returns:
+      A :class:`Cell` carrying its fused recurrence; its state is ``LSTMState(h, c)``.
+
+    Examples:
+      >>> cell = rnn_jax.lstm(4, chrono=100)
+      >>> p = cell.init(jax.random.key(0), 3)
+      >>> p["W_i"].shape, cell.initial_state().c.shape
+      ((3, 16), (4,))
     """
     H = _check_size("hidden_size", hidden_size)
     forget_bias = _checks.check_real(forget_bias, "forget_bias")
@@ -555,6 +573,12 @@ def layer_norm_lstm(hidden_size: int, forget_bias: float = 1.0, *, kernel_init="
     block), gains ``g_i``, ``g_h`` (4H,) (ones), ``g_c`` (H,) (ones) and shift ``b_c`` (H,) (zeros).
     State ``LSTMState(h, c)``, output ``h'``. The normalised products make the step invariant to the
     scale of ``W_i`` and of ``W_h`` (tested). Runs on the generic scan (no kernel).
+
+    Examples:
+      >>> layer = rnn_jax.rnn(rnn_jax.layer_norm_lstm(8), zoneout=0.1)
+      >>> ys, state = layer.apply(layer.init(jax.random.key(0), 3), jnp.ones((2, 5, 3)))
+      >>> ys.shape, state.c.shape
+      ((2, 5, 8), (2, 8))
     """
     H = _check_size("hidden_size", hidden_size)
     forget_bias = _checks.check_real(forget_bias, "forget_bias")
@@ -595,6 +619,11 @@ def layer_norm_gru(hidden_size: int, *, kernel_init="glorot_uniform", recurrent_
     ``LN`` normalises over all 3H pre-activations of each product. Params: ``W_i`` (I, 3H), ``W_h`` (H, 3H),
     ``b_i``, ``b_h`` (3H,) (zeros), gains ``g_i``, ``g_h`` (3H,) (ones). State and output ``h`` (H,).
     Invariant to the scale of ``W_i`` and of ``W_h`` (tested). Runs on the generic scan (no kernel).
+
+    Examples:
+      >>> cell = rnn_jax.layer_norm_gru(8)
+      >>> sorted(cell.init(jax.random.key(0), 3))
+      ['W_h', 'W_i', 'b_h', 'b_i', 'g_h', 'g_i']
     """
     H = _check_size("hidden_size", hidden_size)
     eps = _checks.check_real(eps, "eps", minimum=0)
@@ -648,6 +677,12 @@ def min_gru(hidden_size: int, *, kernel_init="glorot_uniform") -> Cell:
     Params: ``W_i`` (I, 2H) with blocks ``[z, h~]``, ``b_i`` (2H,) (zeros). State and output ``h`` (H,).
     ``Cell.linear`` gives ``a = 1 - z``, ``b = z * h~``: ``rnn(min_gru(H), parallel="linear")`` solves it
     with ``lax.associative_scan``; the default sequential scan computes the same values (tested to 1e-10).
+
+    Examples:
+      >>> layer = rnn_jax.rnn(rnn_jax.min_gru(8), parallel="linear")   # solved for all steps at once
+      >>> ys, h = layer.apply(layer.init(jax.random.key(0), 3), jnp.ones((2, 50, 3)))
+      >>> ys.shape
+      (2, 50, 8)
     """
     return _minimal_cell("min_gru", hidden_size, 2, kernel_init,
                          lambda g: (1 - jax.nn.sigmoid(g[0]), jax.nn.sigmoid(g[0]) * g[1]))
