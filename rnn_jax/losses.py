@@ -139,12 +139,40 @@ def softmax_cross_entropy(logits, targets, lengths=None, reduction: str = "sum")
 
 
 def bits_per_char(logits, targets, lengths=None) -> jax.Array:
-    """Mean cross-entropy over the valid steps of the batch, in bits (base 2)."""
+    """Mean cross-entropy over the valid steps of the batch, in bits (base 2).
+
+    Args:
+      logits: ``(*batch, T, V)``.
+      targets: ``(*batch, T)`` int ids.
+      lengths: ``batch``-shaped ints, or None.
+
+    Returns:
+      A scalar: bits per valid step.
+
+    Examples:
+      >>> float(rnn_jax.losses.bits_per_char(jnp.zeros((1, 5, 8)), jnp.zeros((1, 5), int)))  # uniform over 8
+      3.0
+    """
     return softmax_cross_entropy(logits, targets, lengths, "mean") / LN2
 
 
 def accuracy(logits, targets, lengths=None, reduction: str = "mean") -> jax.Array:
-    """Fraction (``"mean"``) or count (``"sum"``) of valid steps whose arg-max equals the target."""
+    """Fraction (``"mean"``) or count (``"sum"``) of valid steps whose arg-max equals the target.
+
+    Args:
+      logits: ``(*batch, T, V)``.
+      targets: ``(*batch, T)`` int ids.
+      lengths: ``batch``-shaped ints, or None.
+      reduction: ``"mean"``, ``"sum"``, ``"sequence_mean"`` or ``"none"``.
+
+    Returns:
+      A scalar, or ``(*batch, T)`` for ``"none"``.
+
+    Examples:
+      >>> logits = jnp.array([[[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]])        # predicts 1, 0, 1
+      >>> float(rnn_jax.losses.accuracy(logits, jnp.array([[1, 1, 0]]), jnp.array([2])))  # 1 of 2 valid
+      0.5
+    """
     _check(logits, targets, lengths)
     hit = (jnp.argmax(logits, -1) == targets).astype(logits.dtype)
     return masked_reduce(hit, lengths, reduction)

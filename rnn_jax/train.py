@@ -180,7 +180,24 @@ def make_step(loss_fn: Callable, tx: optax.GradientTransformation, seeds: Option
 
 def epoch_batches(n: int, batch_size: int, key: jax.Array, drop_last: bool = True):
     """``indices(step) -> (batch_size,)`` example indices: a fresh permutation every epoch, derived
-    from ``key`` and the epoch number alone (so any step can be recomputed after a resume)."""
+    from ``key`` and the epoch number alone (so any step can be recomputed after a resume).
+
+    Args:
+      n: the number of examples.
+      batch_size: examples per step (at most ``n``).
+      key: a ``jax.random.key``.
+      drop_last: drop an epoch's last, smaller batch.
+
+    Returns:
+      ``indices(step)``, with ``indices.steps_per_epoch``.
+
+    Examples:
+      >>> idx = rnn_jax.train.epoch_batches(10, 4, jax.random.key(0))
+      >>> idx.steps_per_epoch, idx(0).shape
+      (2, (4,))
+      >>> len(set(idx(0).tolist()) | set(idx(1).tolist()))   # an epoch draws without repeats
+      8
+    """
     batch_size = _checks.check_int(batch_size, "batch_size")
     if batch_size > n:
         raise ValueError(f"batch_size: expected at most the number of examples {n}, got {batch_size}")
@@ -204,6 +221,22 @@ def epoch_batches(n: int, batch_size: int, key: jax.Array, drop_last: bool = Tru
 # (atomic on POSIX). Loading verifies the checksum: a flipped byte is an error, never a silent load.
 
 def save_checkpoint(path: str, state: Any, extra: Optional[dict] = None) -> None:
+    """Write ``state`` (any pytree of arrays) and ``extra`` (JSON) to ``path`` atomically, with a SHA-256
+    of the payload that :func:`load_checkpoint` verifies.
+
+    Args:
+      path: the file to write (its folder is made).
+      state: a pytree of arrays (a :class:`TrainState`, params, ...).
+      extra: JSON-serialisable metadata (step, best metric, ...).
+
+    Examples:
+      >>> import os, tempfile
+      >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.msgpack")
+      >>> rnn_jax.train.save_checkpoint(path, {"w": jnp.arange(3.0)}, {"step": 7})
+      >>> state, extra = rnn_jax.train.load_checkpoint(path, {"w": jnp.zeros(3)})
+      >>> state["w"].tolist(), extra["step"], rnn_jax.train.checkpoint_info(path)["step"]
+      ([0.0, 1.0, 2.0], 7, 7)
+    """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     payload = serialization.msgpack_serialize({"state": serialization.to_state_dict(jax.device_get(state)),
                                                "extra": json.dumps(extra or {})})
