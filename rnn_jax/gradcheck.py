@@ -80,7 +80,29 @@ def relative_errors(g_a, g_b, floor: float = 1e-8) -> dict[str, float]:
 
 def check(loss: Callable[[Any], jax.Array], params, *, eps: float = 1e-6, tol: float = 1e-6,
           grad: Callable | None = None) -> Report:
-    """Compare ``grad(params)`` (default ``jax.grad(loss)``) with central differences of ``loss``."""
+    """Compare ``grad(params)`` (default ``jax.grad(loss)``) with central differences of ``loss``.
+
+    Needs float64 (``jax.config.update("jax_enable_x64", True)``); ``params`` are cast to it.
+
+    Args:
+      loss: ``params -> scalar``.
+      params: any pytree of arrays.
+      eps: the finite-difference step.
+      tol: the largest worst-leaf relative error that passes.
+      grad: the gradient to check (default ``jax.grad(loss)``), e.g. a hand-written BPTT.
+
+    Returns:
+      A ``Report``: ``errors`` (worst relative error per leaf), ``worst``, ``ok``.
+
+    Examples:
+      >>> jax.config.update("jax_enable_x64", True)
+      >>> cell = rnn_jax.lstm(3)
+      >>> p = cell.init(jax.random.key(0), 2, jnp.float64)
+      >>> xs = jnp.ones((1, 6, 2), jnp.float64)
+      >>> rnn_jax.gradcheck.check(lambda q: jnp.sum(rnn_jax.unroll(cell, q, xs)[0] ** 2), p).ok
+      True
+      >>> jax.config.update("jax_enable_x64", False)
+    """
     _require_x64()
     params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
     g = (grad or jax.jit(jax.grad(loss)))(params)

@@ -35,7 +35,19 @@ __all__ = ["unroll", "unroll_reduce", "scan", "sequence_mask"]
 
 
 def sequence_mask(lengths, T: int) -> jax.Array:
-    """``(*batch, T)`` booleans, True for the valid steps ``t < lengths``."""
+    """``(*batch, T)`` booleans, True for the valid steps ``t < lengths``.
+
+    Args:
+      lengths: ints of any shape ``batch``.
+      T: the number of steps.
+
+    Returns:
+      ``(*batch, T)`` booleans.
+
+    Examples:
+      >>> rnn_jax.sequence_mask(jnp.array([3, 1]), 4).astype(int).tolist()
+      [[1, 1, 1, 0], [1, 0, 0, 0]]
+    """
     lengths = jnp.asarray(lengths)
     return jnp.arange(T).reshape((1,) * lengths.ndim + (T,)) < lengths[..., None]
 
@@ -208,6 +220,17 @@ def unroll_reduce(cell: Cell, params, xs: jax.Array, per_step, *, targets: Any =
     of arrays with leading dimensions ``(*batch, T)`` (or None, then ``per_step(y_t, None)``); past each
     length they are read as zeros, so padding (NaN included) reaches neither the total nor a gradient.
     The total is accumulated in float32 or wider whatever the input dtype.
+
+    Returns:
+      ``(total, final_state)``: the scalar sum and the state after each sequence's last valid step.
+
+    Examples:
+      >>> cell = rnn_jax.gru(8)
+      >>> p = cell.init(jax.random.key(0), 2)
+      >>> xs, ys = jnp.ones((3, 40, 2)), jnp.zeros((3, 40, 8))
+      >>> total, h = rnn_jax.unroll_reduce(cell, p, xs, lambda y, t: jnp.sum((y - t) ** 2), targets=ys, remat=10)
+      >>> total.shape, h.shape
+      ((), (3, 8))
     """
     unroll, remat = check_knobs(unroll, remat)
     xs_tm, lengths, state, batch = check_inputs(cell.init, cell.initial_state, params, xs, lengths, initial_state, cell)

@@ -9,7 +9,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULES = ("rnn_jax.layers", "rnn_jax.models", "rnn_jax.regularization", "rnn_jax.train", "rnn_jax.losses",
-           "rnn_jax.unroll", "rnn_jax.cells")
+           "rnn_jax.unroll", "rnn_jax.cells", "rnn_jax.gradcheck")
 RUN = """
 import doctest, importlib, sys
 import jax, jax.numpy as jnp, rnn_jax
