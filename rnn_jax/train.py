@@ -364,7 +364,8 @@ class EarlyStopping:
     def update(self, row: dict) -> bool:
         """Record an evaluation; True when it is the best so far."""
         if self.monitor not in row:
-            raise ValueError(f"monitor: the evaluation returned {sorted(k for k in row if k not in ('step', 'kind'))}, "
+            returned = sorted(k for k in row if k not in ("step", "kind", "wall_s"))
+            raise ValueError(f"monitor: the evaluation returned {returned}, "
                              f"not {self.monitor!r}; pass monitor= one of those")
         value = float(np.mean(row[self.monitor]))
         if self.target is not None:
