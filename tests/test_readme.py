@@ -102,3 +102,29 @@ def test_every_results_row_names_its_committed_run():
     for row in rows:
         named = set(re.findall(r"`(?:results/)?([a-z0-9_]+)/`", row))
         assert named & committed, row[:120]
+
+
+BUDGET = ("--steps", "--ucr_steps", "--bow_steps", "--eval_chars")  # replaced by the quick form's own
+IN_PROCESS = ("bit_reverse", "long_range", "classify", "translate")   # compile-bound (conftest.run_main)
+
+
+def _quick_runs():
+    runs = set()
+    for name, flags in _readme_commands():
+        runs.add((name, " ".join(a for a in shlex.split(flags) if not a.startswith(MULTI_PROCESS + BUDGET))))
+    return sorted(runs)
+
+
+@pytest.mark.parametrize("name, flags", _quick_runs())
+def test_readme_command_runs_in_its_quick_form(name, flags, tmp_path):
+    """Each README command, as written but with ``--quick``'s budget (its step counts) and on one
+    process, runs end to end and writes its run folder."""
+    from conftest import run_main
+
+    if "JapaneseVowels" in flags or "GunPoint" in flags:
+        pytest.importorskip("aeon", reason="the UCR/UEA sets ship with the optional aeon (rnn_jax[experiments])")
+    argv = ["--quick", *shlex.split(flags), f"--out={tmp_path}"]
+    result = run_main(f"experiments.{name}", argv, fast_compile=name in IN_PROCESS)
+    assert isinstance(result, dict)
+    configs = list(tmp_path.rglob("config.json"))
+    assert configs and all(json.load(open(c))["quick"] for c in configs)
