@@ -15,7 +15,6 @@ text at several temperatures. Published reference on character-level PTB: Pascan
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import time
 from typing import ClassVar
@@ -26,7 +25,7 @@ import numpy as np
 
 import rnn_jax as rj
 from experiments import _common
-from rnn_jax import distributed, train
+from rnn_jax import train
 from rnn_jax.data import text
 from rnn_jax.ngram import NGram
 

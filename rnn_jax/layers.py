@@ -33,6 +33,7 @@ from rnn_jax import regularization as _reg
 from rnn_jax._ops import affine, with_static
 from rnn_jax.cells import Cell, check_cell
 from rnn_jax.unroll import check_inputs, check_knobs, scan
+from rnn_jax.unroll import _zone as zone
 
 __all__ = ["Layer", "rnn", "bidirectional", "stack", "apply_batch", "stream_init", "stream_step",
            "run_layer", "MERGES", "SKIPS"]
@@ -257,9 +258,11 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
 
     step = None if reverse else jax.vmap(cell.step, in_axes=(None, 0, 0))
     if step is not None and zoneout:  # online use is evaluation: zoneout's expectation, as apply without a key
-        def step(params, state, x, one=step):
-            new, y = one(params, state, x)
-            return jax.tree.map(lambda n, o: (zoneout * o + (1 - zoneout) * n).astype(n.dtype), new, state), y
+        plain_step = step
+
+        def step(params, state, x):
+            new, y = plain_step(params, state, x)
+            return zone(new, state, zoneout, None), y
     layer = _layer(cell.init, run, cell.output_size, cell.initial_state, step,
                    ("reversed " if reverse else "") + cell.name, reads_backward=reverse, cell=cell)
     if parallel in _parallel.METHODS:
