@@ -45,7 +45,7 @@ def flax_rows(B=4, T=50, I=4, H=6):
         xs = jax.random.normal(key, (B, T, I), jnp.float32)
         ref = nn.RNN(m).apply({"params": {"cell": v["params"]}}, xs)
         cell, p = rj.interop.from_flax(m, v)
-        ys, _ = rj.apply_batch(rj.rnn(cell), p, xs)
+        ys, _ = rj.rnn(cell).apply(p, xs)
         rows.append({"cell": name, "outputs": float(jnp.abs(ys - ref).max() / jnp.abs(ref).max())})
     return rows
 

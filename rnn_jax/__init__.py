@@ -10,7 +10,7 @@ from rnn_jax.host_memory import reuse_host_memory
 from rnn_jax.cells import (Cell, JordanState, LSTMState, check_cell, elman, gru, input_size_of, jordan, lstm,
                            indrnn, layer_norm_gru, layer_norm_lstm, lru, min_gru, min_lstm, modrelu, orthogonal_rnn,
                            prepared, resolve_activation)
-from rnn_jax.layers import (Layer, apply_batch, bidirectional, rnn, stack, stream_init, stream_step)
+from rnn_jax.layers import (Layer, bidirectional, rnn, stack, stream_init, stream_step)
 from rnn_jax.models import (Model, encoder_decoder, many_to_many, many_to_one, one_to_many)
 from rnn_jax.unroll import sequence_mask, unroll, unroll_reduce
 
@@ -20,7 +20,7 @@ __all__ = [
     "Cell", "LSTMState", "JordanState", "elman", "jordan", "lstm", "gru", "orthogonal_rnn", "modrelu",
     "min_gru", "min_lstm", "indrnn", "lru", "layer_norm_lstm", "layer_norm_gru",
     "prepared", "resolve_activation", "check_cell", "input_size_of",
-    "Layer", "rnn", "bidirectional", "stack", "apply_batch", "stream_init", "stream_step",
+    "Layer", "rnn", "bidirectional", "stack", "stream_init", "stream_step",
     "Model", "many_to_one", "many_to_many", "encoder_decoder", "one_to_many",
     "unroll", "unroll_reduce", "sequence_mask", "gradcheck", "initializers", "interop", "losses",
     "fused", "parallel", "checked", "host_memory", "reuse_host_memory", "regularization", "dropout",

@@ -36,7 +36,21 @@ __all__ = ["elman_bptt", "lstm_bptt", "gru_bptt", "softmax_loss_and_delta"]
 
 
 def softmax_loss_and_delta(logits, targets, length):
-    """Sum of valid per-step cross-entropies and ``dE/do_t = p_t - onehot(y_t)`` (zero past ``length``)."""
+    """Sum of valid per-step cross-entropies and ``dE/do_t = p_t - onehot(y_t)`` (zero past ``length``).
+
+    Args:
+      logits: ``o_t`` of one sequence, ``(T, V)``.
+      targets: ``(T,)`` int ids.
+      length: the number of valid steps (an int or a scalar array), or None (all ``T``).
+
+    Returns:
+      ``(E, delta)``: the scalar loss and ``(T, V)``.
+
+    Examples:
+      >>> E, d = rnn_jax.bptt.softmax_loss_and_delta(jnp.zeros((3, 4)), jnp.array([0, 1, 2]), 2)
+      >>> round(float(E), 4), d[0].tolist(), bool(jnp.all(d[2] == 0))   # 2 ln 4; p - onehot; zero past the length
+      (2.7726, [-0.75, 0.25, 0.25, 0.25], True)
+    """
     T, V = logits.shape
     mask = (jnp.arange(T) < (T if length is None else length)).astype(logits.dtype)  # (T,)
     logp = jax.nn.log_softmax(logits)
@@ -62,7 +76,30 @@ _ACT = {"tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu}
 
 
 def elman_bptt(params, xs, targets, length=None, activation: str = "tanh"):
-    """Loss and gradients of the Elman many-to-many softmax model by hand. Returns ``(E, grads)``."""
+    """Loss and gradients of the Elman many-to-many softmax model by hand. Returns ``(E, grads)``.
+
+    Args:
+      params: ``many_to_many(rnn(elman(H, activation)), V, input_size=I)``'s params (one sequence; no
+        batch axis).
+      xs: ``(T, I)``.
+      targets: ``(T,)`` int ids in ``[0, V)``.
+      length: the number of valid steps, or None (all ``T``).
+      activation: ``"tanh"``, ``"sigmoid"`` or ``"relu"``, the cell's ``g``.
+
+    Returns:
+      ``(E, grads)``: the summed cross-entropy (a scalar) and its gradient, a pytree like ``params``.
+
+    Examples:
+      >>> model = rnn_jax.many_to_many(rnn_jax.rnn(rnn_jax.elman(5)), 4, input_size=3)
+      >>> p = model.init(jax.random.key(0))
+      >>> xs, ys = jax.random.normal(jax.random.key(1), (7, 3)), jnp.arange(7) % 4
+      >>> def loss(p):
+      ...     return rnn_jax.losses.softmax_cross_entropy(model.apply(p, xs)[0], ys, reduction="sum")
+      >>> E, g = rnn_jax.bptt.elman_bptt(p, xs, ys)
+      >>> auto = jax.grad(loss)(p)
+      >>> bool(jnp.allclose(E, loss(p))), bool(jnp.allclose(g["rnn"]["W_h"], auto["rnn"]["W_h"], atol=1e-5))
+      (True, True)
+    """
     if activation not in _DERIV:
         raise ValueError(f"activation: expected one of {sorted(_DERIV)}, got {activation!r}")
     p, g = params["rnn"], _ACT[activation]
@@ -92,7 +129,27 @@ def elman_bptt(params, xs, targets, length=None, activation: str = "tanh"):
 
 
 def lstm_bptt(params, xs, targets, length=None):
-    """Loss and gradients of the LSTM many-to-many softmax model by hand (gate order i, f, g, o)."""
+    """Loss and gradients of the LSTM many-to-many softmax model by hand (gate order i, f, g, o).
+
+    Args:
+      params: ``many_to_many(rnn(lstm(H)), V, input_size=I)``'s params (one sequence).
+      xs: ``(T, I)``.
+      targets: ``(T,)`` int ids in ``[0, V)``.
+      length: the number of valid steps, or None (all ``T``).
+
+    Returns:
+      ``(E, grads)``: the summed cross-entropy and its gradient, a pytree like ``params``.
+
+    Examples:
+      >>> model = rnn_jax.many_to_many(rnn_jax.rnn(rnn_jax.lstm(5)), 4, input_size=3)
+      >>> p = model.init(jax.random.key(0))
+      >>> xs, ys = jax.random.normal(jax.random.key(1), (7, 3)), jnp.arange(7) % 4
+      >>> E, g = rnn_jax.bptt.lstm_bptt(p, xs, ys, length=5)
+      >>> auto = jax.grad(lambda p: rnn_jax.losses.softmax_cross_entropy(
+      ...     model.apply(p, xs, 5)[0], ys, 5, reduction="sum"))(p)
+      >>> bool(jnp.allclose(g["rnn"]["W_i"], auto["rnn"]["W_i"], atol=1e-5))
+      True
+    """
     p = params["rnn"]
     H = p["W_h"].shape[0]
     Zx = xs @ p["W_i"] + jnp.broadcast_to(p["b_i"] + p["b_h"], (xs.shape[0], 4 * H))  # (T, 4H)
@@ -131,7 +188,27 @@ def lstm_bptt(params, xs, targets, length=None):
 
 
 def gru_bptt(params, xs, targets, length=None):
-    """Loss and gradients of the GRU many-to-many softmax model by hand (r, z, n; reset after the product)."""
+    """Loss and gradients of the GRU many-to-many softmax model by hand (r, z, n; reset after the product).
+
+    Args:
+      params: ``many_to_many(rnn(gru(H)), V, input_size=I)``'s params (one sequence).
+      xs: ``(T, I)``.
+      targets: ``(T,)`` int ids in ``[0, V)``.
+      length: the number of valid steps, or None (all ``T``).
+
+    Returns:
+      ``(E, grads)``: the summed cross-entropy and its gradient, a pytree like ``params``.
+
+    Examples:
+      >>> model = rnn_jax.many_to_many(rnn_jax.rnn(rnn_jax.gru(5)), 4, input_size=3)
+      >>> p = model.init(jax.random.key(0))
+      >>> xs, ys = jax.random.normal(jax.random.key(1), (7, 3)), jnp.arange(7) % 4
+      >>> E, g = rnn_jax.bptt.gru_bptt(p, xs, ys)
+      >>> auto = jax.grad(lambda p: rnn_jax.losses.softmax_cross_entropy(model.apply(p, xs)[0], ys,
+      ...                                                               reduction="sum"))(p)
+      >>> bool(jnp.allclose(g["rnn"]["b_h"], auto["rnn"]["b_h"], atol=1e-5))
+      True
+    """
     p = params["rnn"]
     H = p["W_h"].shape[0]
     GX = xs @ p["W_i"] + jnp.broadcast_to(p["b_i"], (xs.shape[0], 3 * H))  # (T, 3H)

@@ -102,6 +102,19 @@ class Cell(NamedTuple):
 
     The input size is read from the params by comparing ``init``'s abstract output at two input sizes
     (:func:`input_size_of`): no field restates it.
+
+    Examples:
+      >>> def leaky(H, alpha=0.5):              # a new cell in a few lines
+      ...     def init(key, input_size, dtype=jnp.float32):
+      ...         return {"W": jax.random.normal(key, (input_size, H), dtype) / input_size ** 0.5}
+      ...     def step(p, h, x):
+      ...         h = (1 - alpha) * h + alpha * jnp.tanh(x @ p["W"] + h)
+      ...         return h, h
+      ...     return rnn_jax.Cell(init, lambda dtype=jnp.float32: jnp.zeros((H,), dtype), step, output_size=H)
+      >>> layer = rnn_jax.bidirectional(rnn_jax.rnn(leaky(4)), rnn_jax.rnn(leaky(4)))
+      >>> ys, _ = layer.apply(layer.init(jax.random.key(0), 3), jnp.ones((2, 6, 3)), lengths=jnp.array([6, 2]))
+      >>> ys.shape
+      (2, 6, 8)
     """
 
     init: Callable[..., Params]
@@ -128,7 +141,20 @@ def _input_axes(init, dtype) -> tuple:
 def input_size_of(init: Callable[..., Params], params: Params) -> Optional[int]:
     """The input size ``params`` were built for by ``init`` (a cell's or a layer's), read from the
     first leaf whose shape grows with it; None when no leaf depends on it (or ``params`` are not
-    ``init``'s: :func:`rnn_jax.unroll.check_inputs` then says what differs)."""
+    ``init``'s: :func:`rnn_jax.unroll.check_inputs` then says what differs).
+
+    Args:
+      init: a cell's or a layer's ``init(key, input_size, dtype)``.
+      params: parameters built by it.
+
+    Returns:
+      The input size, an int, or None.
+
+    Examples:
+      >>> cell = rnn_jax.gru(4)
+      >>> rnn_jax.cells.input_size_of(cell.init, cell.init(jax.random.key(0), 7))
+      7
+    """
     leaves = jax.tree_util.tree_leaves(params)
     dtype = jnp.dtype(leaves[0].dtype) if leaves and hasattr(leaves[0], "dtype") else jnp.dtype(jnp.float32)
     for i, ax, a, b in _input_axes(init, dtype)[:1]:
@@ -149,6 +175,25 @@ def check_cell(cell: Cell, input_size: Optional[int] = None, dtype=jnp.float32,
     shapes and dtypes and an output of shape ``(output_size,)`` and dtype ``dtype``. ``params``
     (optional) are checked against ``init``'s. :func:`rnn_jax.rnn` runs it when a layer is built, and
     with the input size when the layer is initialised or applied (once per cell, input size and dtype).
+
+    Args:
+      cell: the :class:`Cell` to check.
+      input_size: the input width ``I`` to check one abstract step at, or None (the fields' types only).
+      dtype: the parameters' and inputs' dtype.
+      params: optional parameters to check against ``init``'s structure and shapes.
+
+    Returns:
+      None; raises ``ValueError`` naming the field (``init``, ``initial_state``, ``step``, ``output_size``,
+      ``linear``, the params) that does not agree.
+
+    Examples:
+      >>> good = rnn_jax.elman(4)
+      >>> rnn_jax.cells.check_cell(good, input_size=3)
+      >>> bad = good._replace(output_size=5)
+      >>> rnn_jax.cells.check_cell(bad, input_size=3)
+      Traceback (most recent call last):
+      ...
+      ValueError: cell 'elman': output_size is 5, but step returns an output of shape (4,); expected (5,)
     """
     if not isinstance(cell, Cell):
         raise ValueError(f"cell: expected an rnn_jax Cell (e.g. rnn_jax.lstm(H)), got {type(cell).__name__}")
@@ -233,19 +278,51 @@ def _step_agrees(cell: Cell, input_size: int, dtype) -> None:
 
 def prepared(cell: Cell, params: Params) -> Params:
     """``params`` with the cell's per-sequence precomputation done (see ``Cell.prepare``): call it once
-    before a loop of ``cell.step`` calls; differentiable like any function of ``params``."""
+    before a loop of ``cell.step`` calls; differentiable like any function of ``params``.
+
+    Args:
+      cell: a :class:`Cell`.
+      params: its raw parameters.
+
+    Returns:
+      The parameters ``step`` reads fastest (``params`` itself for a cell without ``prepare``).
+
+    Examples:
+      >>> cell = rnn_jax.orthogonal_rnn(4)
+      >>> p = cell.init(jax.random.key(0), 2)
+      >>> sorted(rnn_jax.cells.prepared(cell, p))
+      ['A', 'W', 'W_i', 'b']
+    """
     return params if cell.prepare is None else cell.prepare(params)
 
 
 class LSTMState(NamedTuple):
-    """LSTM state: hidden state ``h`` (H,) and cell state ``c`` (H,). (Flax orders its carry tuple (c, h).)"""
+    """LSTM state: hidden state ``h`` (H,) and cell state ``c`` (H,). (Flax orders its carry tuple (c, h).)
+
+    Attributes:
+      h: the hidden state and output, ``(H,)`` (``(B, H)`` in a batch).
+      c: the cell state, same shape.
+
+    Examples:
+      >>> s = rnn_jax.lstm(4).initial_state()
+      >>> s.h.shape, s.c.shape
+      ((4,), (4,))
+    """
 
     h: jax.Array
     c: jax.Array
 
 
 class JordanState(NamedTuple):
-    """Jordan state: the previous output ``y`` (O,)."""
+    """Jordan state: the previous output ``y`` (O,).
+
+    Attributes:
+      y: the previous output, ``(O,)`` (``(B, O)`` in a batch).
+
+    Examples:
+      >>> rnn_jax.jordan(8, 2).initial_state().y.shape
+      (2,)
+    """
 
     y: jax.Array
 
@@ -261,7 +338,23 @@ _ACTIVATIONS = {
 
 
 def resolve_activation(spec: Activation, argname: str = "activation") -> Callable[[jax.Array], jax.Array]:
-    """Resolve an activation given by name (tanh, relu, sigmoid, identity) or as a callable."""
+    """Resolve an activation given by name (tanh, relu, sigmoid, identity) or as a callable.
+
+    Args:
+      spec: a name or a callable.
+      argname: the argument's name for the error message.
+
+    Returns:
+      The function.
+
+    Examples:
+      >>> rnn_jax.cells.resolve_activation("relu")(jnp.array([-1.0, 2.0]))
+      Array([0., 2.], dtype=float32)
+      >>> rnn_jax.cells.resolve_activation("swish", "kernel_activation")
+      Traceback (most recent call last):
+      ...
+      ValueError: kernel_activation: unknown activation 'swish'; expected a callable or one of [...]
+    """
     if callable(spec):
         return spec
     try:
@@ -343,6 +436,14 @@ def elman(hidden_size: int, activation: Activation = "tanh", *, kernel_init="glo
 
     Params: ``W_i`` (I, H), ``W_h`` (H, H), ``b_i`` (H,).
 
+    Args:
+      hidden_size: ``H``.
+      activation: ``g``, a name (``"tanh"``, ``"relu"``, ``"sigmoid"``, ``"gelu"``, ``"identity"``) or a
+        callable on the ``(..., H)`` pre-activation.
+      kernel_init: the initialiser of ``W_i``, by name or as a function (:mod:`rnn_jax.initializers`).
+      recurrent_init: the initialiser of ``W_h``.
+      bias_init: the initialiser of ``b_i``.
+
     Returns:
       A :class:`Cell` carrying its fused recurrence.
 
@@ -392,6 +493,24 @@ def jordan(hidden_size: int, output_size: int, activation: Activation = "tanh",
     tanh so that the fed-back signal stays bounded.
 
     Params: ``W_i`` (I, H), ``b_i`` (H,), ``W_y`` (O, H), ``W_o`` (H, O), ``b_o`` (O,).
+
+    Args:
+      hidden_size: ``H``, the width of ``h_t``.
+      output_size: ``O``, the width of ``y_t`` (fed back).
+      activation: ``g``, a name or a callable.
+      output_activation: ``g_o``, a name or a callable.
+      kernel_init: the initialiser of ``W_i`` and ``W_o``.
+      recurrent_init: the initialiser of ``W_y``.
+      bias_init: the initialiser of ``b_i`` and ``b_o``.
+
+    Returns:
+      A :class:`Cell` with state :class:`JordanState`.
+
+    Examples:
+      >>> layer = rnn_jax.rnn(rnn_jax.jordan(8, 2))
+      >>> ys, state = layer.apply(layer.init(jax.random.key(0), 3), jnp.ones((4, 5, 3)))
+      >>> ys.shape, state.y.shape
+      ((4, 5, 2), (4, 2))
     """
     H = _check_size("hidden_size", hidden_size)
     O = _check_size("output_size", output_size)
@@ -439,6 +558,14 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, *, kernel_init="glorot_unif
     bias is ``log(u)``, ``u ~ U[1, T_max - 1]``, and its input-gate bias is the negative of it, so
     that at initialisation the units keep their memory for characteristic times spread over
     ``[1, T_max]`` (the forget gate's time constant is about ``1 / (1 - sigmoid(b_f)) ~ u``).
+
+    Args:
+      hidden_size: ``H``.
+      forget_bias: the constant written into ``b_i``'s forget block (ignored with ``chrono``).
+      kernel_init: the initialiser of ``W_i``, block by block (:mod:`rnn_jax.initializers`).
+      recurrent_init: the initialiser of ``W_h``, block by block.
+      bias_init: the initialiser of ``b_i`` and ``b_h`` before the forget bias is written.
+      chrono: ``T_max`` for chrono initialisation, or None.
 
     Returns:
       A :class:`Cell` carrying its fused recurrence; its state is ``LSTMState(h, c)``.
@@ -540,7 +667,22 @@ def gru(hidden_size: int, *, kernel_init="glorot_uniform", recurrent_init="ortho
 
 def layer_norm(z: jax.Array, gain: jax.Array, bias=None, eps: float = 1e-5) -> jax.Array:
     """Layer normalisation over the last axis (Ba et al. 2016): ``(z - mean) / sqrt(var + eps) * gain
-    (+ bias)``."""
+    (+ bias)``.
+
+    Args:
+      z: ``(..., D)``.
+      gain: ``(D,)``.
+      bias: ``(D,)`` or None.
+      eps: added to the variance inside the square root.
+
+    Returns:
+      ``(..., D)``, each row with mean ``bias`` (0) and standard deviation about ``gain`` (1).
+
+    Examples:
+      >>> y = rnn_jax.cells.layer_norm(jnp.array([[1.0, 2.0, 3.0, 6.0]]), jnp.ones(4))
+      >>> round(float(y.mean()), 5), round(float(y.std()), 3)
+      (0.0, 1.0)
+    """
     mu = z.mean(-1, keepdims=True)
     zc = z - mu
     out = zc * lax.rsqrt((zc * zc).mean(-1, keepdims=True) + eps) * gain
@@ -573,6 +715,16 @@ def layer_norm_lstm(hidden_size: int, forget_bias: float = 1.0, *, kernel_init="
     block), gains ``g_i``, ``g_h`` (4H,) (ones), ``g_c`` (H,) (ones) and shift ``b_c`` (H,) (zeros).
     State ``LSTMState(h, c)``, output ``h'``. The normalised products make the step invariant to the
     scale of ``W_i`` and of ``W_h`` (tested). Runs on the generic scan (no kernel).
+
+    Args:
+      hidden_size: ``H``.
+      forget_bias: written into ``b``'s forget block.
+      kernel_init: the initialiser of ``W_i``.
+      recurrent_init: the initialiser of ``W_h``.
+      eps: added to the variance inside the square root.
+
+    Returns:
+      A :class:`Cell` with state :class:`LSTMState` (generic scan).
 
     Examples:
       >>> layer = rnn_jax.rnn(rnn_jax.layer_norm_lstm(8), zoneout=0.1)
@@ -619,6 +771,15 @@ def layer_norm_gru(hidden_size: int, *, kernel_init="glorot_uniform", recurrent_
     ``LN`` normalises over all 3H pre-activations of each product. Params: ``W_i`` (I, 3H), ``W_h`` (H, 3H),
     ``b_i``, ``b_h`` (3H,) (zeros), gains ``g_i``, ``g_h`` (3H,) (ones). State and output ``h`` (H,).
     Invariant to the scale of ``W_i`` and of ``W_h`` (tested). Runs on the generic scan (no kernel).
+
+    Args:
+      hidden_size: ``H``.
+      kernel_init: the initialiser of ``W_i``.
+      recurrent_init: the initialiser of ``W_h``.
+      eps: added to the variance inside the square root.
+
+    Returns:
+      A :class:`Cell` (generic scan).
 
     Examples:
       >>> cell = rnn_jax.layer_norm_gru(8)
@@ -678,6 +839,13 @@ def min_gru(hidden_size: int, *, kernel_init="glorot_uniform") -> Cell:
     ``Cell.linear`` gives ``a = 1 - z``, ``b = z * h~``: ``rnn(min_gru(H), parallel="linear")`` solves it
     with ``lax.associative_scan``; the default sequential scan computes the same values (tested to 1e-10).
 
+    Args:
+      hidden_size: ``H``.
+      kernel_init: the initialiser of ``W_i``, block by block.
+
+    Returns:
+      A :class:`Cell` with ``linear`` (a parallel form).
+
     Examples:
       >>> layer = rnn_jax.rnn(rnn_jax.min_gru(8), parallel="linear")   # solved for all steps at once
       >>> ys, h = layer.apply(layer.init(jax.random.key(0), 3), jnp.ones((2, 50, 3)))
@@ -699,6 +867,20 @@ def min_lstm(hidden_size: int, *, kernel_init="glorot_uniform") -> Cell:
     Params: ``W_i`` (I, 3H) with blocks ``[f, i, h~]``, ``b_i`` (3H,) (zeros). State and output ``h`` (H,).
     ``Cell.linear`` gives ``a = f' = f / (f + i)``, ``b = i' * h~``; ``rnn(min_lstm(H), parallel="linear")``
     solves it with ``lax.associative_scan``.
+
+    Args:
+      hidden_size: ``H``.
+      kernel_init: the initialiser of ``W_i``, block by block.
+
+    Returns:
+      A :class:`Cell` with ``linear`` (a parallel form).
+
+    Examples:
+      >>> cell = rnn_jax.min_lstm(8)
+      >>> p = cell.init(jax.random.key(0), 3)
+      >>> a, b = cell.linear(p, jnp.ones(3))
+      >>> bool(jnp.all((a > 0) & (a < 1))), b.shape
+      (True, (8,))
     """
     def coefficients(g):
         f, i = jax.nn.sigmoid(g[0]), jax.nn.sigmoid(g[1])
@@ -725,6 +907,24 @@ def indrnn(hidden_size: int, activation: Activation = "relu", *, kernel_init="gl
     cell's exact Newton step, computed in O(T H).
 
     Params: ``W_i`` (I, H), ``u`` (H,), ``b`` (H,). State and output ``h`` (H,).
+
+    Args:
+      hidden_size: ``H``.
+      activation: ``g``, a name or a callable.
+      kernel_init: the initialiser of ``W_i``.
+      recurrent_init: the initialiser of ``u`` (H,), or None (uniform, see above).
+      recurrent_max: the bound ``m`` on ``|u|``, or None (no bound).
+      bias_init: the initialiser of ``b``.
+
+    Returns:
+      A :class:`Cell` (``diagonal=True``).
+
+    Examples:
+      >>> T = 5000
+      >>> cell = rnn_jax.indrnn(8, recurrent_max=2 ** (1 / T))
+      >>> p = cell.init(jax.random.key(0), 2)
+      >>> p["u"].shape, bool(jnp.all(jnp.abs(p["u"]) <= 2 ** (1 / T)))
+      ((8,), True)
     """
     H = _check_size("hidden_size", hidden_size)
     g = resolve_activation(activation)
@@ -783,6 +983,23 @@ def lru(hidden_size: int, output_size: Optional[int] = None, *, r_min: float = 0
 
     Params: ``nu_log``, ``theta_log``, ``gamma_log`` (N,); ``B_re``, ``B_im`` (I, N); ``C_re``, ``C_im``
     (N, O); ``D`` (I, O). State ``h`` (N,) complex; output ``y`` (O,), ``O = output_size`` (default N).
+
+    Args:
+      hidden_size: ``N``, the complex state's width.
+      output_size: ``O`` (None: ``N``).
+      r_min: the ring's inner radius, ``0 <= r_min < r_max``.
+      r_max: the ring's outer radius, ``<= 1``.
+      max_phase: phases are drawn in ``[0, max_phase]``.
+      activation: applied to ``y_t``, a name, a callable or None.
+
+    Returns:
+      A :class:`Cell` with ``linear`` (a parallel form).
+
+    Examples:
+      >>> layer = rnn_jax.rnn(rnn_jax.lru(16, 4, r_min=0.9, r_max=0.999), parallel="linear")
+      >>> ys, h = layer.apply(layer.init(jax.random.key(0), 3), jnp.ones((2, 100, 3)))
+      >>> ys.shape, h.shape, h.dtype
+      ((2, 100, 4), (2, 16), dtype('complex64'))
     """
     N = _check_size("hidden_size", hidden_size)
     O = N if output_size is None else _check_size("output_size", output_size)
@@ -829,7 +1046,19 @@ def lru(hidden_size: int, output_size: Optional[int] = None, *, r_min: float = 0
 def modrelu(z: jax.Array, b: jax.Array) -> jax.Array:
     """modReLU (Arjovsky et al. 2016), real form: ``sign(z) * relu(|z| + b)``: keeps the sign, shrinks
     the magnitude by ``-b`` (a trained bias per unit), zero where ``|z| < -b``. ``b`` broadcasts over
-    ``z``'s leading (batch) axes."""
+    ``z``'s leading (batch) axes.
+
+    Args:
+      z: ``(..., H)``.
+      b: ``(H,)``.
+
+    Returns:
+      ``(..., H)``.
+
+    Examples:
+      >>> rnn_jax.cells.modrelu(jnp.array([-2.0, 0.5, 3.0]), jnp.full(3, -1.0))
+      Array([-1.,  0.,  2.], dtype=float32)
+    """
     return jnp.sign(z) * jax.nn.relu(jnp.abs(z) + jnp.broadcast_to(b, z.shape))
 
 
@@ -864,6 +1093,22 @@ def orthogonal_rnn(hidden_size: int, *, recurrent_init: str = "henaff", kernel_i
     with autodiff), and so do the generic unroller and the diagnostics (``Cell.prepare`` adds ``W`` to
     the params). ``step`` on raw params computes it at every call: in a loop of your own, call
     ``step`` on :func:`prepared` params.
+
+    Args:
+      hidden_size: ``H``.
+      recurrent_init: ``"henaff"`` or ``"identity"``.
+      kernel_init: the initialiser of ``W_i``.
+      bias_bound: the modReLU bias's initial range.
+
+    Returns:
+      A :class:`Cell` with ``prepare`` (``W = expm(A - A^T)`` once per sequence).
+
+    Examples:
+      >>> cell = rnn_jax.orthogonal_rnn(6)
+      >>> p = rnn_jax.cells.prepared(cell, cell.init(jax.random.key(0), 2))
+      >>> W = p["W"]
+      >>> bool(jnp.allclose(W @ W.T, jnp.eye(6), atol=1e-5))
+      True
     """
     H = _check_size("hidden_size", hidden_size)
     if recurrent_init not in ("henaff", "identity"):

@@ -42,7 +42,26 @@ def _states(cell: Cell, params, xs, initial_state=None):
 
 def error_reach(cell: Cell, params, xs, loss_of_last: Callable[[jax.Array], jax.Array], initial_state=None) -> jax.Array:
     """``(T - 1,)`` norms ``||dE/dstate_k||`` for ``k = 0 .. T-2`` (the state after step k), where
-    ``E = loss_of_last(y_{T-1})``."""
+    ``E = loss_of_last(y_{T-1})``.
+
+    Args:
+      cell: a :class:`rnn_jax.Cell`.
+      params: its params.
+      xs: one sequence, ``(T, I)``.
+      loss_of_last: ``y_{T-1} (O,) -> scalar``.
+      initial_state: the state before step 0 (one example), or None (the cell's).
+
+    Returns:
+      ``(T - 1,)``: how much error from the last step reaches each earlier state.
+
+    Examples:
+      >>> cell = rnn_jax.elman(16)
+      >>> p = cell.init(jax.random.key(0), 1)
+      >>> p = dict(p, W_h=0.5 * p["W_h"])                              # contracting: the error vanishes
+      >>> r = rnn_jax.diagnostics.error_reach(cell, p, jnp.ones((30, 1)), jnp.sum)
+      >>> r.shape, bool(r[0] < 1e-6 * r[-1])
+      ((29,), True)
+    """
     state0 = cell.initial_state(xs.dtype) if initial_state is None else initial_state
     T = xs.shape[0]
     flat0, unravel = ravel_pytree(state0)
@@ -73,7 +92,24 @@ def _step_jacobians(cell: Cell, params, xs, initial_state=None):
 
 
 def jacobian_norms(cell: Cell, params, xs, initial_state=None) -> jax.Array:
-    """``(T,)``: entry k is ``||d state_{T-1} / d state_k||_2`` (entry ``T-1`` is 1: the identity)."""
+    """``(T,)``: entry k is ``||d state_{T-1} / d state_k||_2`` (entry ``T-1`` is 1: the identity).
+
+    Args:
+      cell: a :class:`rnn_jax.Cell`.
+      params: its params.
+      xs: one sequence, ``(T, I)``.
+      initial_state: the state before step 0 (one example), or None.
+
+    Returns:
+      ``(T,)`` spectral norms.
+
+    Examples:
+      >>> cell = rnn_jax.orthogonal_rnn(8, recurrent_init="identity")
+      >>> p = cell.init(jax.random.key(0), 1)
+      >>> n = rnn_jax.diagnostics.jacobian_norms(cell, p, jnp.ones((20, 1)))
+      >>> n.shape, float(n[-1])
+      ((20,), 1.0)
+    """
     J = _step_jacobians(cell, params, xs, initial_state)  # (T, C, C)
 
     def back(M, Jt):  # M = d c_{T-1} / d c_t ; going back one step multiplies by J_t
@@ -88,7 +124,25 @@ def step_jacobian_singular_values(cell: Cell, params, xs, initial_state=None) ->
 
     The error reaching ``k`` steps back is the product of ``k`` of these Jacobians: when every one
     has all its singular values at 1 (an orthogonal recurrence with its units active) the error's
-    norm is kept exactly; values below 1 shrink it geometrically (vanishing), above 1 may grow it."""
+    norm is kept exactly; values below 1 shrink it geometrically (vanishing), above 1 may grow it.
+
+    Args:
+      cell: a :class:`rnn_jax.Cell`.
+      params: its params.
+      xs: one sequence, ``(T, I)``.
+      initial_state: the state before step 0 (one example), or None.
+
+    Returns:
+      ``(T, C)``, ``C`` the state's size (``2H`` for an LSTM's ``(h, c)``).
+
+    Examples:
+      >>> cell = rnn_jax.orthogonal_rnn(6)
+      >>> p = cell.init(jax.random.key(0), 1)
+      >>> p = dict(p, b=jnp.full(6, -1e-3), W_i=jnp.ones((1, 6)))   # every unit active: singular values 1
+      >>> sv = rnn_jax.diagnostics.step_jacobian_singular_values(cell, p, jnp.ones((5, 1)))
+      >>> sv.shape, bool(jnp.allclose(sv, 1.0, atol=1e-5))
+      ((5, 6), True)
+    """
     return jnp.linalg.svd(_step_jacobians(cell, params, xs, initial_state), compute_uv=False)
 
 
@@ -97,7 +151,22 @@ def recurrent_spectrum(params, gates: int | None = None) -> dict:
     ``(H, H)`` (by default ``W.shape[1] // W.shape[0]``: 4 for an LSTM, 3 for a GRU, 1 for an Elman cell).
 
     ``params`` holds ``W_h`` (Elman, LSTM, GRU) or, once prepared (:func:`rnn_jax.prepared`), the
-    orthogonal cell's ``W``."""
+    orthogonal cell's ``W``.
+
+    Args:
+      params: a cell's params, with ``W_h`` or a prepared ``W``.
+      gates: the number of ``(H, H)`` blocks, or None (from the shape).
+
+    Returns:
+      ``{block: {"spectral_radius", "max_singular_value", "min_singular_value", "singular_values"}}``,
+      the block ``"W_h"`` for one block, ``"block0"``, ``"block1"``, ... for gated cells.
+
+    Examples:
+      >>> p = rnn_jax.gru(8).init(jax.random.key(0), 3)
+      >>> s = rnn_jax.diagnostics.recurrent_spectrum(p)
+      >>> sorted(s), round(s["block0"]["max_singular_value"], 4)          # orthogonal blocks
+      (['block0', 'block1', 'block2'], 1.0)
+    """
     W = params.get("W_h", params.get("W")) if isinstance(params, dict) else None
     if W is None or np.ndim(W) != 2:
         raise ValueError("params: expected a recurrent matrix 'W_h' (H, G*H), or the prepared 'W' of the "
@@ -119,7 +188,23 @@ def recurrent_spectrum(params, gates: int | None = None) -> dict:
 
 
 def plot_reach(curves: dict, path: str, title: str = "", ylabel: str = "||dE_T / dh_k||") -> str:
-    """One curve per model over k (log scale): ``{name: values (T,)}``."""
+    """One curve per model over k (log scale): ``{name: values (T,)}``.
+
+    Args:
+      curves: ``{name: values (T,)}``, e.g. :func:`error_reach` of several models.
+      path: the image file to write (its suffix picks the format).
+      title: the figure's title.
+      ylabel: the y axis's label.
+
+    Returns:
+      ``path``.
+
+    Examples:
+      >>> import os, tempfile
+      >>> path = os.path.join(tempfile.mkdtemp(), "reach.png")
+      >>> rnn_jax.diagnostics.plot_reach({"tanh": jnp.logspace(-6, 0, 30)}, path) == path, os.path.exists(path)
+      (True, True)
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,7 +235,24 @@ def plot_reach(curves: dict, path: str, title: str = "", ylabel: str = "||dE_T /
 
 
 def plot_heatmap(rows, train_steps, path: str, title: str = "") -> str:
-    """``rows (n_snapshots, T)`` of reach values: log10 heat map, training step against k."""
+    """``rows (n_snapshots, T)`` of reach values: log10 heat map, training step against k.
+
+    Args:
+      rows: ``(n_snapshots, T)`` reach values, one row per training snapshot.
+      train_steps: the training step of each row (its first and last value set the y axis).
+      path: the image file to write.
+      title: the figure's title.
+
+    Returns:
+      ``path``.
+
+    Examples:
+      >>> import os, tempfile
+      >>> path = os.path.join(tempfile.mkdtemp(), "heat.png")
+      >>> rows = jnp.logspace(-6, 0, 30)[None].repeat(3, 0)
+      >>> os.path.exists(rnn_jax.diagnostics.plot_heatmap(rows, [0, 50, 100], path))
+      True
+    """
     import matplotlib
 
     matplotlib.use("Agg")

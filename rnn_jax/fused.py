@@ -380,6 +380,31 @@ def elman(W_i, W_h, b, xs, h0, mask=None, *, activation: Callable, derivative: O
     only the states; None makes the backward pass take ``g``'s own VJP at the kept pre-activations
     (exact for any ``g``, one more ``(T, B, H)`` buffer). ``rule``: ``"vjp"`` or ``"jvp"`` (module
     docstring).
+
+    Args:
+      W_i: ``(I, H)``.
+      W_h: ``(H, H)``.
+      b: ``(H,)`` or ``(B, H)``.
+      xs: ``(T, B, I)``, time-major.
+      h0: ``(B, H)``.
+      mask: ``(T, B, 1)`` (1 for valid steps) or None.
+      activation: ``g``.
+      derivative: ``g'`` as a function of ``g``'s output, or None.
+      unroll: steps per iteration of the compiled loop.
+      hoist: take all input products before the loop (True, False or ``"auto"``).
+      rule: ``"vjp"`` or ``"jvp"``.
+
+    Returns:
+      ``(ys (T, B, H), h_T (B, H))``.
+
+    Examples:
+      >>> cell = rnn_jax.elman(4)
+      >>> p = cell.init(jax.random.key(0), 3)
+      >>> xs = jax.random.normal(jax.random.key(1), (6, 2, 3))
+      >>> ys, h = rnn_jax.fused.elman(p["W_i"], p["W_h"], p["b_i"], xs, jnp.zeros((2, 4)), activation=jnp.tanh,
+      ...                             derivative=lambda s: 1 - s * s)
+      >>> bool(jnp.allclose(ys, rnn_jax.unroll(cell, p, xs.swapaxes(0, 1))[0].swapaxes(0, 1), atol=1e-6))
+      True
     """
     run = _kernel(rule, _elman, _elman_t)
     return _by_length(rule, lambda xs, h0, mask, b: run(activation, derivative, unroll, _hoist(hoist, (True, True)),
@@ -491,7 +516,31 @@ def lstm(W_i, W_h, b, xs, state0, mask=None, *, unroll: int = 1, hoist: Hoist = 
     """LSTM recurrence (gates ``i, f, g, o`` along the last axis) over ``xs (T, B, I)`` with one bias
     ``b`` (the sum of both of PyTorch's): ``(4H,)``, or ``(B, 4H)`` for one per row. ``state0 = (h0, c0)``,
     each ``(B, H)``. Returns ``(ys (T, B, H), (h_T, c_T))``. ``rule``: ``"vjp"`` or ``"jvp"`` (module
-    docstring)."""
+    docstring).
+
+    Args:
+      W_i: ``(I, 4H)``.
+      W_h: ``(H, 4H)``.
+      b: ``(4H,)`` or ``(B, 4H)``.
+      xs: ``(T, B, I)``, time-major.
+      state0: ``(h0, c0)``, each ``(B, H)``.
+      mask: ``(T, B, 1)`` (1 for valid steps) or None.
+      unroll: steps per iteration of the compiled loop.
+      hoist: take all input products before the loop (True, False or ``"auto"``).
+      rule: ``"vjp"`` or ``"jvp"``.
+
+    Returns:
+      ``(ys (T, B, H), (h_T, c_T))``.
+
+    Examples:
+      >>> cell = rnn_jax.lstm(4)
+      >>> p = cell.init(jax.random.key(0), 3)
+      >>> xs = jax.random.normal(jax.random.key(1), (6, 2, 3))
+      >>> z = jnp.zeros((2, 4))
+      >>> ys, (h, c) = rnn_jax.fused.lstm(p["W_i"], p["W_h"], p["b_i"] + p["b_h"], xs, (z, z))
+      >>> bool(jnp.allclose(ys, rnn_jax.unroll(cell, p, xs.swapaxes(0, 1))[0].swapaxes(0, 1), atol=1e-6))
+      True
+    """
     run = _kernel(rule, _lstm, _lstm_t)
     return _by_length(rule, lambda xs, state0, mask, b: run(unroll, _hoist(hoist, (False, xs.shape[0] <= 100)), W_i,
                                                             W_h, b, xs, state0, mask),
@@ -607,7 +656,31 @@ _gru_t.defjvp(_gru_jvp, symbolic_zeros=True)
 def gru(W_i, W_h, b_i, b_h, xs, h0, mask=None, *, unroll: int = 1, hoist: Hoist = "auto", rule: str = "vjp"):
     """GRU recurrence (gates ``r, z, n``, reset after the recurrent product) over ``xs (T, B, I)``
     with the input and recurrent biases ``b_i`` (3H,) or (B, 3H) for one per row, and ``b_h`` (3H,).
-    Returns ``(ys (T, B, H), h_T (B, H))``. ``rule``: ``"vjp"`` or ``"jvp"`` (module docstring)."""
+    Returns ``(ys (T, B, H), h_T (B, H))``. ``rule``: ``"vjp"`` or ``"jvp"`` (module docstring).
+
+    Args:
+      W_i: ``(I, 3H)``.
+      W_h: ``(H, 3H)``.
+      b_i: ``(3H,)`` or ``(B, 3H)``.
+      b_h: ``(3H,)``.
+      xs: ``(T, B, I)``, time-major.
+      h0: ``(B, H)``.
+      mask: ``(T, B, 1)`` (1 for valid steps) or None.
+      unroll: steps per iteration of the compiled loop.
+      hoist: take all input products before the loop (True, False or ``"auto"``).
+      rule: ``"vjp"`` or ``"jvp"``.
+
+    Returns:
+      ``(ys (T, B, H), h_T (B, H))``.
+
+    Examples:
+      >>> cell = rnn_jax.gru(4)
+      >>> p = cell.init(jax.random.key(0), 3)
+      >>> xs = jax.random.normal(jax.random.key(1), (6, 2, 3))
+      >>> ys, h = rnn_jax.fused.gru(p["W_i"], p["W_h"], p["b_i"], p["b_h"], xs, jnp.zeros((2, 4)))
+      >>> bool(jnp.allclose(ys, rnn_jax.unroll(cell, p, xs.swapaxes(0, 1))[0].swapaxes(0, 1), atol=1e-6))
+      True
+    """
     run = _kernel(rule, _gru, _gru_t)
     if jnp.ndim(b_h) != 1:
         raise ValueError(f"b_h: expected shape (3H,), got {jnp.shape(b_h)}")

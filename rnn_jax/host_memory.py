@@ -60,7 +60,15 @@ def reuse_host_memory() -> bool:
 
     There is no way back within the process: glibc's own policy adapts its mmap threshold as it goes,
     which setting any value switches off. To compare both, run two processes
-    (``python -m benchmarks.host_memory``)."""
+    (``python -m benchmarks.host_memory``).
+
+    Returns:
+      True if applied (glibc), False otherwise.
+
+    Examples:
+      >>> rnn_jax.host_memory.reuse_host_memory() in (True, False)
+      True
+    """
     if _state["reuse"]:
         return True
     libc = _glibc()
@@ -76,13 +84,32 @@ def reuse_host_memory() -> bool:
 
 
 def host_memory_state() -> dict:
-    """``{"reuse": bool, "mmap_threshold": bytes or None}``: what this process runs with (for run records)."""
+    """``{"reuse": bool, "mmap_threshold": bytes or None}``: what this process runs with (for run records).
+
+    Returns:
+      ``{"reuse": bool, "mmap_threshold": int or None}``.
+
+    Examples:
+      >>> sorted(rnn_jax.host_memory.host_memory_state())
+      ['mmap_threshold', 'reuse']
+    """
     return dict(_state)
 
 
 def use_policy(policy: str) -> dict:
     """``"reuse"``: :func:`reuse_host_memory`; ``"default"``: leave the C library's own policy. For
-    scripts that own their process (``--host_memory``). Returns :func:`host_memory_state`."""
+    scripts that own their process (``--host_memory``). Returns :func:`host_memory_state`.
+
+    Args:
+      policy: ``"reuse"`` or ``"default"``.
+
+    Returns:
+      :func:`host_memory_state`'s dict after the policy is applied.
+
+    Examples:
+      >>> rnn_jax.host_memory.use_policy("default")["reuse"] in (True, False)
+      True
+    """
     if policy not in POLICIES:
         raise ValueError(f"policy: expected one of {POLICIES}, got {policy!r}")
     if policy == "reuse":

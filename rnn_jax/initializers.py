@@ -51,6 +51,17 @@ def orthogonal(scale: float = 1.0) -> Initializer:
     """A random orthogonal matrix times ``scale`` (QR of a Gaussian matrix).
 
     For dtypes narrower than float32 (bfloat16, float16) the QR runs in float32 and the result is cast.
+
+    Args:
+      scale: a factor on the matrix (its singular values all equal ``scale``).
+
+    Returns:
+      An initialiser ``(key, shape, dtype) -> array``.
+
+    Examples:
+      >>> W = rnn_jax.initializers.orthogonal()(jax.random.key(0), (4, 4), jnp.float32)
+      >>> bool(jnp.allclose(W @ W.T, jnp.eye(4), atol=1e-5))
+      True
     """
     base = jax.nn.initializers.orthogonal(scale)
 
@@ -63,7 +74,19 @@ def orthogonal(scale: float = 1.0) -> Initializer:
 
 
 def identity(scale: float = 1.0) -> Initializer:
-    """``scale * I`` for a square matrix: the IRNN recurrent initialisation (Le, Jaitly & Hinton 2015)."""
+    """``scale * I`` for a square matrix: the IRNN recurrent initialisation (Le, Jaitly & Hinton 2015).
+
+    Args:
+      scale: the diagonal's value.
+
+    Returns:
+      An initialiser ``(key, shape, dtype) -> array``; a non-square shape raises ``ValueError``.
+
+    Examples:
+      >>> rnn_jax.initializers.identity(0.5)(jax.random.key(0), (2, 2), jnp.float32)
+      Array([[0.5, 0. ],
+             [0. , 0.5]], dtype=float32)
+    """
 
     def init(key, shape, dtype=jnp.float32):
         del key
@@ -75,7 +98,19 @@ def identity(scale: float = 1.0) -> Initializer:
 
 
 def uniform(bound: float) -> Initializer:
-    """U(-bound, bound)."""
+    """U(-bound, bound).
+
+    Args:
+      bound: the half-width.
+
+    Returns:
+      An initialiser ``(key, shape, dtype) -> array``.
+
+    Examples:
+      >>> w = rnn_jax.initializers.uniform(0.1)(jax.random.key(0), (1000,), jnp.float32)
+      >>> bool(jnp.all(jnp.abs(w) <= 0.1))
+      True
+    """
 
     def init(key, shape, dtype=jnp.float32):
         return jax.random.uniform(key, shape, dtype, -bound, bound)
@@ -84,7 +119,20 @@ def uniform(bound: float) -> Initializer:
 
 
 def uniform_range(low: float, high: float) -> Initializer:
-    """U(low, high)."""
+    """U(low, high).
+
+    Args:
+      low: the lower end.
+      high: the upper end.
+
+    Returns:
+      An initialiser ``(key, shape, dtype) -> array``.
+
+    Examples:
+      >>> w = rnn_jax.initializers.uniform_range(1.0, 2.0)(jax.random.key(0), (1000,), jnp.float32)
+      >>> bool(jnp.all((w >= 1) & (w <= 2)))
+      True
+    """
 
     def init(key, shape, dtype=jnp.float32):
         return jax.random.uniform(key, shape, dtype, low, high)
@@ -93,12 +141,35 @@ def uniform_range(low: float, high: float) -> Initializer:
 
 
 def constant(value: float) -> Initializer:
-    """Every entry equal to ``value``."""
+    """Every entry equal to ``value``.
+
+    Args:
+      value: the entries' value.
+
+    Returns:
+      An initialiser ``(key, shape, dtype) -> array``.
+
+    Examples:
+      >>> rnn_jax.initializers.constant(3.0)(jax.random.key(0), (2,), jnp.float32)
+      Array([3., 3.], dtype=float32)
+    """
     return jax.nn.initializers.constant(value)
 
 
 def pytorch_uniform(hidden_size: int) -> Initializer:
-    """PyTorch's default for recurrent modules: U(-k, k) with k = 1 / sqrt(hidden_size)."""
+    """PyTorch's default for recurrent modules: U(-k, k) with k = 1 / sqrt(hidden_size).
+
+    Args:
+      hidden_size: ``H``.
+
+    Returns:
+      An initialiser ``(key, shape, dtype) -> array``.
+
+    Examples:
+      >>> w = rnn_jax.initializers.pytorch_uniform(100)(jax.random.key(0), (50, 400), jnp.float32)
+      >>> bool(jnp.abs(w).max() <= 0.1)
+      True
+    """
     return uniform(1.0 / hidden_size ** 0.5)
 
 
@@ -117,6 +188,22 @@ def get(spec: InitSpec, hidden_size: int | None = None, *, argname: str = "init"
     """Resolve an initialiser given by name or as a callable.
 
     ``"pytorch"`` needs ``hidden_size`` (its bound is 1/sqrt(H)).
+
+    Args:
+      spec: a name from the table above or a callable ``(key, shape, dtype) -> array``.
+      hidden_size: ``H``, needed by ``"pytorch"``.
+      argname: the argument's name for the error message.
+
+    Returns:
+      An initialiser ``(key, shape, dtype) -> array``.
+
+    Examples:
+      >>> rnn_jax.initializers.get("he_normal")(jax.random.key(0), (3, 2), jnp.float32).shape
+      (3, 2)
+      >>> rnn_jax.initializers.get("kaiming", argname="kernel_init")
+      Traceback (most recent call last):
+      ...
+      ValueError: kernel_init: unknown initialiser 'kaiming'...
     """
     if callable(spec):
         return spec

@@ -21,7 +21,6 @@ the fast path; ``jax.vmap`` over single-sequence calls comes close to it.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
@@ -35,7 +34,7 @@ from rnn_jax.cells import Cell, check_cell
 from rnn_jax.unroll import check_inputs, check_knobs, scan
 from rnn_jax.unroll import _zone as zone
 
-__all__ = ["Layer", "rnn", "bidirectional", "stack", "apply_batch", "stream_init", "stream_step",
+__all__ = ["Layer", "rnn", "bidirectional", "stack", "stream_init", "stream_step",
            "run_layer", "MERGES", "SKIPS"]
 
 
@@ -69,6 +68,13 @@ class Layer(NamedTuple):
         :class:`rnn_jax.parallel.DeerInfo` of shape ``batch``: per sequence the iterations run, whether
         they converged (False: ``apply`` returned the sequential scan's result there) and the residual.
         None for every other layer.
+
+    Examples:
+      >>> layer = rnn_jax.rnn(rnn_jax.lstm(8))
+      >>> p = layer.init(jax.random.key(0), 3)
+      >>> ys, state = layer.apply(p, jnp.ones((2, 5, 3)), lengths=jnp.array([5, 3]))
+      >>> ys.shape, state.h.shape, layer.output_size, layer.name
+      ((2, 5, 8), (2, 8), 8, 'lstm')
     """
 
     init: Callable[..., Any]
@@ -110,7 +116,27 @@ def _layer(init, run, output_size, initial_state, step, name, reads_backward=Fal
 
 def run_layer(layer: Layer, params, xs, lengths=None, state=None, batched=True, key=None):
     """``layer.run(params, xs, lengths, state, batched)``, with ``key=key`` when a key is given (a layer
-    written by hand without randomness need not take one)."""
+    written by hand without randomness need not take one).
+
+    Args:
+      layer: a :class:`Layer`.
+      params: its params.
+      xs: ``(T, B, I)``, time-major.
+      lengths: ``(B,)`` ints or None.
+      state: the state with leaves ``(B, ...)``, or None (zeros).
+      batched: False for a call without batch dimensions (see ``Layer.run``).
+      key: a ``jax.random.key`` for the dropout and zoneout masks, or None.
+
+    Returns:
+      ``(ys (T, B, O), final_state)``.
+
+    Examples:
+      >>> layer = rnn_jax.rnn(rnn_jax.gru(4), dropout=0.5)
+      >>> p = layer.init(jax.random.key(0), 3)
+      >>> ys, h = rnn_jax.layers.run_layer(layer, p, jnp.ones((6, 2, 3)), key=jax.random.key(1))
+      >>> ys.shape
+      (6, 2, 4)
+    """
     if key is None:
         return layer.run(params, xs, lengths, state, batched)
     return layer.run(params, xs, lengths, state, batched, key=key)
@@ -445,14 +471,6 @@ def stack(*layers: Layer, skip: Optional[str] = None, highway_bias: float = -1.0
     name = f"stack[{', '.join(l.name for l in layers)}]" + (f"/{skip}" if skip else "")
     return _layer(init, run, layers[-1].output_size, initial_state, step, name,
                   reads_backward=layers[-1].reads_backward)
-
-
-def apply_batch(layer: Layer, params, xs: jax.Array, lengths=None, initial_state: Any = None):
-    """Deprecated alias of ``layer.apply(params, xs, lengths, initial_state)`` (layers take batches
-    now); kept for one release."""
-    warnings.warn("rnn_jax.apply_batch is deprecated: call layer.apply, which takes batches", DeprecationWarning,
-                  stacklevel=2)
-    return layer.apply(params, xs, lengths, initial_state)
 
 
 def _online(layer: Layer) -> Layer:

@@ -33,7 +33,21 @@ REDUCTIONS = ("sum", "mean", "sequence_mean", "none")
 
 
 def step_mask(shape: tuple, lengths=None, dtype=jnp.float32) -> jax.Array:
-    """Weights of ``shape = (*batch, T)``: 1 for valid steps, 0 past ``lengths`` (shape ``batch``)."""
+    """Weights of ``shape = (*batch, T)``: 1 for valid steps, 0 past ``lengths`` (shape ``batch``).
+
+    Args:
+      shape: ``(*batch, T)``.
+      lengths: ints of shape ``batch``, or None (every step valid).
+      dtype: the weights' dtype.
+
+    Returns:
+      ``shape`` of 0s and 1s.
+
+    Examples:
+      >>> rnn_jax.losses.step_mask((2, 4), jnp.array([4, 1]))
+      Array([[1., 1., 1., 1.],
+             [1., 0., 0., 0.]], dtype=float32)
+    """
     if lengths is None:
         return jnp.ones(shape, dtype)
     lengths = jnp.asarray(lengths)
@@ -43,14 +57,40 @@ def step_mask(shape: tuple, lengths=None, dtype=jnp.float32) -> jax.Array:
 
 def accumulation_dtype(dtype):
     """The dtype sums and counts are taken in: float32 or wider, whatever ``dtype`` is (a float16 count
-    of 70,000 steps is inf)."""
+    of 70,000 steps is inf).
+
+    Args:
+      dtype: the values' dtype.
+
+    Returns:
+      ``float32`` for narrower floats (and ints), ``dtype`` itself when wider.
+
+    Examples:
+      >>> rnn_jax.losses.accumulation_dtype(jnp.bfloat16), rnn_jax.losses.accumulation_dtype(jnp.float32)
+      (dtype('float32'), dtype('float32'))
+    """
     return jnp.promote_types(dtype, jnp.float32)
 
 
 def masked_reduce(per_step: jax.Array, lengths=None, reduction: str = "sum") -> jax.Array:
     """Reduce ``(*batch, T)`` per-step values over the valid steps (see the module docstring).
     Sums and counts are accumulated in float32 or wider (:func:`accumulation_dtype`), which is also the
-    dtype of the result; ``"none"`` keeps ``per_step``'s dtype."""
+    dtype of the result; ``"none"`` keeps ``per_step``'s dtype.
+
+    Args:
+      per_step: ``(*batch, T)``.
+      lengths: ints of shape ``batch``, or None.
+      reduction: ``"sum"``, ``"mean"`` (per valid step), ``"sequence_mean"`` or ``"none"``.
+
+    Returns:
+      A scalar, or ``(*batch, T)`` with zeros past the lengths for ``"none"``.
+
+    Examples:
+      >>> v = jnp.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+      >>> L = jnp.array([3, 1])
+      >>> [float(rnn_jax.losses.masked_reduce(v, L, r)) for r in ("sum", "mean", "sequence_mean")]
+      [10.0, 2.5, 5.0]
+    """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction: expected one of {REDUCTIONS}, got {reduction!r}")
     m = step_mask(per_step.shape, lengths, jnp.float32) > 0
@@ -180,7 +220,21 @@ def accuracy(logits, targets, lengths=None, reduction: str = "mean") -> jax.Arra
 
 def mse(preds, targets, lengths=None, reduction: str = "mean") -> jax.Array:
     """Squared error. ``preds`` and ``targets`` of one shape ``(*batch, T, D)`` are averaged over ``D``,
-    then reduced over the valid steps; give ``(*batch, T, 1)`` for one value per step."""
+    then reduced over the valid steps; give ``(*batch, T, 1)`` for one value per step.
+
+    Args:
+      preds: ``(*batch, T, D)``.
+      targets: the same shape.
+      lengths: ints of shape ``batch``, or None.
+      reduction: as :func:`masked_reduce`.
+
+    Returns:
+      A scalar, or ``(*batch, T)`` for ``"none"``.
+
+    Examples:
+      >>> float(rnn_jax.losses.mse(jnp.ones((2, 3, 1)), jnp.zeros((2, 3, 1)), jnp.array([3, 1])))
+      1.0
+    """
     _check(preds, targets, lengths, classes=False)
     if jnp.ndim(preds) == 0:
         return jnp.square(preds - targets)

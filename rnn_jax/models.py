@@ -45,7 +45,23 @@ __all__ = ["Model", "dense_init", "dense", "many_to_one", "many_to_many", "encod
 
 class Model(NamedTuple):
     """``init(key, dtype=float32) -> params``; ``apply(params, ...)``; ``generate(params, source,
-    source_lengths=None, *, max_len, key=None, temperature=1.0)`` or None."""
+    source_lengths=None, *, max_len, key=None, temperature=1.0)`` or None.
+
+    Attributes:
+      init: ``(key, dtype=float32) -> params``.
+      apply: ``(params, ...)``, its arguments per configuration (:func:`many_to_one`, :func:`many_to_many`,
+        :func:`encoder_decoder`, :func:`one_to_many`).
+      generate: ``(params, source, source_lengths=None, *, max_len, key=None, temperature=1.0) -> (tokens,
+        lengths)`` for the configurations that emit tokens, else None.
+
+    Examples:
+      >>> model = rnn_jax.many_to_one(rnn_jax.rnn(rnn_jax.gru(16)), 3, input_size=2)
+      >>> p = model.init(jax.random.key(0))
+      >>> model.apply(p, jnp.ones((4, 10, 2)), jnp.array([10, 7, 3, 1])).shape
+      (4, 3)
+      >>> model.generate is None
+      True
+    """
 
     init: Callable[..., Any]
     apply: Callable[..., Any]
@@ -53,13 +69,41 @@ class Model(NamedTuple):
 
 
 def dense_init(key, fan_in: int, fan_out: int, dtype=jnp.float32) -> dict:
-    """``{"W": (fan_in, fan_out) Glorot uniform, "b": (fan_out,) zeros}``."""
+    """``{"W": (fan_in, fan_out) Glorot uniform, "b": (fan_out,) zeros}``.
+
+    Args:
+      key: a ``jax.random.key``.
+      fan_in: the input width.
+      fan_out: the output width.
+      dtype: the parameters' dtype.
+
+    Returns:
+      ``{"W": (fan_in, fan_out), "b": (fan_out,)}``.
+
+    Examples:
+      >>> p = rnn_jax.models.dense_init(jax.random.key(0), 3, 2)
+      >>> p["W"].shape, p["b"].tolist()
+      ((3, 2), [0.0, 0.0])
+    """
     return {"W": jax.nn.initializers.glorot_uniform()(key, (fan_in, fan_out), dtype),
             "b": jnp.zeros((fan_out,), dtype)}
 
 
 def dense(params, x):
-    """``x @ W + b`` for ``x (..., fan_in)``."""
+    """``x @ W + b`` for ``x (..., fan_in)``.
+
+    Args:
+      params: ``{"W": (fan_in, fan_out), "b": (fan_out,)}``.
+      x: ``(..., fan_in)``.
+
+    Returns:
+      ``(..., fan_out)``.
+
+    Examples:
+      >>> p = {"W": jnp.ones((3, 2)), "b": jnp.array([0.0, 1.0])}
+      >>> rnn_jax.models.dense(p, jnp.ones((5, 3)))[0]
+      Array([3., 4.], dtype=float32)
+    """
     return affine(x, params["W"], params["b"])
 
 
@@ -520,6 +564,27 @@ def one_to_many(decoder: Cell, input_size: int, *, vocab_size: int, bos: int, eo
     * ``apply(params, v, tgt_in, tgt_lengths=None) -> logits (*batch, T, V)``: teacher forcing.
     * ``generate(params, v, None, *, max_len, key=None, temperature=1.0) -> (tokens, lengths)``:
       temperature sampling (greedy with ``key=None``), stopping at ``eos``; the source has no lengths.
+
+    Args:
+      decoder: the decoder's :class:`rnn_jax.Cell`; its input is ``[embed(y_{t-1}), v]``.
+      input_size: ``I``, the width of ``v``.
+      vocab_size: ``V``, the output vocabulary (``bos`` and ``eos`` included).
+      bos: the id fed before the first token.
+      eos: the id that ends a sequence.
+      embed_size: the width of the token embedding.
+
+    Returns:
+      A :class:`Model` with ``generate``.
+
+    Examples:
+      >>> model = rnn_jax.models.one_to_many(rnn_jax.gru(16), 4, vocab_size=6, bos=0, eos=1)
+      >>> p = model.init(jax.random.key(0))
+      >>> v = jnp.ones((3, 4))
+      >>> model.apply(p, v, jnp.zeros((3, 7), int)).shape                   # teacher forcing
+      (3, 7, 6)
+      >>> tokens, lengths = model.generate(p, v, max_len=10)                # greedy
+      >>> tokens.shape, lengths.shape
+      ((3, 10), (3,))
     """
     _positive("input_size", input_size)
     dec = _Decoder(decoder, input_size, vocab_size, embed_size, bos, eos)

@@ -52,7 +52,20 @@ METHODS = ("newton", "diagonal")
 
 class DeerInfo(NamedTuple):
     """What the Newton solve did: ``iterations`` run, ``converged`` (False: the sequential result was
-    returned), ``residual`` = the last ``max |S_new - S|``."""
+    returned), ``residual`` = the last ``max |S_new - S|``.
+
+    Attributes:
+      iterations: Newton iterations run, ``batch``-shaped ints.
+      converged: ``batch``-shaped bools.
+      residual: the last update's ``max |S_new - S|``, ``batch``-shaped.
+
+    Examples:
+      >>> cell = rnn_jax.elman(4)
+      >>> p = cell.init(jax.random.key(0), 2)
+      >>> _, _, info = rnn_jax.parallel.deer(cell, p, jnp.ones((3, 20, 2)))
+      >>> info.converged.tolist(), bool(jnp.all(info.iterations <= 20))
+      ([True, True, True], True)
+    """
 
     iterations: jax.Array
     converged: jax.Array
@@ -74,6 +87,19 @@ def linear_recurrence(A, b, s0):
     """All ``s_t = A_t s_{t-1} + b_t`` (``t = 0..T-1``, ``s_{-1} = s0``) by ``lax.associative_scan``.
 
     ``A``: ``(T, D, D)`` matrices or ``(T, D)`` diagonals; ``b``: ``(T, D)``; returns ``(T, D)``.
+
+    Args:
+      A: ``(T, D, D)`` matrices or ``(T, D)`` diagonals.
+      b: ``(T, D)``.
+      s0: ``(D,)``.
+
+    Returns:
+      ``(T, D)``: every ``s_t``.
+
+    Examples:
+      >>> s = rnn_jax.parallel.linear_recurrence(jnp.full((4, 1), 0.5), jnp.ones((4, 1)), jnp.zeros(1))
+      >>> s[:, 0].tolist()                                   # 1, 1.5, 1.75, 1.875
+      [1.0, 1.5, 1.75, 1.875]
     """
     if A.ndim == 2:
         return _diagonal_recurrence(A, b, s0)
@@ -91,7 +117,20 @@ LINEAR_SOLVERS = ("associative", "scan")
 def linear_solver(solver: str = "auto") -> str:
     """The solver of ``h_t = a_t * h_{t-1} + b_t`` that ``rnn(cell, parallel="linear")`` uses: the one place
     that reads the backend. ``"auto"``: ``lax.scan`` of the elementwise update on CPU (measured faster
-    there at every length, ``python -m benchmarks.parallel_forms``), ``lax.associative_scan`` elsewhere."""
+    there at every length, ``python -m benchmarks.parallel_forms``), ``lax.associative_scan`` elsewhere.
+
+    Args:
+      solver: ``"auto"``, ``"associative"`` or ``"scan"``.
+
+    Returns:
+      ``"associative"`` or ``"scan"``.
+
+    Examples:
+      >>> rnn_jax.parallel.linear_solver("associative")
+      'associative'
+      >>> rnn_jax.parallel.linear_solver() == ("scan" if jax.default_backend() == "cpu" else "associative")
+      True
+    """
     if solver == "auto":
         return "scan" if jax.default_backend() == "cpu" else "associative"
     if solver not in LINEAR_SOLVERS:
@@ -106,7 +145,29 @@ def linear_batch(cell: Cell, params, xs, lengths, state, *, reverse: bool = Fals
     ``lax.scan`` of the elementwise update alone), then every output from ``step(params, h_{t-1}, x_t)``
     at once: all the cell's products leave the loop. Unchecked: ``xs (T, B, I)``, ``lengths (B,) | None``,
     ``state (B, H) | None``; returns ``(ys (T, B, O), final (B, H))`` equal to a loop of ``cell.step``:
-    past a length, ``a = 1`` and ``b = 0`` keep the state, and outputs are zero."""
+    past a length, ``a = 1`` and ``b = 0`` keep the state, and outputs are zero.
+
+    Args:
+      cell: a :class:`rnn_jax.Cell` with ``linear``.
+      params: its params.
+      xs: ``(T, B, I)``, time-major.
+      lengths: ``(B,)`` ints or None.
+      state: ``(B, H)`` or None (the cell's initial state).
+      reverse: run from the last valid step to the first.
+      solver: ``"associative"`` or ``"scan"``.
+
+    Returns:
+      ``(ys (T, B, O), final (B, H))``.
+
+    Examples:
+      >>> cell = rnn_jax.min_gru(4)
+      >>> p = cell.init(jax.random.key(0), 3)
+      >>> xs = jax.random.normal(jax.random.key(1), (9, 2, 3))
+      >>> ys, h = rnn_jax.parallel.linear_batch(cell, p, xs, jnp.array([9, 5]), None)
+      >>> ref, _ = rnn_jax.unroll(cell, p, xs.swapaxes(0, 1), jnp.array([9, 5]))   # the sequential loop
+      >>> bool(jnp.allclose(ys.swapaxes(0, 1), ref, atol=1e-6))
+      True
+    """
     T, B = xs.shape[:2]
     state = _ops.start_state(cell.initial_state, xs, state)
     if T == 0:
@@ -259,6 +320,30 @@ def deer(cell: Cell, params, xs: jax.Array, lengths=None, initial_state=None, *,
     Same signature and semantics as :func:`rnn_jax.unroll` (lengths, reverse, initial state); returns
     ``(ys (*batch, T, O), final_state, info)`` with ``info`` a :class:`DeerInfo` of shape ``batch``.
     ``tol`` defaults to 1e-5 (float32) or 1e-10 (float64), on ``max |S_new - S|``.
+
+    Args:
+      cell: a :class:`rnn_jax.Cell`.
+      params: its params.
+      xs: ``(*batch, T, I)``.
+      lengths: ints of shape ``batch``, or None.
+      initial_state: the state before step 0 (with the batch axes), or None.
+      reverse: run from the last valid step to the first.
+      method: ``"newton"`` (the dense Jacobian) or ``"diagonal"`` (its diagonal, O(T H); exact for
+        diagonal cells, a quasi-Newton step for others).
+      max_iters: the most Newton iterations.
+      tol: the convergence threshold on ``max |S_new - S|``, or None (by dtype).
+      fallback: when not converged, return the sequential scan's result (True) or the last iterate.
+
+    Returns:
+      ``(ys (*batch, T, O), final_state, info)``.
+
+    Examples:
+      >>> cell = rnn_jax.indrnn(8)
+      >>> p = cell.init(jax.random.key(0), 3)
+      >>> xs = jax.random.normal(jax.random.key(1), (2, 50, 3))
+      >>> ys, h, info = rnn_jax.parallel.deer(cell, p, xs, method="diagonal")
+      >>> bool(jnp.allclose(ys, rnn_jax.unroll(cell, p, xs)[0], atol=1e-4)), info.converged.tolist()
+      (True, [True, True])
     """
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")

@@ -30,7 +30,24 @@ __all__ = ["dropout", "check_rate", "check_key"]
 
 
 def check_rate(rate, name: str, *, allow_one: bool = False) -> float:
-    """A dropout or zoneout rate: a real number in ``[0, 1)`` (``[0, 1]`` when ``allow_one``)."""
+    """A dropout or zoneout rate: a real number in ``[0, 1)`` (``[0, 1]`` when ``allow_one``).
+
+    Args:
+      rate: the value given.
+      name: the argument's name for the error message.
+      allow_one: whether 1 is allowed.
+
+    Returns:
+      ``rate`` as a float; raises ``ValueError`` naming ``name`` otherwise.
+
+    Examples:
+      >>> rnn_jax.regularization.check_rate(0.25, "dropout")
+      0.25
+      >>> rnn_jax.regularization.check_rate(1.5, "zoneout")
+      Traceback (most recent call last):
+      ...
+      ValueError: zoneout: expected a rate in [0, 1), got 1.5
+    """
     rate = _checks.check_real(rate, name, minimum=0)
     if rate > 1 or (rate == 1 and not allow_one):
         raise ValueError(f"{name}: expected a rate in [0, {'1]' if allow_one else '1)'}, got {rate!r}")
@@ -38,7 +55,23 @@ def check_rate(rate, name: str, *, allow_one: bool = False) -> float:
 
 
 def check_key(key, name: str = "key"):
-    """None, or a JAX PRNG key (``jax.random.key`` or a legacy ``jax.random.PRNGKey``)."""
+    """None, or a JAX PRNG key (``jax.random.key`` or a legacy ``jax.random.PRNGKey``).
+
+    Args:
+      key: the value given.
+      name: the argument's name for the error message.
+
+    Returns:
+      ``key``; raises ``ValueError`` naming ``name`` for anything else.
+
+    Examples:
+      >>> rnn_jax.regularization.check_key(None) is None
+      True
+      >>> rnn_jax.regularization.check_key(0)
+      Traceback (most recent call last):
+      ...
+      ValueError: key: expected None (no dropout: evaluation) or a jax.random.key, got int
+    """
     if key is None:
         return None
     dtype = getattr(key, "dtype", None)

@@ -28,7 +28,20 @@ __all__ = ["schedule", "window_loss", "train", "TBPTTResult"]
 
 
 def schedule(L: int, k1: int, k2: int) -> list[tuple[int, int, int]]:
-    """The windows ``(start, split, end)``: backprop over ``[start, end)``, loss on ``[split, end)``."""
+    """The windows ``(start, split, end)``: backprop over ``[start, end)``, loss on ``[split, end)``.
+
+    Args:
+      L: the stream's length.
+      k1: steps between updates.
+      k2: steps backpropagated, a multiple of ``k1``.
+
+    Returns:
+      A list of ``(start, split, end)``.
+
+    Examples:
+      >>> rnn_jax.tbptt.schedule(10, 2, 6)
+      [(0, 0, 2), (0, 2, 4), (0, 4, 6), (2, 6, 8), (4, 8, 10)]
+    """
     for name, v in (("k1", k1), ("k2", k2), ("L", L)):
         _checks.check_int(v, name)
     if k2 % k1:
@@ -43,7 +56,29 @@ def schedule(L: int, k1: int, k2: int) -> list[tuple[int, int, int]]:
 def window_loss(model, loss_fn: Callable, params, state, xs, targets, n_context: int):
     """Loss of one window of a batch of streams ``xs (B, W, ...)``: run ``xs[:, :n_context]`` from
     ``state`` (context, no loss), then ``xs[:, n_context:]`` with ``loss_fn(outputs, targets[:, n_context:])``.
-    Returns ``(loss, final_state)``; the gradient flows through the whole window, not into ``state``."""
+    Returns ``(loss, final_state)``; the gradient flows through the whole window, not into ``state``.
+
+    Args:
+      model: a :class:`rnn_jax.Model` (batch-first).
+      loss_fn: ``(outputs, targets) -> scalar``.
+      params: the model's params.
+      state: the state at the window's start (a constant).
+      xs: ``(B, W, ...)``.
+      targets: ``(B, W, ...)``.
+      n_context: the window's first steps that carry no loss.
+
+    Returns:
+      ``(loss, final_state)``.
+
+    Examples:
+      >>> model = rnn_jax.many_to_many(rnn_jax.rnn(rnn_jax.gru(8)), 1, input_size=1)
+      >>> p = model.init(jax.random.key(0))
+      >>> mse = lambda out, y: jnp.mean((out - y) ** 2)
+      >>> loss, h = rnn_jax.tbptt.window_loss(model, mse, p, jnp.zeros((4, 8)), jnp.ones((4, 6, 1)),
+      ...                                     jnp.zeros((4, 6, 1)), n_context=2)
+      >>> loss.shape, h.shape
+      ((), (4, 8))
+    """
     state = jax.lax.stop_gradient(state)
     if n_context:
         _, state = model.apply(params, xs[:, :n_context], None, state)
@@ -52,6 +87,24 @@ def window_loss(model, loss_fn: Callable, params, state, xs, targets, n_context:
 
 
 class TBPTTResult(NamedTuple):
+    """What :func:`train` returns.
+
+    Attributes:
+      params: the parameters after the last update.
+      opt_state: the optimiser's state after it.
+      losses: ``(n_updates,)`` numpy, each window's loss.
+      grads: each update's gradient (with ``keep_grads``), else empty.
+
+    Examples:
+      >>> import optax
+      >>> model = rnn_jax.many_to_many(rnn_jax.rnn(rnn_jax.gru(8)), 1, input_size=1)
+      >>> xs = jnp.sin(jnp.arange(40.0) / 3)[None, :, None]                 # one stream, L = 40
+      >>> res = rnn_jax.tbptt.train(model, model.init(jax.random.key(0)), optax.adam(1e-2), xs[:, :-1], xs[:, 1:],
+      ...                           k1=10, k2=20, loss_fn=lambda o, y: jnp.mean((o - y) ** 2))
+      >>> res.losses.shape                                                  # one update per 10 steps
+      (4,)
+    """
+
     params: Any
     opt_state: Any
     losses: np.ndarray   # (updates,) mean window loss per update
@@ -65,6 +118,33 @@ def train(model, params, tx: optax.GradientTransformation, xs, targets, k1: int,
     ``loss_fn(outputs (B, T, ...), targets (B, T, ...)) -> scalar`` for the batch (e.g. the mean over
     streams). ``initial_state``: one state with a leading batch axis, or None for zeros. Returns a
     :class:`TBPTTResult`.
+
+    Args:
+      model: a :class:`rnn_jax.Model` (batch-first).
+      params: its params.
+      tx: an optax optimiser.
+      xs: ``(B, L, ...)``.
+      targets: ``(B, L, ...)``.
+      k1: steps between updates.
+      k2: steps backpropagated, a multiple of ``k1``.
+      loss_fn: ``(outputs (B, T, ...), targets (B, T, ...)) -> scalar``.
+      initial_state: one state with a leading batch axis, or None.
+      opt_state: the optimiser's state to continue from, or None (``tx.init(params)``).
+      keep_grads: keep every update's gradient in the result (for the gradient studies).
+
+    Returns:
+      A :class:`TBPTTResult`.
+
+    Examples:
+      >>> import optax
+      >>> model = rnn_jax.many_to_many(rnn_jax.rnn(rnn_jax.elman(4)), 1, input_size=1)
+      >>> p = model.init(jax.random.key(0))
+      >>> xs = jax.random.normal(jax.random.key(1), (2, 12, 1))
+      >>> full = rnn_jax.tbptt.train(model, p, optax.sgd(0.1), xs, xs, 12, 12, lambda o, y: jnp.sum((o - y) ** 2),
+      ...                            keep_grads=True)
+      >>> g = jax.grad(lambda q: jnp.sum((model.apply(q, xs)[0] - xs) ** 2))(p)   # k1 = k2 = L is full BPTT
+      >>> bool(jnp.allclose(full.grads[0]["rnn"]["W_h"], g["rnn"]["W_h"], atol=1e-5))
+      True
     """
     if xs.ndim < 2 or targets.shape[:2] != xs.shape[:2]:
         raise ValueError(f"targets: expected leading shape {tuple(xs.shape[:2])} (B, L) like xs, got "

@@ -104,7 +104,19 @@ def optimizer(name: str = "adam", lr: float = 1e-3, *, clip_value: Optional[floa
 
 
 class TrainState(NamedTuple):
-    """Everything a run needs to continue: step count, params, optimiser state."""
+    """Everything a run needs to continue: step count, params, optimiser state.
+
+    Attributes:
+      step: the number of updates taken, an int array (per seed with ``seeds``).
+      params: the parameters.
+      opt_state: the optimiser's state.
+
+    Examples:
+      >>> import optax
+      >>> st = rnn_jax.train.init_state({"w": jnp.zeros(3)}, optax.adam(1e-3))
+      >>> int(st.step), st.params["w"].shape
+      (0, (3,))
+    """
 
     step: jax.Array
     params: Any
@@ -166,6 +178,23 @@ def make_step(loss_fn: Callable, tx: optax.GradientTransformation, seeds: Option
     int) the state carries a leading seed axis of that size and the step is vmapped over it (the
     same batch for every seed; with ``seed_batches`` each seed gets its own batch, the batch's leaves
     carrying the same leading axis: cross-validation folds, bootstrap replicates).
+
+    Args:
+      loss_fn: ``(params, batch) -> (loss, aux)``.
+      tx: an optax optimiser.
+      seeds: the size of a leading seed axis of the state, or None.
+      seed_batches: whether the batch carries the seed axis too.
+
+    Returns:
+      The jitted ``step(state, batch) -> (state, metrics)``.
+
+    Examples:
+      >>> import optax
+      >>> tx = optax.sgd(0.5)
+      >>> step = rnn_jax.train.make_step(lambda p, b: (jnp.sum((p["w"] - b) ** 2), {}), tx)
+      >>> st, m = step(rnn_jax.train.init_state({"w": jnp.zeros(2)}, tx), jnp.ones(2))
+      >>> st.params["w"].tolist(), float(m["loss"]), bool(m["finite"])
+      ([1.0, 1.0], 2.0, True)
     """
     if seed_batches and seeds is None:
         raise ValueError("seed_batches=True needs seeds (the size of the leading seed axis)")
@@ -229,6 +258,9 @@ def save_checkpoint(path: str, state: Any, extra: Optional[dict] = None) -> None
       state: a pytree of arrays (a :class:`TrainState`, params, ...).
       extra: JSON-serialisable metadata (step, best metric, ...).
 
+    Returns:
+      None; the file holds the state once the call returns (a crash leaves the previous file).
+
     Examples:
       >>> import os, tempfile
       >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.msgpack")
@@ -269,7 +301,26 @@ def _read_checkpoint(path: str) -> dict:
 
 def load_checkpoint(path: str, template: Any):
     """Returns ``(state, extra)``; ``template`` gives the structure (e.g. a freshly initialised state).
-    Raises ``ValueError`` for a corrupt file (checksum mismatch, undecodable) or a structure mismatch."""
+    Raises ``ValueError`` for a corrupt file (checksum mismatch, undecodable) or a structure mismatch.
+
+    Args:
+      path: a file written by :func:`save_checkpoint`.
+      template: a pytree with the saved state's structure.
+
+    Returns:
+      ``(state, extra)``: the state (like ``template``) and the metadata dict.
+
+    Examples:
+      >>> import os, tempfile
+      >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.msgpack")
+      >>> rnn_jax.train.save_checkpoint(path, {"w": jnp.ones(2)}, {"step": 3})
+      >>> rnn_jax.train.load_checkpoint(path, {"w": jnp.zeros(2)})[0]["w"].tolist()
+      [1.0, 1.0]
+      >>> rnn_jax.train.load_checkpoint(path, {"w": jnp.zeros(2), "b": jnp.zeros(1)})
+      Traceback (most recent call last):
+      ...
+      ValueError: ...
+    """
     raw = _read_checkpoint(path)
     try:
         state = serialization.from_state_dict(template, raw["state"])
@@ -286,7 +337,21 @@ def load_checkpoint(path: str, template: Any):
 
 def checkpoint_info(path: str) -> dict:
     """The metadata a checkpoint was saved with (``step``, ``best``, ``train_s``, ...), without its arrays'
-    template; the same checks as :func:`load_checkpoint`."""
+    template; the same checks as :func:`load_checkpoint`.
+
+    Args:
+      path: a file written by :func:`save_checkpoint`.
+
+    Returns:
+      The metadata dict.
+
+    Examples:
+      >>> import os, tempfile
+      >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.msgpack")
+      >>> rnn_jax.train.save_checkpoint(path, {"w": jnp.ones(2)}, {"step": 3, "best": None})
+      >>> rnn_jax.train.checkpoint_info(path)
+      {'step': 3, 'best': None}
+    """
     return json.loads(_read_checkpoint(path)["extra"])
 
 
@@ -297,7 +362,25 @@ class RunFiles:
     """A run folder: ``metrics.jsonl`` (one JSON row per log), ``checkpoint.msgpack`` (last good state)
     and ``best.msgpack``. A folder that already holds a run is never reused without ``resume``; with
     ``resume``, rows logged after the checkpoint and a torn last line (a run killed mid-write) are
-    dropped. Only ``writer`` (process 0) writes."""
+    dropped. Only ``writer`` (process 0) writes.
+
+    Args:
+      run_dir: the folder, or None (nothing is written).
+      resume: continue a run the folder holds.
+      writer: whether this process writes (process 0 of a multi-process run).
+
+    Examples:
+      >>> import os, tempfile
+      >>> d = tempfile.mkdtemp()
+      >>> files = rnn_jax.train.RunFiles(d, resume=False)
+      >>> files.log({"step": 10, "loss": 1.0})
+      >>> rnn_jax.train.RunFiles(d, resume=False)
+      Traceback (most recent call last):
+      ...
+      ValueError: run_dir: ... already holds a run (metrics.jsonl or checkpoint.msgpack); pass resume=True to continue it, or choose a new folder
+      >>> rnn_jax.train.RunFiles(d, resume=True).rows(upto_step=10)
+      [{'step': 10, 'loss': 1.0}]
+    """
 
     def __init__(self, run_dir: Optional[str], resume: bool, writer: bool = True):
         self.dir, self.writer = run_dir, writer
@@ -348,7 +431,25 @@ class EarlyStopping:
     """Tracks the best evaluation of ``monitor`` (``mode`` min or max; the mean over seeds) and counts
     evaluations without improvement; with ``target``, also whether the latest evaluation reached it
     (at most ``target`` for mode min, at least for max). A monitored key that an evaluation does not
-    return is an error."""
+    return is an error.
+
+    Attributes:
+      monitor: the evaluation's key to watch (e.g. ``"val_loss"``).
+      mode: ``"min"`` or ``"max"``.
+      patience: evaluations without improvement before stopping, or None (never).
+      best: the best evaluation row so far.
+      bad_evals: evaluations since the best.
+      target: a value that ends the run when reached, or None.
+
+    Examples:
+      >>> es = rnn_jax.train.EarlyStopping("val_loss", "min", patience=2)
+      >>> [es.update({"step": s, "val_loss": v}) for s, v in [(1, 1.0), (2, 0.5), (3, 0.7)]]   # new best?
+      [True, True, False]
+      >>> es.stop, es.update({"step": 4, "val_loss": 0.6}), es.stop     # a second evaluation without one
+      (False, False, True)
+      >>> es.best["step"]
+      2
+    """
 
     def __init__(self, monitor: str, mode: str, patience: Optional[int], best: Optional[dict] = None,
                  bad_evals: int = 0, target: Optional[float] = None):
@@ -384,6 +485,25 @@ class EarlyStopping:
 
 @dataclasses.dataclass
 class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+      state: the :class:`TrainState` after the last update (with a leading seed axis for ``seeds``).
+      status: ``"done"``, ``"early_stopped"``, ``"reached"`` (the target), ``"budget"`` (``max_seconds``)
+        or ``"diverged"``.
+      message: a sentence saying why the run stopped.
+      history: every logged metrics row (dicts with ``step``, ``loss``, ..., ``wall_s``).
+      best: the best evaluation row, when ``eval_fn`` was given.
+      carry: the carry after the last update, with ``fit(carry=...)``.
+
+    Examples:
+      >>> import optax
+      >>> res = rnn_jax.train.fit(lambda p, b: (jnp.sum((p["w"] - 3.0) ** 2), {}), {"w": jnp.zeros(2)},
+      ...                   optax.sgd(0.1), lambda step: None, steps=50, log_every=25)
+      >>> res.status, [r["step"] for r in res.history], round(float(res.state.params["w"][0]), 3)
+      ('done', [25, 50], 3.0)
+    """
+
     state: TrainState
     status: str                 # "done", "early_stopped", "reached", "budget" or "diverged"
     message: str
@@ -637,16 +757,37 @@ def sweep(loss_fn: Callable, init_fn: Callable[[jax.Array], Any], optimizer_fn: 
     ``len(settings) * len(seeds)``, which a ``mesh`` spreads over its ``data`` devices.
 
     Args:
+      loss_fn: ``(params, batch) -> (loss, aux)``, as :func:`make_step` takes it.
       init_fn: ``key -> params``.
       optimizer_fn: an optax optimiser factory taking the hyperparameters by keyword, e.g.
         ``optax.adam``; each ``settings[i]`` gives its values (``{"learning_rate": 1e-3}``). The factory
         is wrapped in ``optax.inject_hyperparams`` so the values live in the optimiser state.
       seeds: the number of seeds per setting (as in :func:`fit`); seed ``i`` is initialised from
         ``init_fn(jax.random.key(i))``.
+      settings: one dict of hyperparameters per setting, every dict with the same keys.
       batch_fn: ``step -> batch``, the same batch for every setting.
-    Returns one dict per (setting, seed): the setting, the seed, the final loss and the loss curve;
-    with ``run_dir`` each is also written to ``run_dir/<i>/results.json`` and its params to
-    ``run_dir/<i>/params.msgpack``.
+      steps: the number of updates.
+      mesh: a mesh (:func:`rnn_jax.distributed.make_mesh`) whose ``data`` axis the pairs are split over,
+        or None.
+      run_dir: a folder for each pair's results and params, or None.
+      log_every: updates between the loss curve's points.
+
+    Returns:
+      One dict per (setting, seed), settings outer: ``index``, ``setting``, ``seed``, ``final_loss`` and
+      ``loss_curve`` (``[[step, loss], ...]``); with ``run_dir`` each is also written to
+      ``run_dir/<i>/results.json`` and its params to ``run_dir/<i>/params.msgpack``.
+
+    Examples:
+      >>> import optax
+      >>> def loss_fn(p, batch):
+      ...     return jnp.mean((batch["x"] @ p["w"] - batch["y"]) ** 2), {}
+      >>> batch = {"x": jnp.eye(3), "y": jnp.arange(3.0)}
+      >>> rows = rnn_jax.train.sweep(loss_fn, lambda key: {"w": jnp.zeros(3)}, optax.sgd,
+      ...                            [{"learning_rate": 0.1}, {"learning_rate": 1.0}], 2, lambda s: batch, 20)
+      >>> [(r["setting"]["learning_rate"], r["seed"]) for r in rows]
+      [(0.1, 0), (0.1, 1), (1.0, 0), (1.0, 1)]
+      >>> rows[2]["final_loss"] < rows[0]["final_loss"]
+      True
     """
     from jax.sharding import NamedSharding, PartitionSpec as P
 

@@ -103,7 +103,32 @@ def scan(cell: Cell, params, xs: jax.Array, lengths=None, state=None, *, reverse
     Regularisation (:mod:`rnn_jax.regularization`): ``hidden_mask`` (the shape of the state's first
     leaf, ``(B, ...)``) multiplies the hidden vector entering every step; ``zoneout = (rate, keep)``
     keeps each state unit's previous value where ``keep`` (leaves ``(T, B, ...)``, aligned with the
-    inputs) is True, or mixes by the expectation when ``keep`` is None. The outputs are the step's."""
+    inputs) is True, or mixes by the expectation when ``keep`` is None. The outputs are the step's.
+
+    Args:
+      cell: a :class:`rnn_jax.Cell`.
+      params: its params (raw or prepared).
+      xs: ``(T, B, I)``, time-major.
+      lengths: ``(B,)`` ints or None.
+      state: leaves ``(B, ...)`` or None (the cell's initial state for every row).
+      reverse: run from each sequence's last valid step to its first.
+      unroll: steps per iteration of the compiled loop.
+      remat: recompute the steps in the backward pass (True), or checkpoint every ``remat`` steps (an int).
+      hidden_mask: a dropout mask of the hidden vector, or None.
+      zoneout: ``(rate, keep)`` or None.
+
+    Returns:
+      ``(ys (T, B, O), final_state)``.
+
+    Examples:
+      >>> cell = rnn_jax.elman(4)
+      >>> p = cell.init(jax.random.key(0), 3)
+      >>> xs = jax.random.normal(jax.random.key(1), (7, 2, 3))
+      >>> from rnn_jax.unroll import scan
+      >>> ys, h = scan(cell, p, xs, jnp.array([7, 4]))
+      >>> bool(jnp.all(ys[4:, 1] == 0)), bool(jnp.allclose(h[1], ys[3, 1]))    # zero past 4; state frozen
+      (True, True)
+    """
     T, B = xs.shape[:2]
     state = _ops.start_state(cell.initial_state, xs, state)
     params = prepared(cell, params)  # once per sequence, not per step
@@ -220,6 +245,17 @@ def unroll_reduce(cell: Cell, params, xs: jax.Array, per_step, *, targets: Any =
     of arrays with leading dimensions ``(*batch, T)`` (or None, then ``per_step(y_t, None)``); past each
     length they are read as zeros, so padding (NaN included) reaches neither the total nor a gradient.
     The total is accumulated in float32 or wider whatever the input dtype.
+
+    Args:
+      cell: a :class:`rnn_jax.Cell`.
+      params: its params.
+      xs: ``(*batch, T, I)``.
+      per_step: ``(y_t (O,), target_t) -> scalar``, one example and one step.
+      targets: a pytree with leading dimensions ``(*batch, T)``, or None.
+      lengths: ints of shape ``batch``, or None.
+      initial_state: the state with the batch axes, or None.
+      unroll: steps per iteration of the compiled loop.
+      remat: False, True (every step) or ``k`` (checkpoint every ``k`` steps).
 
     Returns:
       ``(total, final_state)``: the scalar sum and the state after each sequence's last valid step.

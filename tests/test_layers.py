@@ -122,13 +122,3 @@ def test_combinators_vmap_equals_per_example_loop(make, key):
         for a, c in zip(jax.tree_util.tree_leaves(finals), jax.tree_util.tree_leaves(fin_b)):
             np.testing.assert_allclose(a[b], c, rtol=1e-13, atol=1e-15)
 
-
-def test_apply_batch_is_a_deprecated_alias(key):
-    layer = rj.rnn(rj.gru(H))
-    params = layer.init(key, 3, jnp.float64)
-    xs = jax.random.normal(key, (2, 5, 3), jnp.float64)
-    with pytest.warns(DeprecationWarning, match="call layer.apply"):
-        got = rj.apply_batch(layer, params, xs, jnp.array([5, 2]))
-    want = layer.apply(params, xs, jnp.array([5, 2]))
-    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
-        np.testing.assert_array_equal(a, b)

@@ -26,6 +26,20 @@ PROBLEMS = ("1", "2-fixed", "2-variable", "3", "4")
 
 
 class BitTask(NamedTuple):
+    """A bit-reversal problem, enumerated.
+
+    Attributes:
+      xs: ``(N, T, I)`` float32 inputs.
+      ys: ``(N, T, O)`` 0/1 targets.
+      mask: ``(N, T, O)``, 1 where a target counts.
+      lengths: ``(N,)`` valid steps.
+
+    Examples:
+      >>> task = rnn_jax.data.bits.problem("3")
+      >>> task.xs.shape, task.take([0, 1]).ys.shape
+      ((1024, 10, 1), (2, 10, 1))
+    """
+
     xs: np.ndarray       # (N, T, I) float32
     ys: np.ndarray       # (N, T, O) float32 in {0, 1}
     mask: np.ndarray     # (N, T, O) float32 in {0, 1}
@@ -40,7 +54,20 @@ def _all_bits(n: int) -> np.ndarray:
 
 
 def problem(name: str, bits: int = 10) -> BitTask:
-    """The whole task: every possible input once."""
+    """The whole task: every possible input once.
+
+    Args:
+      name: ``"1"``, ``"2-fixed"``, ``"2-variable"``, ``"3"`` or ``"4"``.
+      bits: the vector's or sequence's length (problems 2-4).
+
+    Returns:
+      A :class:`BitTask`.
+
+    Examples:
+      >>> task = rnn_jax.data.bits.problem("4", bits=4)
+      >>> task.xs[5, :, 0].tolist(), task.ys[5, :, 0].tolist()      # the target alternates whatever x is
+      ([0.0, 1.0, 0.0, 1.0], [1.0, 0.0, 1.0, 0.0])
+    """
     if name == "1":
         x = _all_bits(1)[:, None, :]  # (2, 1, 1)
         return BitTask(x, 1 - x, np.ones_like(x), np.ones(2, np.int32))
@@ -74,7 +101,22 @@ def split(task: BitTask, key: jax.Array, test_fraction: float = 0.3,
           valid_fraction: float = 0.15) -> tuple[BitTask, BitTask, BitTask]:
     """A random train / validation / test split of the enumerated inputs, disjoint. With fewer than 4
     examples (problem 1 has two) nothing can be held out: every example trains, and the validation and
-    test parts are empty (no accuracy on unseen examples can be reported for such a problem)."""
+    test parts are empty (no accuracy on unseen examples can be reported for such a problem).
+
+    Args:
+      task: a :class:`BitTask`.
+      key: a ``jax.random.key`` for the shuffle.
+      test_fraction: the test part's share.
+      valid_fraction: the validation part's share.
+
+    Returns:
+      ``(train, valid, test)``, three :class:`BitTask`.
+
+    Examples:
+      >>> train, valid, test = rnn_jax.data.bits.split(rnn_jax.data.bits.problem("3"), jax.random.key(0))
+      >>> len(train.xs), len(valid.xs), len(test.xs)
+      (563, 154, 307)
+    """
     n = len(task.xs)
     if n < 4:
         return task, task.take(np.arange(0)), task.take(np.arange(0))

@@ -25,6 +25,25 @@ SPECIALS = "\x00\x01\x02"  # placeholders for <pad>, <bos>, <eos> in the vocabul
 
 
 class DateTask(NamedTuple):
+    """A date-normalisation translation task: dates written in many locales and formats -> ISO 8601.
+
+    Attributes:
+      src_vocab: the source characters (index = id).
+      tgt_vocab: the target characters.
+      src: ``(N, S)`` int32 source ids, padded.
+      src_len: ``(N,)`` source lengths.
+      tgt_in: ``(N, 11)``: BOS and the 10 characters of ``YYYY-MM-DD``.
+      tgt_out: ``(N, 11)``: the 10 characters and EOS.
+      src_text: the source strings.
+      tgt_text: the target strings.
+      styles: the ``(locale, format)`` each source was written in.
+
+    Examples:
+      >>> train, test = rnn_jax.data.dates.make(8, 4, seed=0)
+      >>> train.src.shape[0], train.tgt_in.shape, len(train.tgt_text[0])
+      (8, (8, 11), 10)
+    """
+
     src_vocab: str
     tgt_vocab: str
     src: np.ndarray        # (N, S) int32, padded with PAD, no BOS/EOS
@@ -69,7 +88,23 @@ def _encode(texts, vocab, length):
 
 
 def make(n_train: int, n_test: int, seed: int = 0, locales=LOCALES, formats=FORMATS) -> tuple[DateTask, DateTask]:
-    """Train and test tasks with disjoint dates (test dates are never seen in training)."""
+    """Train and test tasks with disjoint dates (test dates are never seen in training).
+
+    Args:
+      n_train: training examples.
+      n_test: test examples (dates disjoint from the training dates).
+      seed: the generator's seed.
+      locales: the Babel locales dates are written in.
+      formats: Babel's date formats.
+
+    Returns:
+      ``(train, test)``, two :class:`DateTask` sharing vocabularies.
+
+    Examples:
+      >>> train, test = rnn_jax.data.dates.make(100, 20, seed=1)
+      >>> set(train.tgt_text).isdisjoint(test.tgt_text)
+      True
+    """
     rng = np.random.default_rng(seed)
     start = datetime.date(1950, 1, 1).toordinal()
     days = (datetime.date(2049, 12, 31).toordinal() - start) + 1

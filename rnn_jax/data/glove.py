@@ -44,9 +44,10 @@ def vectors(words) -> tuple[np.ndarray, np.ndarray]:
       ``(vecs, found)``: ``vecs`` a ``(N, 50)`` float32 array (zero rows for words GloVe does not have),
       ``found`` a ``(N,)`` bool array.
 
-    Example::
-
-        vecs, found = vectors(["the", "film", "xyzzyq"])   # found == [True, True, False]
+    Examples:
+      >>> vecs, found = rnn_jax.data.glove.vectors(["the", "film", "xyzzyq"])
+      >>> vecs.shape, found.tolist(), bool((vecs[2] == 0).all())
+      ((3, 50), [True, True, False], True)
     """
     index, table = _table()
     rows = np.array([index.get(w, -1) for w in words], np.int64)

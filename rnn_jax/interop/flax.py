@@ -35,7 +35,26 @@ def _check_default_gates(module):
 
 def from_flax(module, variables):
     """Convert a Flax linen cell and its ``variables`` (``{"params": ...}`` or the params) into
-    ``(cell, params)`` with equal step outputs."""
+    ``(cell, params)`` with equal step outputs.
+
+    Args:
+      module: a ``flax.linen`` ``SimpleCell``, ``LSTMCell`` or ``GRUCell`` (default gate functions).
+      variables: its variables, ``{"params": ...}`` or the params.
+
+    Returns:
+      ``(cell, params)``: an :func:`rnn_jax.elman`, :func:`rnn_jax.lstm` or :func:`rnn_jax.gru` cell and its
+      params.
+
+    Examples:
+      >>> import flax.linen as nn
+      >>> m = nn.GRUCell(features=4)
+      >>> v = m.init(jax.random.key(0), m.initialize_carry(jax.random.key(0), (3,)), jnp.ones(3))
+      >>> cell, p = rnn_jax.interop.from_flax(m, v)
+      >>> x = jnp.arange(3.0)
+      >>> h_flax, _ = m.apply(v, jnp.zeros(4), x)
+      >>> bool(jnp.allclose(cell.step(p, jnp.zeros(4), x)[0], h_flax, atol=1e-6))
+      True
+    """
     kind = _kind(module)
     p = variables.get("params", variables)
     H = module.features
@@ -62,6 +81,20 @@ def to_flax(module, params):
 
     Biases that Flax lacks are folded into one it has (they are added together in both), so the
     steps agree up to float rounding.
+
+    Args:
+      module: the Flax cell to fill.
+      params: params of the matching rnn_jax cell.
+
+    Returns:
+      ``{"params": ...}`` for ``module.apply``.
+
+    Examples:
+      >>> import flax.linen as nn
+      >>> p = rnn_jax.lstm(4).init(jax.random.key(0), 3)
+      >>> v = rnn_jax.interop.to_flax(nn.LSTMCell(features=4), p)
+      >>> sorted(v["params"])
+      ['hf', 'hg', 'hi', 'ho', 'if', 'ig', 'ii', 'io']
     """
     kind = _kind(module)
     split = lambda a, n: jnp.split(a, n, axis=-1)  # noqa: E731
@@ -82,6 +115,18 @@ def to_flax(module, params):
 
 
 def lstm_carry_from_flax(carry) -> LSTMState:
-    """Flax's LSTM carry ``(c, h)`` -> ``LSTMState(h, c)``."""
+    """Flax's LSTM carry ``(c, h)`` -> ``LSTMState(h, c)``.
+
+    Args:
+      carry: Flax's ``(c, h)``.
+
+    Returns:
+      :class:`rnn_jax.LSTMState` ``(h, c)``.
+
+    Examples:
+      >>> s = rnn_jax.interop.flax.lstm_carry_from_flax((jnp.zeros(4), jnp.ones(4)))
+      >>> s.h.tolist()
+      [1.0, 1.0, 1.0, 1.0]
+    """
     c, h = carry
     return LSTMState(h, c)

@@ -59,6 +59,25 @@ def from_torch_state_dict(state_dict, mode: str, hidden_size: int, num_layers: i
     ``mode`` is PyTorch's own name: ``"RNN_TANH"``, ``"RNN_RELU"``, ``"LSTM"`` or ``"GRU"``; ``bias``
     as the module's (False: zero biases). The keys must be exactly the module's: a missing or an extra
     key is an error naming it (no weight is ever invented), as is a weight of the wrong shape.
+
+    Args:
+      state_dict: the module's ``state_dict()`` (tensors or numpy arrays).
+      mode: ``"RNN_TANH"``, ``"RNN_RELU"``, ``"LSTM"`` or ``"GRU"``.
+      hidden_size: ``H``.
+      num_layers: the number of stacked layers.
+      bidirectional: whether the module is bidirectional.
+      bias: whether the module has biases.
+
+    Returns:
+      ``(layer, params)``.
+
+    Examples:
+      >>> H, I = 4, 3
+      >>> sd = {"weight_ih_l0": np.ones((3 * H, I)), "weight_hh_l0": np.zeros((3 * H, H)),
+      ...       "bias_ih_l0": np.zeros(3 * H), "bias_hh_l0": np.zeros(3 * H)}
+      >>> layer, p = rnn_jax.interop.torch.from_torch_state_dict(sd, "GRU", H)
+      >>> p["W_i"].shape, layer.apply(p, jnp.ones((2, 5, I)))[0].shape
+      ((3, 12), (2, 5, 4))
     """
     layer = torch_layer(mode, hidden_size, num_layers, bidirectional)
     sd = {k: np.asarray(v) for k, v in state_dict.items()}
@@ -67,7 +86,7 @@ def from_torch_state_dict(state_dict, mode: str, hidden_size: int, num_layers: i
     expected = {f"{kind}_{n}" for n in names for kind in kinds}
     missing, extra = sorted(expected - set(sd)), sorted(set(sd) - expected)
     if missing or extra:
-        raise ValueError(f"state_dict: " + "; ".join(
+        raise ValueError("state_dict: " + "; ".join(
             ([f"missing {missing}"] if missing else []) + ([f"unexpected {extra}"] if extra else []))
             + f" for mode={mode}, num_layers={num_layers}, bidirectional={bidirectional}, bias={bias}")
     per_layer = []
@@ -99,6 +118,21 @@ def from_torch(module):
     ``layer.apply(params, x)`` for ``x (*batch, T, I)`` equals ``module(x)`` for a ``batch_first=True``
     module (and for ``x (T, I)`` one sequence). The final state is the layer's: for a stack, a tuple over layers; for bidirectional,
     ``(fwd, bwd)``; for LSTM an ``LSTMState(h, c)``.
+
+    Args:
+      module: a ``torch.nn.RNN``, ``LSTM`` or ``GRU`` (``batch_first=True``; any layers, directions).
+
+    Returns:
+      ``(layer, params)``.
+
+    Examples:
+      >>> import torch
+      >>> m = torch.nn.LSTM(3, 4, num_layers=2, batch_first=True)
+      >>> layer, p = rnn_jax.interop.from_torch(m)
+      >>> x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
+      >>> ref = m(torch.from_numpy(x))[0].detach().numpy()
+      >>> bool(np.allclose(layer.apply(p, jnp.asarray(x))[0], ref, atol=1e-5))
+      True
     """
     mode, H, L, bi = _config(module)
     sd = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
@@ -107,7 +141,24 @@ def from_torch(module):
 
 def to_torch(params, module):
     """Write rnn_jax ``params`` (of the structure :func:`from_torch` gives for ``module``) into
-    ``module`` in place; returns the module."""
+    ``module`` in place; returns the module.
+
+    Args:
+      params: rnn_jax params of the structure :func:`from_torch` gives for ``module``.
+      module: the PyTorch module to write into.
+
+    Returns:
+      ``module``.
+
+    Examples:
+      >>> import torch
+      >>> m = torch.nn.GRU(3, 4, batch_first=True)
+      >>> layer, p = rnn_jax.interop.from_torch(m)
+      >>> p = jax.tree.map(lambda a: 2 * a, p)
+      >>> m = rnn_jax.interop.to_torch(p, m)
+      >>> bool(np.allclose(m.weight_hh_l0.detach().numpy().T, p["W_h"]))
+      True
+    """
     import torch
 
     mode, H, L, bi = _config(module)
