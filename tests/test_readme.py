@@ -50,7 +50,7 @@ MULTI_PROCESS = ("--coordinator", "--num_processes", "--process_id", "--mesh")  
 
 def _readme_commands():
     cmds = set()
-    for name in ("README.md", os.path.join("experiments", "README.md")):
+    for name in ("README.md", os.path.join("experiments", "README.md"), os.path.join("docs", "guide.md")):
         with open(os.path.join(ROOT, name), encoding="utf-8") as f:
             for m in re.finditer(r"python -m experiments\.([a-z_]+)((?: --[a-z_]+(?:=[^\s`|)]*)?)*)", f.read()):
                 if m.group(1) in EXPERIMENTS:
