@@ -7,9 +7,8 @@
 step) for the Elman, LSTM and GRU cells, with lengths all ``T`` ("full"), drawn uniformly from
 ``[T/2, T]`` (train_step's own, "half") and from ``[1, T]`` ("any"), one sequence of length ``T`` in
 each batch. Three steps, in one process, interleaved, medians: rnn_jax as it runs (packed steps,
-:mod:`rnn_jax.fused`), rnn_jax with packing off (``fused.PACK_MIN_BATCH`` above the batch while its
-step is traced) and Flax linen. Each packed step's first loss is checked against the unpacked one's
-before timing. ``valid`` is the fraction of the batch's ``B*T`` steps that lie within a length.
+:mod:`rnn_jax.fused`), rnn_jax with packing off (``rnn(cell, pack=False)``) and Flax linen. Each packed
+step's first loss is checked against the unpacked one's before timing. ``valid`` is the fraction of the batch's ``B*T`` steps that lie within a length.
 """
 from __future__ import annotations
 
@@ -40,14 +39,9 @@ def data(s, spread, seed=0):
 def steps(cell: str, s: dict, batch) -> dict:
     """The three steps, each traced and run once (its first loss)."""
     fns, first = {}, {}
-    keep = fused.PACK_MIN_BATCH
-    for name, min_batch in (("packed", keep), ("unpacked", s["B"] + 1)):
-        fused.PACK_MIN_BATCH = min_batch  # read while the step is traced (its first call)
-        try:
-            fns[name] = ts.rnn_jax_step("classifier", cell, s, batch)
-            first[name] = float(fns[name]())
-        finally:
-            fused.PACK_MIN_BATCH = keep
+    for name, pack in (("packed", True), ("unpacked", False)):
+        fns[name] = ts.rnn_jax_step("classifier", cell, s, batch, pack=pack)
+        first[name] = float(fns[name]())
     fns["flax"] = ts.flax_step("classifier", cell, s, batch)
     first["flax"] = float(fns["flax"]())
     if not np.isclose(first["packed"], first["unpacked"], rtol=1e-5):

@@ -49,7 +49,7 @@ import optax
 
 import rnn_jax as rj
 from benchmarks import _harness
-from rnn_jax.fused import _weight_grad  # the kernels' form of the weight-gradient product
+from rnn_jax.fused import Products, platform  # the kernels' form of the weight-gradient product
 
 CELLS = ("elman", "lstm", "gru")
 SIZES = {  # model: dict of sizes
@@ -100,12 +100,12 @@ def _jax_step(loss, params):
     return run
 
 
-def rnn_jax_step(model, cell_name, s, batch):
+def rnn_jax_step(model, cell_name, s, batch, pack=True):
     cell = {"elman": rj.elman, "lstm": rj.lstm, "gru": rj.gru}[cell_name]
     batch = tuple(jnp.asarray(a) for a in batch)
     ce = rj.losses.softmax_cross_entropy
     if model == "classifier":
-        m = rj.many_to_one(rj.rnn(cell(s["H"])), s["C"], input_size=s["I"])
+        m = rj.many_to_one(rj.rnn(cell(s["H"]), pack=pack), s["C"], input_size=s["I"])
         loss = lambda p, x, L, y: ce(m.apply(p, x, L), y, reduction="mean")  # noqa: E731
     elif model == "char_lm":
         m = rj.many_to_many(rj.rnn(cell(s["H"])), s["V"], vocab_size=s["V"], embed_size=s["E"])
@@ -155,7 +155,8 @@ def floor_step(model, cell_name, s, batch):
 
         _, dZ = jax.lax.scan(bwd, h0, Z, reverse=True)
         # the weight gradients: one product each, in the form rnn_jax's kernels use
-        return _weight_grad(Z[..., :H], dZ), _weight_grad(xs, dZ), dZ @ W_i.T
+        products = Products(platform().devices > 1)
+        return products.weight(Z[..., :H], dZ), products.weight(xs, dZ), dZ @ W_i.T
 
     f = jax.jit(lambda args: [one(*a) for a in args])
     return lambda: jax.block_until_ready(f(args))

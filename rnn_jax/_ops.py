@@ -65,11 +65,12 @@ def _varying_axes(x) -> frozenset:
     return frozenset(mat.varying) if mat is not None else frozenset(getattr(t, "vma", ()))
 
 
-def local_batch(x) -> bool:
-    """Whether ``x``'s batch is all on this device's program: one device, or a part inside
-    ``shard_map``. False under ``jax.jit`` in a process with several devices, where the batch may be
-    split over them and an operation across its rows (a sort) would move rows between devices."""
-    return jax.device_count() == 1 or bool(_varying_axes(x))
+def local_batch(x, devices: int) -> bool:
+    """Whether ``x``'s batch is all on this device's program: one device in the process (``devices``),
+    or a part inside ``shard_map``. False under ``jax.jit`` in a process with several devices, where the
+    batch may be split over them and an operation across its rows (a sort) would move rows between
+    devices."""
+    return devices == 1 or bool(_varying_axes(x))
 
 
 def varying_like(tree, ref):
@@ -103,17 +104,25 @@ def start_state(initial_state, xs: jax.Array, state=None):
     return varying_like(state, xs)
 
 
+def valid_steps(lengths, T: int) -> jax.Array:
+    """The one mask builder: ``(*batch, T)`` booleans, True for the valid steps ``t < lengths`` (``lengths``
+    of any shape ``batch``). :func:`time_mask`, :func:`rnn_jax.sequence_mask` and
+    :func:`rnn_jax.losses.step_mask` are views of it."""
+    lengths = jnp.asarray(lengths)
+    return jnp.arange(T).reshape((1,) * lengths.ndim + (T,)) < lengths[..., None]
+
+
 def time_mask(lengths, T: int):
     """``(T, B, 1)`` booleans, True for the valid steps ``t < lengths[b]``; None when ``lengths`` is None."""
     if lengths is None:
         return None
-    return (jnp.arange(T)[:, None] < lengths[None, :])[..., None]
+    return valid_steps(lengths, T).T[..., None]
 
 
 def zero_padding(xs_tm: jax.Array, mask) -> jax.Array:
     """Zeros past each length, so that whatever the padding holds (NaN, inf) reaches no output and no
     gradient: ``where`` with a clean untaken branch (the safe-``where`` pattern)."""
-    return xs_tm if mask is None else jnp.where(mask, xs_tm, jnp.zeros((), xs_tm.dtype))
+    return zero_invalid(mask, xs_tm)
 
 
 def flip_valid(xs_tm, lengths=None):
@@ -134,6 +143,29 @@ def flip_valid(xs_tm, lengths=None):
     return jax.tree.map(flip, xs_tm)
 
 
+# The masking rule, written once: past a sequence's length its state is frozen and its output is zero.
+# Every recurrence (the generic scan, the kernels' loops and their derivative loops, the parallel forms,
+# hand-written kernels) applies it through these two functions.
+
+
+def _against(valid, a):
+    """``valid`` with trailing axes of size 1 up to ``a``'s rank: ``(B,)`` or ``(B, 1)`` against ``(B, H)``,
+    ``(T, B, 1)`` against ``(T, B, H)``."""
+    return valid.reshape(valid.shape + (1,) * (a.ndim - valid.ndim))
+
+
 def select(valid, new, old):
-    """Per-example choice between two batched pytrees: ``valid (B,)`` booleans, leaves ``(B, ...)``."""
-    return jax.tree.map(lambda n, o: jnp.where(valid.reshape(valid.shape + (1,) * (n.ndim - 1)), n, o), new, old)
+    """The masking rule for states: ``new`` where ``valid``, else ``old`` (a frozen state), for pytrees of
+    leaves ``(B, ...)`` or ``(T, B, ...)``; ``valid`` booleans ``(B,)``, ``(B, 1)`` or ``(T, B, 1)``, or None
+    (every step valid: ``new``)."""
+    if valid is None:
+        return new
+    return jax.tree.map(lambda n, o: jnp.where(_against(valid, n), n, o), new, old)
+
+
+def zero_invalid(valid, tree):
+    """The masking rule for outputs: zero where not ``valid`` (see :func:`select`); the untaken branch is a
+    clean zero, so nothing past a length reaches a gradient."""
+    if valid is None:
+        return tree
+    return jax.tree.map(lambda a: jnp.where(_against(valid, a), a, jnp.zeros((), a.dtype)), tree)

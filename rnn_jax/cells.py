@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rnn_jax import _checks
+from rnn_jax import _checks, _ops
 from rnn_jax import fused as _fused
 from rnn_jax import initializers as inits
 from rnn_jax._ops import affine, with_static
@@ -88,7 +88,10 @@ class Cell(NamedTuple):
         reads after ``x_t`` (its input is ``[x_t, static]``, ``I + C`` wide, as ``params`` were
         built for), a decoder's context: their product with the last ``C`` rows of ``W_i`` is taken
         once per sequence, as a bias of each row, not at every step. ``hoist``: whether to take the
-        input products of all steps before the loop (True, False or ``"auto"``).
+        input products of all steps before the loop (True, False or ``"auto"``). ``pack=None`` (passed
+        only by ``rnn(cell, pack=False)``): run every row at every step. A kernel with hand-written
+        derivatives is a :class:`rnn_jax.fused.Kernel` run by :func:`rnn_jax.fused.run`, which owns the
+        loops, masking, packing, hoisting and the derivative rules.
       linear: optional, the cell's parallel form when it is a diagonal linear recurrence:
         ``(params, x (I,)) -> (a, b)``, two arrays of the state's shape and dtype (the state one array,
         real or complex), with ``step`` computing ``h = a * h_prev + b``. ``a`` and ``b`` depend on the
@@ -470,12 +473,12 @@ def elman(hidden_size: int, activation: Activation = "tanh", *, kernel_init="glo
         h = g(gx + h @ params["W_h"])  # (H,)
         return h, h
 
-    derivative = OUTPUT_DERIVATIVES.get(g)
+    kernel = _fused.elman_kernel(g, OUTPUT_DERIVATIVES.get(g))  # once per cell: part of the program's key
 
-    def fused(params, xs, h0, mask, *, unroll=1, hoist="auto", rule="vjp", static=None):
+    def fused(params, xs, h0, mask, *, unroll=1, hoist="auto", rule="vjp", static=None, pack=_fused.PACK_MIN_BATCH):
         W_i, b = _static_bias(params["W_i"], params["b_i"], static)
-        return _fused.elman(W_i, params["W_h"], b, xs, h0, mask, activation=g, derivative=derivative,
-                            unroll=unroll, hoist=hoist, rule=rule)
+        return _fused.run(kernel, _fused.ElmanWeights(W_i, params["W_h"]), b, xs, h0, mask, unroll=unroll,
+                          hoist=hoist, rule=rule, pack=pack)
 
     return _recurrent_cell("elman", H, 1, init, step_projected, fused=fused)
 
@@ -601,9 +604,10 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, *, kernel_init="glorot_unif
         h = jax.nn.sigmoid(o) * jnp.tanh(c)  # (H,)
         return LSTMState(h, c), h
 
-    def fused(params, xs, state, mask, *, unroll=1, hoist="auto", rule="vjp", static=None):
+    def fused(params, xs, state, mask, *, unroll=1, hoist="auto", rule="vjp", static=None, pack=_fused.PACK_MIN_BATCH):
         W_i, b = _static_bias(params["W_i"], params["b_i"] + params["b_h"], static)
-        ys, (h, c) = _fused.lstm(W_i, params["W_h"], b, xs, state, mask, unroll=unroll, hoist=hoist, rule=rule)
+        ys, (h, c) = _fused.run(_fused.LSTM, _fused.LSTMWeights(W_i, params["W_h"]), b, xs, tuple(state), mask,
+                                unroll=unroll, hoist=hoist, rule=rule, pack=pack)
         return ys, LSTMState(h, c)
 
     return _recurrent_cell("lstm", H, 4, init, step_projected,
@@ -657,10 +661,10 @@ def gru(hidden_size: int, *, kernel_init="glorot_uniform", recurrent_init="ortho
         h = (1.0 - z) * n + z * h  # (H,)
         return h, h
 
-    def fused(params, xs, h0, mask, *, unroll=1, hoist="auto", rule="vjp", static=None):
+    def fused(params, xs, h0, mask, *, unroll=1, hoist="auto", rule="vjp", static=None, pack=_fused.PACK_MIN_BATCH):
         W_i, b_i = _static_bias(params["W_i"], params["b_i"], static)
-        return _fused.gru(W_i, params["W_h"], b_i, params["b_h"], xs, h0, mask, unroll=unroll, hoist=hoist,
-                          rule=rule)
+        return _fused.run(_fused.GRU, _fused.GRUWeights(W_i, params["W_h"], params["b_h"]), b_i, xs, h0, mask,
+                          unroll=unroll, hoist=hoist, rule=rule, pack=pack)
 
     return _recurrent_cell("gru", H, 3, init, step_projected, fused=fused)
 
@@ -1142,16 +1146,16 @@ def orthogonal_rnn(hidden_size: int, *, recurrent_init: str = "henaff", kernel_i
     def prepare(params):
         return {**params, "W": recurrent(params)}
 
-    def fused(params, xs, h0, mask, *, unroll=1, hoist="auto", rule="vjp", static=None):  # autodiff: one rule
+    def fused(params, xs, h0, mask, *, unroll=1, hoist="auto", rule="vjp", static=None, pack=None):
+        # autodiff: one rule, and no packed steps (their loops' lengths depend on the data, which reverse
+        # mode cannot differentiate through without a hand-written backward pass)
         W = recurrent(params)
         gx = project(params, with_static(xs, static))  # (T, B, H): all input products at once
 
         def body(h, inp):
             new, _ = cell_step(params, W, h, inp[0])
-            if mask is None:
-                return new, new
-            m = inp[1]
-            return jnp.where(m, new, h), jnp.where(m, new, 0)
+            m = None if mask is None else inp[1]
+            return _ops.select(m, new, h), _ops.zero_invalid(m, new)
 
         final, ys = jax.lax.scan(body, h0, (gx,) if mask is None else (gx, mask), unroll=unroll)
         return ys, final

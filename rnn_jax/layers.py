@@ -146,7 +146,7 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
         hoist_input: Union[bool, str] = "auto", fused: Optional[bool] = None,
         parallel: Optional[str] = None, tol: Optional[float] = None, max_iters: int = 100,
         linear_solver: str = "auto", dropout: float = 0.0, recurrent_dropout: float = 0.0,
-        zoneout: float = 0.0) -> Layer:
+        zoneout: float = 0.0, pack: bool = True) -> Layer:
     """A layer that runs ``cell`` over the sequence.
 
     Calls run ``cell.fused``, the cell's fast recurrence with hand-written derivatives (Elman, LSTM,
@@ -188,6 +188,8 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
       zoneout: with a ``key``, each unit of the state keeps its previous value with this probability at
         every step (Krueger et al. 2017); without one, the state is the expectation ``p h_prev + (1 - p)
         h_new``. The outputs are the step's.
+      pack: a kernel's packed steps (:mod:`rnn_jax.fused`): a batch of 16 or more rows with lengths skips
+        the rows whose sequences have ended; False runs every row at every step (same values).
 
     ``recurrent_dropout`` and ``zoneout`` act inside the step, so they run the generic scan
     (:mod:`rnn_jax.regularization`): ``recurrent_dropout`` only in calls with a key, ``zoneout`` always.
@@ -214,6 +216,8 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
         raise ValueError(f"fused: expected None, True or False, got {fused!r}")
     if fused and cell.fused is None:
         raise ValueError(f"fused=True: cell {cell.name!r} has no fused recurrence (Elman, LSTM and GRU have)")
+    if pack not in (True, False):
+        raise ValueError(f"pack: expected True or False, got {pack!r}")
     if hoist_input not in (True, False, "auto"):
         raise ValueError(f"hoist_input: expected True, False or 'auto', got {hoist_input!r}")
     unroll, remat = check_knobs(unroll, remat)
@@ -278,8 +282,9 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
         params = _ops.varying_like(params, xs)
         if reverse:
             xs = _ops.flip_valid(xs, lengths)
+        options = {} if pack else {"pack": None}  # a kernel of one's own need not take pack unless asked
         ys, final = cell.fused(params, xs, state, _ops.time_mask(lengths, xs.shape[0]), unroll=n_unroll,
-                               hoist=hoist_input, rule="vjp" if batched else "jvp", static=static)
+                               hoist=hoist_input, rule="vjp" if batched else "jvp", static=static, **options)
         return (_ops.flip_valid(ys, lengths) if reverse else ys), final
 
     step = None if reverse else jax.vmap(cell.step, in_axes=(None, 0, 0))

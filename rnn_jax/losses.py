@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rnn_jax import _checks
+from rnn_jax import _checks, _ops
 
 __all__ = ["softmax_cross_entropy", "bits_per_char", "accuracy", "mse", "masked_reduce", "step_mask",
            "accumulation_dtype",
@@ -50,9 +50,7 @@ def step_mask(shape: tuple, lengths=None, dtype=jnp.float32) -> jax.Array:
     """
     if lengths is None:
         return jnp.ones(shape, dtype)
-    lengths = jnp.asarray(lengths)
-    t = jnp.arange(shape[-1]).reshape((1,) * lengths.ndim + (shape[-1],))
-    return (t < lengths[..., None]).astype(dtype)
+    return _ops.valid_steps(lengths, shape[-1]).astype(dtype)
 
 
 def accumulation_dtype(dtype):

@@ -178,16 +178,15 @@ def linear_batch(cell: Cell, params, xs, lengths, state, *, reverse: bool = Fals
     both = lambda f: jax.vmap(jax.vmap(f, (None, 0, 0)), (None, 0, 0))  # noqa: E731 - over (T, B)
     a, b = both(lambda p, _, x: cell.linear(p, x))(params, xs, xs)  # (T, B, H) each
     mask = _ops.time_mask(lengths, T)
-    if mask is not None:
-        a, b = jnp.where(mask, a, jnp.ones((), a.dtype)), jnp.where(mask, b, jnp.zeros((), b.dtype))
+    # the masking rule in the coefficients: past a length a = 1, b = 0 keep the state
+    a, b = _ops.select(mask, a, jnp.ones_like(a)), _ops.zero_invalid(mask, b)
     if solver == "associative":
         hs = _diagonal_recurrence(a, b, state)  # (T, B, H)
     else:
         hs = lax.scan(lambda h, ab: (ab[0] * h + ab[1],) * 2, state, (a, b))[1]
     prev = jnp.concatenate([state[None], hs[:-1]])  # h_{t-1}
     ys = both(lambda p, h, x: cell.step(p, h, x)[1])(params, prev, xs)  # (T, B, O)
-    if mask is not None:
-        ys = jnp.where(mask, ys, jnp.zeros((), ys.dtype))
+    ys = _ops.zero_invalid(mask, ys)
     return (_ops.flip_valid(ys, lengths) if reverse else ys), hs[-1]
 
 
@@ -198,7 +197,7 @@ def _flat_step(cell, params, unravel):
     def f(s, inp):
         x, valid = inp
         new = jax.flatten_util.ravel_pytree(cell.step(params, unravel(s), x)[0])[0]
-        return jnp.where(valid, new, s)
+        return _ops.select(valid, new, s)
     return f
 
 
@@ -291,7 +290,7 @@ def _deer_one(cell, params, xs, length, state0, reverse, method, max_iters, tol,
     S_prev = shift_down(S, s0)
     ready = prepared(cell, params)
     ys = jax.vmap(lambda s, x: cell.step(ready, unravel(s), x)[1])(S_prev, xs)
-    ys = jnp.where(valid[:, None], ys, jnp.zeros_like(ys))
+    ys = _ops.zero_invalid(valid, ys)
     if reverse:
         ys = _ops.flip_valid(ys[:, None], length[None])[:, 0]
     return ys, unravel(S[-1]), info

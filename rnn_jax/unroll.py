@@ -48,8 +48,7 @@ def sequence_mask(lengths, T: int) -> jax.Array:
       >>> rnn_jax.sequence_mask(jnp.array([3, 1]), 4).astype(int).tolist()
       [[1, 1, 1, 0], [1, 0, 0, 0]]
     """
-    lengths = jnp.asarray(lengths)
-    return jnp.arange(T).reshape((1,) * lengths.ndim + (T,)) < lengths[..., None]
+    return _ops.valid_steps(lengths, T)
 
 
 def check_knobs(unroll, remat):
@@ -164,7 +163,7 @@ def scan(cell: Cell, params, xs: jax.Array, lengths=None, state=None, *, reverse
             x, t = inp
             new, y = body(s, x)
             valid = t < n_valid  # (B,)
-            return _ops.select(valid, new, s), _ops.select(valid, y, jnp.zeros_like(y))
+            return _ops.select(valid, new, s), _ops.zero_invalid(valid, y)
 
         if chunk is None:
             final, ys = lax.scan(masked, state, (inputs, jnp.arange(T)), unroll=unroll)
@@ -287,7 +286,7 @@ def unroll_reduce(cell: Cell, params, xs: jax.Array, per_step, *, targets: Any =
         x, tgt, t = inp
         new, y = step(params, s, x)
         valid = t < n_valid
-        per = jnp.where(valid, loss(y, tgt).astype(acc), 0.0)
+        per = _ops.zero_invalid(valid, loss(y, tgt).astype(acc))
         return (_ops.select(valid, new, s), total + per.sum()), None
 
     chunk = remat if (not isinstance(remat, bool) and remat > 1) else None

@@ -152,17 +152,18 @@ def test_packed_bidirectional_stack(key):
     _check(make, key, jnp.array(PACKED_LENGTHS["mixed"]), batch=20)
 
 
-def _kernel_loss(name, mask):
-    """A loss of one kernel's outputs and final state, on a random ``mask`` (any pattern, not a prefix)."""
+def _kernel_loss(name, mask, pack=fused.PACK_MIN_BATCH):
+    """A loss of one kernel's outputs and final state, on a random ``mask`` (any pattern, not a prefix);
+    ``pack=None`` runs every row at every step."""
     rng = np.random.default_rng(0)
     n = mask.shape[1]
     G = {"elman": 1, "lstm": 4, "gru": 3}[name]
     W_i, W_h = (jnp.asarray(rng.standard_normal(s) * 0.4) for s in [(I, G * H), (H, G * H)])
     b = jnp.asarray(rng.standard_normal(G * H) * 0.3)
     xs, h0 = jnp.asarray(rng.standard_normal((T, n, I))), jnp.asarray(rng.standard_normal((n, H)))
-    run = {"elman": lambda W_i, W_h, b, xs, h0: fused.elman(W_i, W_h, b, xs, h0, mask, activation=jnp.tanh),
-           "lstm": lambda W_i, W_h, b, xs, h0: fused.lstm(W_i, W_h, b, xs, (h0, jnp.cos(h0)), mask),
-           "gru": lambda W_i, W_h, b, xs, h0: fused.gru(W_i, W_h, b, 0.5 * b, xs, h0, mask)}[name]
+    run = {"elman": lambda W_i, W_h, b, xs, h0: fused.elman(W_i, W_h, b, xs, h0, mask, activation=jnp.tanh, pack=pack),
+           "lstm": lambda W_i, W_h, b, xs, h0: fused.lstm(W_i, W_h, b, xs, (h0, jnp.cos(h0)), mask, pack=pack),
+           "gru": lambda W_i, W_h, b, xs, h0: fused.gru(W_i, W_h, b, 0.5 * b, xs, h0, mask, pack=pack)}[name]
 
     def loss(*args):
         ys, fin = run(*args)
@@ -172,19 +173,19 @@ def _kernel_loss(name, mask):
 
 
 @pytest.mark.parametrize("name", ["elman", "lstm", "gru"])
-def test_packed_kernel_is_exact_for_any_mask(name, monkeypatch):
+def test_packed_kernel_is_exact_for_any_mask(name):
     """The rows a step computes follow the last valid row, whatever the mask's pattern: a mask with
     holes gives what the unpacked kernel gives."""
     mask = jnp.asarray(np.random.default_rng(1).random((T, 24, 1)) < 0.4)
     loss, args = _kernel_loss(name, mask)
     packed = jax.value_and_grad(loss, argnums=(0, 1, 2, 3, 4))(*args)
-    monkeypatch.setattr(fused, "PACK_MIN_BATCH", 10 ** 9)
+    loss, args = _kernel_loss(name, mask, pack=None)
     plain = jax.value_and_grad(loss, argnums=(0, 1, 2, 3, 4))(*args)
     _assert_trees_close(packed, plain)
 
 
 @pytest.mark.parametrize("rule", ["vjp", "jvp"])
-def test_packed_kernel_second_derivatives(rule, monkeypatch):
+def test_packed_kernel_second_derivatives(rule):
     """Reverse-over-reverse (both rules) and forward-over-reverse (the JVP rule) of a packed batch equal
     the unpacked kernel's."""
     T_, n = 7, 20
@@ -192,17 +193,17 @@ def test_packed_kernel_second_derivatives(rule, monkeypatch):
     mask = jnp.asarray(np.arange(T_)[:, None] < rng.integers(0, T_ + 1, n)[None, :])[..., None]
     W_i, W_h = (jnp.asarray(rng.standard_normal(s) * 0.4) for s in [(I, 3 * H), (H, 3 * H)])
     b, xs = jnp.asarray(rng.standard_normal(3 * H) * 0.3), jnp.asarray(rng.standard_normal((T_, n, I)))
-    f = lambda W: jnp.sum(jnp.sin(fused.gru(W_i, W, b, -b, xs, jnp.zeros((n, H)), mask, rule=rule)[0]))  # noqa: E731
 
-    def derivatives():
+    def derivatives(pack=fused.PACK_MIN_BATCH):
+        def f(W):
+            return jnp.sum(jnp.sin(fused.gru(W_i, W, b, -b, xs, jnp.zeros((n, H)), mask, rule=rule, pack=pack)[0]))
+
         out = {"grad_of_grad": jax.grad(lambda W: jnp.sum(jax.grad(f)(W) ** 2))(W_h)}
         if rule == "jvp":
             out["hvp"] = jax.jvp(jax.grad(f), (W_h,), (jnp.cos(W_h),))[1]
         return out
 
-    packed = derivatives()
-    monkeypatch.setattr(fused, "PACK_MIN_BATCH", 10 ** 9)
-    _assert_trees_close(packed, derivatives())
+    _assert_trees_close(derivatives(), derivatives(pack=None))
 
 
 def _loops(f, *args):
