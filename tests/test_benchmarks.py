@@ -234,3 +234,11 @@ def test_train_step_table_shows_ranges_over_processes():
             for v in (0.8, 0.7, 0.9)]
     text = tables.train_step(train_step.combine([{"rounds": 3, "rows": [r]} for r in rows]))
     assert "median over 3 fresh processes" in text and "| 0.80 (0.70-0.90) | - |" in text
+
+
+def test_compile_time_quick_measures_both_paths_in_fresh_processes(tmp_path):
+    out = _run("benchmarks.compile_time", "--quick", tmp_path=tmp_path)
+    assert "| gru | kernel |" in out and "| gru | generic |" in out
+    rows = json.load(open(tmp_path / "compile_time_quick.json"))["rows"]
+    assert [r["path"] for r in rows] == ["kernel", "generic"]
+    assert all(r["compile_s"] > 0 and r["lower_s"] > 0 and len(r["runs"]) == 1 for r in rows)

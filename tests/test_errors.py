@@ -348,7 +348,7 @@ def test_a_mesh_that_does_not_split_a_batch_is_refused_before_a_run_folder(tmp_p
     assert "--mesh: --batch_size 30 does not split" in capsys.readouterr().err
 
 
-BENCHMARKS_WITH_FLAGS = ("accelerator", "choices", "data_parallel", "deer", "experiment_steps", "generic_hoist",
+BENCHMARKS_WITH_FLAGS = ("accelerator", "choices", "compile_time", "data_parallel", "deer", "experiment_steps", "generic_hoist",
                          "host_memory", "packing", "parallel_forms", "profile_step", "scaling", "step_product",
                          "throughput", "train_step")
 
