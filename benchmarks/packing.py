@@ -36,11 +36,13 @@ def data(s, spread, seed=0):
     return x, lengths, y
 
 
-def steps(cell: str, s: dict, batch) -> dict:
-    """The three steps, each traced and run once (its first loss)."""
+def steps(cell: str, s: dict, batch, path: str = "kernel") -> dict:
+    """The three steps, each traced and run once (its first loss). ``path="generic"``: rnn_jax's generic
+    scan (``fused=False``), packed with ``pack="always"``."""
     fns, first = {}, {}
-    for name, pack in (("packed", True), ("unpacked", False)):
-        fns[name] = ts.rnn_jax_step("classifier", cell, s, batch, pack=pack)
+    generic = path == "generic"
+    for name, pack in (("packed", "always" if generic else True), ("unpacked", False)):
+        fns[name] = ts.rnn_jax_step("classifier", cell, s, batch, pack=pack, fused=False if generic else None)
         first[name] = float(fns[name]())
     fns["flax"] = ts.flax_step("classifier", cell, s, batch)
     first["flax"] = float(fns["flax"]())
@@ -58,6 +60,9 @@ def main(argv=None):
     p.add_argument("--cells", default=",".join(ts.CELLS), help=f"comma-separated, among {', '.join(ts.CELLS)}")
     p.add_argument("--spreads", default=",".join(SPREADS),
                    help="comma-separated length spreads, among full (all T), half (T/2..T), any (1..T)")
+    p.add_argument("--path", choices=("kernel", "generic"), default="kernel",
+                   help="kernel: the cells' kernels, packed or not; generic: the generic scan (fused=False), packed "
+                        "with pack='always' or not")
     _harness.add_host_memory_flag(p)
     args = p.parse_args(argv)
     _harness.apply_host_memory(args)
@@ -68,7 +73,7 @@ def main(argv=None):
         for spread in args.spreads.split(","):
             batch = data(s, spread)
             t = time.perf_counter()
-            fns = steps(cell, s, batch)
+            fns = steps(cell, s, batch, args.path)
             timing = _harness.interleaved(fns, rounds, inner="auto")
             ms = {k: 1e3 * timing[k]["median_s"] for k in fns}
             row = {"cell": cell, "spread": spread, "sizes": s, "ms": ms,
@@ -79,9 +84,10 @@ def main(argv=None):
             print(f"{cell:<6}{spread:<5} valid {row['valid']:.2f}  " + "".join(f"{k} {v:7.2f} ms  " for k, v in ms.items())
                   + f"packed/unpacked {row['packed_vs_unpacked']:.2f}  packed/flax {row['packed_vs_flax']:.2f}  "
                   f"unpacked/flax {row['unpacked_vs_flax']:.2f}", flush=True)
-    payload = {"benchmark": "packing", "machine": _harness.machine(), "dtype": "float32", "rounds": rounds,
-               "quick": args.quick, "rows": rows}
-    path = _harness.write_json(_harness.result_name("packing" + ("_quick" if args.quick else ""), args), payload)
+    payload = {"benchmark": "packing", "path": args.path, "machine": _harness.machine(), "dtype": "float32",
+               "rounds": rounds, "quick": args.quick, "rows": rows}
+    base = "packing" + ("_generic" if args.path == "generic" else "") + ("_quick" if args.quick else "")
+    path = _harness.write_json(_harness.result_name(base, args), payload)
     print(f"wrote {path}")
     return payload
 

@@ -100,12 +100,12 @@ def _jax_step(loss, params):
     return run
 
 
-def rnn_jax_step(model, cell_name, s, batch, pack=True):
+def rnn_jax_step(model, cell_name, s, batch, pack=True, fused=None):
     cell = {"elman": rj.elman, "lstm": rj.lstm, "gru": rj.gru}[cell_name]
     batch = tuple(jnp.asarray(a) for a in batch)
     ce = rj.losses.softmax_cross_entropy
     if model == "classifier":
-        m = rj.many_to_one(rj.rnn(cell(s["H"]), pack=pack), s["C"], input_size=s["I"])
+        m = rj.many_to_one(rj.rnn(cell(s["H"]), pack=pack, fused=fused), s["C"], input_size=s["I"])
         loss = lambda p, x, L, y: ce(m.apply(p, x, L), y, reduction="mean")  # noqa: E731
     elif model == "char_lm":
         m = rj.many_to_many(rj.rnn(cell(s["H"])), s["V"], vocab_size=s["V"], embed_size=s["E"])

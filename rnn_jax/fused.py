@@ -43,8 +43,10 @@ devices (a process with more than one device, outside ``shard_map``; each device
 inside ``shard_map``). Under ``jax.vmap`` with lengths that differ per mapped batch, each level's loop
 runs as long as its longest mapped range (right, with no saving). With every length full nothing is
 skipped and the sort costs up to 1.17x of the step (0.96-1.17x over five measurements of the Elman
-classifier). :func:`packed_scan` is the same loop for any step function: the generic scan uses it too.
-benchmarks/README.md has the measurements.
+classifier). :func:`packed_scan` is the same loop for any step function, and :func:`run_step` runs any
+cell's ``step`` with it, differentiated by a backward loop of the step's own VJP: the generic scan packs
+too with ``rnn(cell, pack="always")`` (reverse mode only, so not by default: the generic scan's batched
+calls otherwise keep forward-mode derivatives). benchmarks/README.md has the measurements.
 
 Each recurrence has two differentiation rules with the same forward loop (``rule=``):
 
@@ -86,7 +88,7 @@ from jax.custom_derivatives import SymbolicZero
 
 from rnn_jax._ops import local_batch, select, shift_down, varying_like, zero_invalid
 
-__all__ = ["Kernel", "Platform", "platform", "run", "packed_scan", "Products", "Residuals", "elman", "lstm", "gru",
+__all__ = ["Kernel", "Platform", "platform", "run", "run_step", "packed_scan", "Products", "Residuals", "elman", "lstm", "gru",
            "elman_kernel", "LSTM", "GRU", "ElmanWeights", "ElmanKept", "LSTMWeights", "LSTMKept", "GRUWeights", "GRUKept",
            "PACK_MIN_BATCH"]
 
@@ -208,7 +210,7 @@ def _mask_levels(mask, pack: Optional[int], devices: int):
 
 
 def packed_scan(step, carry, xs, mask, *, reverse: bool = False, unroll: int = 1, pack: Optional[int] = PACK_MIN_BATCH,
-                devices: Optional[int] = None):
+                devices: Optional[int] = None, shared=None):
     """``lax.scan(step, carry, xs, reverse=reverse)``, each step run on the leading rows only: as
     many as the last row valid at that step or at any later one, rounded up to a level of
     ``_levels``. Those counts fall with time, so each level is one loop over a range of steps on its
@@ -227,9 +229,11 @@ def packed_scan(step, carry, xs, mask, *, reverse: bool = False, unroll: int = 1
       unroll: steps per iteration of the compiled loop (1: packed loops; more: one plain scan).
       pack: the smallest batch that packs, or None.
       devices: the number of devices in the process (None: :func:`platform`'s).
+      shared: a second carry without the batch axis (every step adds to it, e.g. a parameter gradient),
+        or None; with it ``step`` is ``(carry, shared, x_t) -> (carry, shared, y_t)``.
 
     Returns:
-      ``(carry, ys)`` as ``lax.scan`` returns them.
+      ``(carry, ys)`` as ``lax.scan`` returns them; ``(carry, shared, ys)`` with ``shared``.
 
     Examples:
       >>> mask = (jnp.arange(5)[:, None] < jnp.array([5, 2] + [1] * 14)[None, :])[..., None]   # B = 16
@@ -240,31 +244,52 @@ def packed_scan(step, carry, xs, mask, *, reverse: bool = False, unroll: int = 1
       ([5.0, 2.0, 1.0], True)
     """
     devices = platform().devices if devices is None else devices
+    if shared is None:
+        c, _, ys = _packed(_no_shared(step), carry, (), xs, mask, reverse, unroll, pack, devices)
+        return c, ys
+    return _packed(step, carry, shared, xs, mask, reverse, unroll, pack, devices)
+
+
+def _no_shared(step):
+    def with_shared(c, s, x):
+        c, y = step(c, x)
+        return c, s, y
+    return with_shared
+
+
+def _packed(step, carry, shared, xs, mask, reverse, unroll, pack, devices):
+    """:func:`packed_scan`'s loops: ``step(carry, shared, x_t) -> (carry, shared, y_t)``; ``carry``'s leaves
+    have the batch axis, ``shared``'s have not."""
     levels = None if unroll != 1 else _mask_levels(mask, pack, devices)
     if levels is None or mask.shape[0] == 0:
-        return lax.scan(step, carry, xs, reverse=reverse, unroll=unroll)
+        def plain(cs, x):
+            c, s, y = step(cs[0], cs[1], x)
+            return (c, s), y
+
+        (carry, shared), ys = lax.scan(plain, (carry, shared), xs, reverse=reverse, unroll=unroll)
+        return carry, shared, ys
     T, B = mask.shape[:2]
     last = jnp.max(jnp.where(mask[..., 0], jnp.arange(1, B + 1), 0), axis=1)  # (T,) last valid row + 1
     need = lax.cummax(last, axis=0, reverse=True)  # rows needed at step t or later: falls with t
     ends = [jnp.sum(need > k) for k in levels[:-1]] + [0]  # level j runs steps [ends[j], ends[j - 1])
     spans = [(k, ends[j], T if j == 0 else ends[j - 1]) for j, k in enumerate(levels)]
-    y_shapes = jax.eval_shape(step, carry, jax.tree.map(lambda a: a[0], xs))[1]
+    y_shapes = jax.eval_shape(step, carry, shared, jax.tree.map(lambda a: a[0], xs))[2]
     ys = varying_like(jax.tree.map(lambda s: jnp.zeros((T,) + s.shape, s.dtype), y_shapes), xs)  # shard_map
 
-    def level(k, lo, hi, carry, ys):
-        def body(i, c_ys):
-            c, ys = c_ys
+    def level(k, lo, hi, carry, shared, ys):
+        def body(i, c_s_ys):
+            c, s, ys = c_s_ys
             t = lo + hi - 1 - i if reverse else i
             x = jax.tree.map(lambda a: lax.dynamic_slice(a, (t,) + (0,) * (a.ndim - 1), (1, k) + a.shape[2:])[0], xs)
-            c, y = step(c, x)
-            return c, jax.tree.map(lambda b, v: lax.dynamic_update_slice(b, v[None], (t,) + (0,) * v.ndim), ys, y)
+            c, s, y = step(c, s, x)
+            return c, s, jax.tree.map(lambda b, v: lax.dynamic_update_slice(b, v[None], (t,) + (0,) * v.ndim), ys, y)
 
-        c, ys = lax.fori_loop(lo, hi, body, (jax.tree.map(lambda a: a[:k], carry), ys))
-        return jax.tree.map(lambda a, top: jnp.concatenate([top, a[k:]]) if k < B else top, carry, c), ys
+        c, shared, ys = lax.fori_loop(lo, hi, body, (jax.tree.map(lambda a: a[:k], carry), shared, ys))
+        return jax.tree.map(lambda a, top: jnp.concatenate([top, a[k:]]) if k < B else top, carry, c), shared, ys
 
     for k, lo, hi in (spans if reverse else spans[::-1]):
-        carry, ys = level(k, lo, hi, carry, ys)
-    return carry, ys
+        carry, shared, ys = level(k, lo, hi, carry, shared, ys)
+    return carry, shared, ys
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -296,7 +321,7 @@ def _by_length(rule: str, cfg: _Config, call, xs, state0, mask, b):
     order = jnp.argsort(-jnp.sum(mask[..., 0], axis=0), stable=True)
     undo = jnp.argsort(order)
     ys, final = call(permute(xs, order, 1), jax.tree.map(lambda a: permute(a, order, 0), state0),
-                     jnp.take(mask, order, axis=1), b if b.ndim == 1 else permute(b, order, 0))
+                     jnp.take(mask, order, axis=1), b if b is None or b.ndim == 1 else permute(b, order, 0))
     return permute(ys, undo, 1), jax.tree.map(lambda a: permute(a, undo, 0), final)
 
 
@@ -566,6 +591,92 @@ def run(kernel: Kernel, w, b, xs, state0, mask=None, *, unroll: int = 1, hoist: 
     fn = _vjp_kernel if rule == "vjp" else _jvp_kernel
     return _by_length(rule, cfg, lambda xs, s0, mask, b: fn(kernel, cfg, w, b, xs, s0, mask), xs, state0, mask,
                       _checked_bias(b, xs))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Any cell's step, packed: a backward pass from the step's own VJP
+
+
+def _generic_forward(cell, cfg, params, xs, state0, mask):
+    vstep = jax.vmap(cell.step, in_axes=(None, 0, 0))
+
+    def step(s, inp):
+        x_t, m_t = inp
+        new, y = vstep(params, s, x_t)
+        new = select(m_t, new, s)
+        return new, (new, zero_invalid(m_t, y))
+
+    final, (states, ys) = packed_scan(step, state0, (xs, mask), mask, unroll=cfg.unroll, pack=cfg.pack,
+                                      devices=cfg.devices)
+    return (ys, final), states
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _generic(cell, cfg, params, xs, state0, mask):
+    return _generic_forward(cell, cfg, params, xs, state0, mask)[0]
+
+
+def _generic_fwd(cell, cfg, params, xs, state0, mask):
+    out, states = _generic_forward(cell, cfg, params, xs, state0, mask)
+    return out, (params, xs, state0, mask, states)
+
+
+def _generic_bwd(cell, cfg, res, cts):
+    params, xs, state0, mask, states = res
+    dys, dfinal = cts
+    vstep = jax.vmap(cell.step, in_axes=(None, 0, 0))
+    prev = jax.tree.map(shift_down, states, state0)  # the state each step started from
+
+    def step(dstate, dparams, inp):
+        s_prev, x_t, dy, m_t = inp
+        _, vjp = jax.vjp(lambda p, s, x: vstep(p, s, x), params, s_prev, x_t)
+        dp, ds, dx = vjp((zero_invalid(m_t, dstate), zero_invalid(m_t, dy)))
+        dstate = jax.tree.map(lambda a, d: _add(a, _pass(m_t, d)), ds, dstate)
+        return dstate, jax.tree.map(operator.add, dparams, dp), dx
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    dstate0, dparams, dxs = packed_scan(step, dfinal, (prev, xs, dys, mask), mask, reverse=True, unroll=cfg.unroll,
+                                        pack=cfg.pack, devices=cfg.devices, shared=zeros)
+    return dparams, dxs, dstate0, None
+
+
+_generic.defvjp(_generic_fwd, _generic_bwd)
+
+
+def run_step(cell, params, xs, state0, mask, *, unroll: int = 1, pack: Optional[int] = PACK_MIN_BATCH,
+             platform: Optional[Platform] = None):
+    """Any cell's ``step`` over a time-major batch with packed steps, differentiated in reverse mode by a
+    backward loop of the step's own VJP (packed too): what ``rnn(cell, pack="always")`` runs for a cell
+    without a kernel (or with ``fused=False``). Reverse mode only (``jax.jvp`` raises JAX's custom-VJP
+    error); the parameters' gradient is accumulated in the backward loop, one ``(params)`` add per step.
+
+    Args:
+      cell: a :class:`rnn_jax.Cell`.
+      params: its (prepared) params.
+      xs: ``(T, B, I)``, zero past each length.
+      state0: the state before step 0, leaves ``(B, ...)``.
+      mask: ``(T, B, 1)`` booleans or None.
+      unroll: steps per iteration of the compiled loops (1: packed loops).
+      pack: the smallest batch that packs, or None.
+      platform: the device count to plan for, or None (:func:`platform`).
+
+    Returns:
+      ``(ys (T, B, O), final_state)``, equal to the generic scan's.
+
+    Examples:
+      >>> cell = rnn_jax.jordan(8, 2)
+      >>> p = cell.init(jax.random.key(0), 3)
+      >>> xs = jnp.ones((6, 20, 3)); mask = (jnp.arange(6)[:, None] < jnp.arange(20) % 7)[..., None]
+      >>> s0 = jax.tree.map(lambda a: jnp.broadcast_to(a, (20,) + a.shape), cell.initial_state())
+      >>> ys, fin = rnn_jax.fused.run_step(cell, p, xs * mask, s0, mask)
+      >>> ref, _ = rnn_jax.unroll(cell, p, (xs * mask).swapaxes(0, 1), jnp.arange(20) % 7)
+      >>> bool(jnp.allclose(ys.swapaxes(0, 1), ref, atol=1e-6))
+      True
+    """
+    plat = _read_platform() if platform is None else platform
+    cfg = _Config(unroll, (False, False), pack, plat.devices)
+    return _by_length("vjp", cfg, lambda xs, s0, mask, b: _generic(cell, cfg, params, xs, s0, mask), xs, state0, mask,
+                      None)
 
 
 # ----------------------------------------------------------------------------------------------------

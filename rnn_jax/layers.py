@@ -27,10 +27,11 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax import _checks, _ops
+from rnn_jax import fused as _fused
 from rnn_jax import parallel as _parallel
 from rnn_jax import regularization as _reg
 from rnn_jax._ops import affine, with_static
-from rnn_jax.cells import Cell, check_cell
+from rnn_jax.cells import Cell, check_cell, prepared
 from rnn_jax.unroll import check_inputs, check_knobs, scan
 from rnn_jax.unroll import _zone as zone
 
@@ -146,7 +147,7 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
         hoist_input: Union[bool, str] = "auto", fused: Optional[bool] = None,
         parallel: Optional[str] = None, tol: Optional[float] = None, max_iters: int = 100,
         linear_solver: str = "auto", dropout: float = 0.0, recurrent_dropout: float = 0.0,
-        zoneout: float = 0.0, pack: bool = True) -> Layer:
+        zoneout: float = 0.0, pack: Union[bool, str] = True) -> Layer:
     """A layer that runs ``cell`` over the sequence.
 
     Calls run ``cell.fused``, the cell's fast recurrence with hand-written derivatives (Elman, LSTM,
@@ -188,8 +189,10 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
       zoneout: with a ``key``, each unit of the state keeps its previous value with this probability at
         every step (Krueger et al. 2017); without one, the state is the expectation ``p h_prev + (1 - p)
         h_new``. The outputs are the step's.
-      pack: a kernel's packed steps (:mod:`rnn_jax.fused`): a batch of 16 or more rows with lengths skips
-        the rows whose sequences have ended; False runs every row at every step (same values).
+      pack: packed steps (:mod:`rnn_jax.fused`): a batch of 16 or more rows with lengths skips the rows
+        whose sequences have ended (same values). True: a cell's kernel packs; ``"always"``: the generic
+        scan too (:func:`rnn_jax.fused.run_step`: its batched calls then take a backward pass of the step's
+        own VJP, reverse mode only; without ``remat``); False: every row at every step.
 
     ``recurrent_dropout`` and ``zoneout`` act inside the step, so they run the generic scan
     (:mod:`rnn_jax.regularization`): ``recurrent_dropout`` only in calls with a key, ``zoneout`` always.
@@ -216,8 +219,10 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
         raise ValueError(f"fused: expected None, True or False, got {fused!r}")
     if fused and cell.fused is None:
         raise ValueError(f"fused=True: cell {cell.name!r} has no fused recurrence (Elman, LSTM and GRU have)")
-    if pack not in (True, False):
-        raise ValueError(f"pack: expected True or False, got {pack!r}")
+    if pack not in (True, False, "always"):
+        raise ValueError(f"pack: expected True, False or 'always', got {pack!r}")
+    if pack == "always" and remat:
+        raise ValueError("pack='always' with remat: packed steps keep every step's state; choose one")
     if hoist_input not in (True, False, "auto"):
         raise ValueError(f"hoist_input: expected True, False or 'auto', got {hoist_input!r}")
     unroll, remat = check_knobs(unroll, remat)
@@ -274,6 +279,12 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
         if parallel:
             return _parallel.solve_batch(cell, params, xs, lengths, state, reverse=reverse, method=parallel,
                                          max_iters=max_iters, tol=tol)[:2]
+        if not use_fused and pack == "always" and batched and lengths is not None:
+            state = _ops.start_state(cell.initial_state, xs, state)
+            xs_run = _ops.flip_valid(xs, lengths) if reverse else xs
+            ys, final = _fused.run_step(cell, prepared(cell, params), xs_run, state,
+                                        _ops.time_mask(lengths, xs.shape[0]), unroll=n_unroll)
+            return (_ops.flip_valid(ys, lengths) if reverse else ys), final
         if not use_fused:
             return scan(cell, params, xs, lengths, state, reverse=reverse, unroll=n_unroll, remat=remat)
         state = _ops.start_state(cell.initial_state, xs, state)

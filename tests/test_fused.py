@@ -533,3 +533,36 @@ def test_static_inputs_bad_shapes():
         cell.fused(params, xs, h0, None, static=jnp.zeros((B, I + 2)))
     with pytest.raises(ValueError, match=r"b: expected shape \(G\*H,\) or \(B=3, G\*H\)"):
         fused.gru(params["W_i"], params["W_h"], jnp.zeros((B + 1, 3 * H)), params["b_h"], jnp.zeros((T, B, I + 2)), h0)
+
+
+# The generic scan packs too when asked (rnn(cell, pack="always")): any cell's step, a backward pass of the
+# step's own VJP. Same values and gradients as the scan, for cells whose output is not their state (Jordan,
+# LRU), a complex state (LRU), a prepared recurrent matrix (orthogonal) and a kernel cell run without it.
+GENERIC = {"jordan": lambda: rj.jordan(H, 3), "lru": lambda: rj.lru(H, 3), "orthogonal": lambda: rj.orthogonal_rnn(H),
+           "gru": lambda: rj.gru(H), "lstm": lambda: rj.lstm(H)}
+
+
+@pytest.mark.parametrize("name", sorted(GENERIC))
+@pytest.mark.parametrize("reverse", [False, True])
+def test_generic_scan_packs_when_asked_and_equals_the_scan(name, reverse):
+    n = 20  # >= 16 rows with lengths: packed
+    lengths = jnp.asarray(np.random.default_rng(3).integers(0, T + 1, n))
+    packed = rj.rnn(GENERIC[name](), fused=False, pack="always", reverse=reverse)
+    plain = rj.rnn(GENERIC[name](), fused=False, pack=False, reverse=reverse)
+    params = plain.init(jax.random.key(1), I, jnp.float64)
+    xs = jax.random.normal(jax.random.key(2), (n, T, I), jnp.float64)
+    state0 = jax.tree.map(lambda a: jnp.broadcast_to(a, (n,) + a.shape) + 0.1, plain.initial_state(jnp.float64))
+
+    def loss(layer):
+        def f(p, x, s):
+            ys, fin = layer.apply(p, x, lengths, s)
+            return jnp.sum(jnp.sin(jnp.real(ys))) + sum(jnp.sum(jnp.abs(l) ** 2) for l in jax.tree_util.tree_leaves(fin))
+        return f
+
+    got = jax.value_and_grad(loss(packed), argnums=(0, 1, 2))(params, xs, state0)
+    want = jax.value_and_grad(loss(plain), argnums=(0, 1, 2))(params, xs, state0)
+    _assert_trees_close(got, want)
+    grads = jax.make_jaxpr(jax.grad(loss(packed)))(params, xs, state0)
+    assert "custom_vjp_call" in str(grads) or "custom_vjp" in str(grads)  # the packed path ran
+    with pytest.raises(ValueError, match="remat"):
+        rj.rnn(GENERIC[name](), fused=False, pack="always", remat=True)
