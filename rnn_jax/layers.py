@@ -279,13 +279,8 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
         if parallel:
             return _parallel.solve_batch(cell, params, xs, lengths, state, reverse=reverse, method=parallel,
                                          max_iters=max_iters, tol=tol)[:2]
-        if not use_fused and pack == "always" and batched and lengths is not None:
-            state = _ops.start_state(cell.initial_state, xs, state)
-            xs_run = _ops.flip_valid(xs, lengths) if reverse else xs
-            ys, final = _fused.run_step(cell, prepared(cell, params), xs_run, state,
-                                        _ops.time_mask(lengths, xs.shape[0]), unroll=n_unroll)
-            return (_ops.flip_valid(ys, lengths) if reverse else ys), final
-        if not use_fused:
+        packed_step = not use_fused and pack == "always" and batched and lengths is not None  # fused.run_step
+        if not use_fused and not packed_step:
             return scan(cell, params, xs, lengths, state, reverse=reverse, unroll=n_unroll, remat=remat)
         state = _ops.start_state(cell.initial_state, xs, state)
         # inside shard_map: weights shared by every device enter the per-device recurrence marked as
@@ -293,9 +288,13 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
         params = _ops.varying_like(params, xs)
         if reverse:
             xs = _ops.flip_valid(xs, lengths)
-        options = {} if pack else {"pack": None}  # a kernel of one's own need not take pack unless asked
-        ys, final = cell.fused(params, xs, state, _ops.time_mask(lengths, xs.shape[0]), unroll=n_unroll,
-                               hoist=hoist_input, rule="vjp" if batched else "jvp", static=static, **options)
+        mask = _ops.time_mask(lengths, xs.shape[0])
+        if packed_step:
+            ys, final = _fused.run_step(cell, prepared(cell, params), xs, state, mask, unroll=n_unroll)
+        else:
+            options = {} if pack else {"pack": None}  # a kernel of one's own need not take pack unless asked
+            ys, final = cell.fused(params, xs, state, mask, unroll=n_unroll, hoist=hoist_input,
+                                   rule="vjp" if batched else "jvp", static=static, **options)
         return (_ops.flip_valid(ys, lengths) if reverse else ys), final
 
     step = None if reverse else jax.vmap(cell.step, in_axes=(None, 0, 0))
