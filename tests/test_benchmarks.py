@@ -242,3 +242,48 @@ def test_compile_time_quick_measures_both_paths_in_fresh_processes(tmp_path):
     rows = json.load(open(tmp_path / "compile_time_quick.json"))["rows"]
     assert [r["path"] for r in rows] == ["kernel", "generic"]
     assert all(r["compile_s"] > 0 and r["lower_s"] > 0 and len(r["runs"]) == 1 for r in rows)
+
+
+def test_grid_sizes_cover_every_cell_and_drop_only_the_costly():
+    from benchmarks import grid
+
+    kept = grid.sizes()
+    assert {c for c, *_ in kept} == set(grid.CELLS)
+    for c in grid.CELLS:  # every batch, length and width appears for every cell
+        assert {B for cc, B, _, _ in kept if cc == c} == set(grid.BATCHES)
+        assert {H for cc, _, _, H in kept if cc == c} == set(grid.HIDDEN)
+    full = [(c, B, T, H) for c in grid.CELLS for H in grid.HIDDEN for T in grid.LENGTHS for B in grid.BATCHES]
+    assert all(grid.gflop(*s) > grid.MAX_GFLOP for s in set(full) - set(kept))
+
+
+def test_grid_quick_writes_every_ratio(tmp_path, monkeypatch, capsys):
+    _inproc("benchmarks.grid", "--quick", "--rounds", "1", "--frameworks", "rnn_jax,flax",
+            tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    data = json.loads((tmp_path / "grid_quick.json").read_text())
+    from benchmarks import grid
+
+    assert len(data["rows"]) == len(grid.QUICK)
+    for row in data["rows"]:
+        assert _positive(row["rnn_jax_ms"])
+        assert ("rnn_jax_vs_flax" in row) == (row["cell"] in grid.PEERS)
+    assert data["summary"]["flax"]["sizes"] == sum(c in grid.PEERS for c, *_ in grid.QUICK)
+
+
+def test_compare_flags_only_what_is_slower_beyond_the_noise():
+    from benchmarks.compare import verdicts
+
+    size, other = ("gru", 1, 100, 64), ("lstm", 8, 100, 64)
+    this = [{size: 10.0, other: 10.0}, {size: 10.4, other: 12.0}, {size: 10.2, other: 8.0}]
+    base = [{size: 9.0, other: 9.5}, {size: 9.1, other: 9.6}, {size: 9.0, other: 9.4}]
+    rows = {(r["cell"], r["B"]): r for r in verdicts(this, base)}
+    assert rows[("gru", 1)]["slower"]          # 1.13x, noise 4 %: slower
+    assert not rows[("lstm", 8)]["slower"]     # 1.05x but noise 40 %: not shown to be slower
+    assert not verdicts(base, this)[0]["slower"]
+
+
+def test_compare_runs_against_another_checkout(tmp_path):
+    out = _run("benchmarks.compare", f"--other={ROOT}", "--rounds=1", "--cells=elman", "--B=1", "--T=100",
+               "--H=64", "--timing_rounds=1", "--name=self", tmp_path=tmp_path)
+    data = json.loads((tmp_path / "compare_self.json").read_text())
+    assert [(r["cell"], r["B"], r["T"], r["H"]) for r in data["rows"]] == [("elman", 1, 100, 64)]
+    assert "of 1 sizes slower" in out

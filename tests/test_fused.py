@@ -566,3 +566,29 @@ def test_generic_scan_packs_when_asked_and_equals_the_scan(name, reverse):
     assert "custom_vjp_call" in str(grads) or "custom_vjp" in str(grads)  # the packed path ran
     with pytest.raises(ValueError, match="remat"):
         rj.rnn(GENERIC[name](), fused=False, pack="always", remat=True)
+
+
+def _in_loops(jaxpr, inside=False):
+    """The primitive names found inside the bodies of while loops and scans."""
+    names = set()
+    for eqn in jaxpr.eqns:
+        if inside:
+            names.add(eqn.primitive.name)
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            names |= _in_loops(sub, inside or eqn.primitive.name in ("while", "scan"))
+    return names
+
+
+@pytest.mark.parametrize("name", ["elman", "lstm", "gru"])
+@pytest.mark.parametrize("batch", [1, 32])
+def test_no_transpose_inside_the_loops(name, batch, key):
+    """Every loop body of a layer's forward+backward is free of transposes: a transpose of the recurrent
+    matrix written in a kernel's per-step backward is copied at every step on the CPU (the GRU layer at
+    B=1, T=1000, H=128: 56 ms against 7.9 ms with it formed once before the loop)."""
+    layer = rj.rnn(getattr(rj, name)(H))
+    params = layer.init(key, I, jnp.float32)
+    xs = jnp.ones((batch, 7, I), jnp.float32)
+    loss = lambda p, x: jnp.sum(layer.apply(p, x)[0] ** 2)  # noqa: E731
+    jaxpr = jax.make_jaxpr(jax.value_and_grad(loss))(params, xs).jaxpr
+    assert "dot_general" in _in_loops(jaxpr)  # the recurrent products are in the loops
+    assert "transpose" not in _in_loops(jaxpr)
