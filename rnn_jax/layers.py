@@ -104,13 +104,14 @@ def _layer(init, run, output_size, initial_state, step, name, reads_backward=Fal
     apply.__doc__ = (f"{name}: ``(params, xs (*batch, T, I), lengths=None, initial_state=None, *, key=None) -> "
                      f"(ys (*batch, T, {output_size}), final_state)``; ``key``: dropout and zoneout masks "
                      f"(training), None: none (evaluation).")
-    if cell is not None:
-        def checked_init(key, input_size, dtype=jnp.float32):
+    def checked_init(key, input_size, dtype=jnp.float32):
+        _reg.init_key(key)
+        if cell is not None:
             check_cell(cell, input_size, dtype)
-            return init(key, input_size, dtype)
+        return init(key, input_size, dtype)
 
-        checked_init.__doc__ = f"{name}: ``(key, input_size, dtype=float32) -> params``."
-    layer = Layer(init=init if cell is None else checked_init, apply=apply, run=run, output_size=output_size,
+    checked_init.__doc__ = f"{name}: ``(key, input_size, dtype=float32) -> params``."
+    layer = Layer(init=checked_init, apply=apply, run=run, output_size=output_size,
                   initial_state=initial_state, step=step, name=name, reads_backward=reads_backward)
     return layer
 
@@ -334,7 +335,9 @@ def bidirectional(fwd: Layer, bwd: Layer, merge: Union[str, Callable] = "concat"
 
     Args:
       fwd: the layer that reads the sequence forwards.
-      bwd: the layer that reads each sequence's valid prefix backwards.
+      bwd: the layer run over each sequence's reversed valid prefix: built like ``fwd`` (``rnn(cell)``, not
+        ``rnn(cell, reverse=True)``, which is refused: it would read the reversed prefix backwards, i.e.
+        forwards; Keras refuses the same mismatch between its two layers' ``go_backwards``).
       merge: how the two outputs of a step are combined (see above).
 
     Returns:
@@ -350,6 +353,11 @@ def bidirectional(fwd: Layer, bwd: Layer, merge: Union[str, Callable] = "concat"
     for name, layer in (("fwd", fwd), ("bwd", bwd)):
         if not isinstance(layer, Layer):
             raise ValueError(f"{name}: expected an rnn_jax Layer (e.g. rnn_jax.rnn(cell)), got {type(layer).__name__}")
+    if bwd.reads_backward:  # it would read the reversed sequence backwards: forwards again, with no error
+        raise ValueError(f"bwd: bidirectional reverses each sequence for bwd itself, and {bwd.name} already reads "
+                         f"backwards (built with reverse=True, or bidirectional): the pair would read forwards "
+                         f"twice. Write rnn_jax.bidirectional(rnn_jax.rnn(cell), rnn_jax.rnn(cell)) (bwd without "
+                         f"reverse=True)")
     if callable(merge):
         merge_fn, out = merge, fwd.output_size
     elif merge in MERGES:

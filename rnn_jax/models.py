@@ -37,7 +37,7 @@ from rnn_jax import _checks, _ops
 from rnn_jax._ops import affine
 from rnn_jax.cells import Cell
 from rnn_jax.layers import Layer, rnn, run_layer
-from rnn_jax.regularization import check_key
+from rnn_jax.regularization import check_key, init_key
 
 __all__ = ["Model", "dense_init", "dense", "many_to_one", "many_to_many", "encoder_decoder",
            "one_to_many", "READOUTS"]
@@ -286,6 +286,7 @@ def many_to_one(layer: Layer, output_size: int, *, readout: Optional[str] = None
     inputs = _Inputs(vocab_size, embed_size, input_size)
 
     def init(key, dtype=jnp.float32):
+        init_key(key)
         k1, k2, k3 = jax.random.split(key, 3)
         return {"embed": inputs.init(k1, dtype), "rnn": layer.init(k2, inputs.size, dtype),
                 "head": dense_init(k3, mult * layer.output_size, output_size, dtype)}
@@ -385,6 +386,7 @@ def many_to_many(layer: Layer, output_size: int, *, vocab_size: Optional[int] = 
         raise ValueError(f"eos: expected a token id in [0, vocab_size={vocab_size}), got {eos!r}")
 
     def init(key, dtype=jnp.float32):
+        init_key(key)
         k1, k2, k3 = jax.random.split(key, 3)
         return {"embed": inputs.init(k1, dtype), "rnn": layer.init(k2, inputs.size, dtype),
                 "head": dense_init(k3, layer.output_size, output_size, dtype)}
@@ -535,6 +537,7 @@ def encoder_decoder(encoder: Layer, decoder: Cell, *, tgt_vocab: int, bos: int, 
     dec = _Decoder(decoder, mult * encoder.output_size, tgt_vocab, embed_size, bos, eos)
 
     def init(key, dtype=jnp.float32):
+        init_key(key)
         k1, k2, k3 = jax.random.split(key, 3)
         return {"embed": inputs.init(k1, dtype), "rnn": encoder.init(k2, inputs.size, dtype),
                 "decoder": dec.init(k3, dtype)}
@@ -590,6 +593,7 @@ def one_to_many(decoder: Cell, input_size: int, *, vocab_size: int, bos: int, eo
     dec = _Decoder(decoder, input_size, vocab_size, embed_size, bos, eos)
 
     def init(key, dtype=jnp.float32):
+        init_key(key)
         return {"decoder": dec.init(key, dtype)}
 
     def check_v(params, v):

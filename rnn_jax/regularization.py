@@ -23,6 +23,7 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rnn_jax import _checks
 
@@ -83,6 +84,25 @@ def check_key(key, name: str = "key"):
                      f"{type(key).__name__}{'' if dtype is None else f' {dtype}{tuple(key.shape)}'}")
 
 
+def init_key(key, name: str = "key"):
+    """A key that initialises parameters: a JAX PRNG key (``jax.random.key(0)``), not None nor an int.
+
+    Examples:
+      >>> rnn_jax.regularization.init_key(0)
+      Traceback (most recent call last):
+      ...
+      ValueError: key: expected a jax.random.key to initialise the parameters (write jax.random.key(0), not 0), got int
+    """
+    seed = key if isinstance(key, (int, np.integer)) else 0
+    try:
+        if key is not None:
+            return check_key(key, name)
+    except ValueError:
+        pass
+    raise ValueError(f"{name}: expected a jax.random.key to initialise the parameters (write "
+                     f"jax.random.key({seed}), not {key!r:.40}), got {type(key).__name__}")
+
+
 def dropout(key: Optional[jax.Array], x: jax.Array, rate: float, *, shared_axes: tuple = ()) -> jax.Array:
     """Inverted dropout: each element of ``x`` is zeroed with probability ``rate``, the others scaled by
     ``1 / (1 - rate)``; ``x`` itself when ``key`` is None or ``rate == 0``.
@@ -104,6 +124,9 @@ def dropout(key: Optional[jax.Array], x: jax.Array, rate: float, *, shared_axes:
       >>> rnn_jax.dropout(None, h, 0.5) is h                              # no key: evaluation
       True
     """
+    check_key(key)
+    if not _checks.is_traced(rate):
+        rate = check_rate(rate, "rate")
     if key is None or rate == 0:
         return x
     shape = tuple(1 if a in {s % x.ndim for s in shared_axes} else n for a, n in enumerate(x.shape))

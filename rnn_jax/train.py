@@ -83,8 +83,8 @@ def optimizer(name: str = "adam", lr: float = 1e-3, *, clip_value: Optional[floa
     if name not in OPTIMIZERS:
         raise ValueError(f"name: expected one of {OPTIMIZERS}, got {name!r}")
     for arg, v in (("lr", lr), ("clip_value", clip_value), ("clip_norm", clip_norm)):
-        if v is not None and not (isinstance(v, (int, float)) and v > 0):
-            raise ValueError(f"{arg}: expected a positive number, got {v!r}")
+        if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            raise ValueError(f"{arg}: expected a finite positive number, got {v!r}")
     sched = schedule(lr, lr_schedule, steps, warmup)
     opt = {
         "sgd": lambda: optax.sgd(sched),
@@ -136,11 +136,9 @@ def _update(loss_fn, tx, state: TrainState, batch, key=None, carry=None):
     kw = {} if key is None else {"key": key}
     if carry is not None:
         kw["carry"] = carry
-    (loss, aux), grads = jax.value_and_grad(lambda p: loss_fn(p, batch, **kw), has_aux=True)(state.params)
+    (loss, aux), grads = jax.value_and_grad(lambda p: _checked_loss(loss_fn(p, batch, **kw), carry is not None),
+                                            has_aux=True)(state.params)
     if carry is not None:
-        if not (isinstance(aux, tuple) and len(aux) == 2):
-            raise ValueError("loss_fn: with carry=, expected it to return (loss, (aux dict, new carry)), got "
-                             f"(loss, {type(aux).__name__})")
         aux, new_carry = aux
         new_carry = lax.stop_gradient(new_carry)  # truncated BPTT: no gradient crosses a window boundary
     else:
@@ -151,6 +149,60 @@ def _update(loss_fn, tx, state: TrainState, batch, key=None, carry=None):
     params = optax.apply_updates(state.params, updates)
     kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), (params, opt_state), (state.params, state.opt_state))
     return TrainState(state.step + 1, *kept), dict(aux, loss=loss, grad_norm=gnorm, finite=finite), new_carry
+
+
+def describe(tree, limit: int = 300) -> str:
+    """A short account of a value a user function returned: its type and, per leaf, dtype and shape."""
+    if tree is None:
+        return "None"
+    try:
+        shapes = jax.tree.map(lambda a: f"{jnp.result_type(a).name}{list(jnp.shape(a))}"
+                              if hasattr(a, "shape") or isinstance(a, (int, float, bool, complex)) else repr(a), tree)
+    except Exception:  # noqa: BLE001 - only for a message
+        shapes = repr(tree)
+    text = f"an array {shapes}" if hasattr(tree, "shape") else f"{type(tree).__name__} {shapes}"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _checked_loss(out, with_carry: bool):
+    """``loss_fn``'s return value, its structure checked (at trace time): ``(scalar loss, aux dict)``, or
+    ``(loss, (aux dict, new carry))`` with a carry."""
+    want = "(loss, (aux dict, new carry))" if with_carry else "(loss, aux dict), e.g. (loss, {})"
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise ValueError(f"loss_fn: expected it to return {want}, got {describe(out)}")
+    loss, aux = out
+    if not hasattr(loss, "shape") and not isinstance(loss, (int, float)) or jnp.shape(loss) != ():
+        raise ValueError(f"loss_fn: expected a scalar loss as the first of {want}, got {describe(loss)}")
+    if with_carry:
+        if not (isinstance(aux, tuple) and len(aux) == 2):
+            raise ValueError(f"loss_fn: with carry=, expected it to return {want}, got (loss, {describe(aux)})")
+        metrics = aux[0]
+    else:
+        metrics = aux
+    if not isinstance(metrics, dict):
+        raise ValueError(f"loss_fn: expected the aux of {want} to be a dict of metrics, got {describe(metrics)}")
+    return out
+
+
+def _takes_keyword(fn, name: str) -> bool:
+    """Whether ``fn`` can be called with the keyword ``name`` (True when its signature cannot be read)."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == name and p.kind != p.POSITIONAL_ONLY or p.kind == p.VAR_KEYWORD for p in params)
+
+
+def _check_batch(batch, step: int):
+    """``batch_fn(step)``'s value: arrays (or numbers) in a pytree, not None nor strings."""
+    leaves = jax.tree.leaves(batch)
+    if batch is None or not leaves or any(not (hasattr(a, "shape") or isinstance(a, (int, float, bool)))
+                                          for a in leaves):
+        raise ValueError(f"batch_fn: expected batch_fn({step}) to return a batch (an array, or a tuple or dict "
+                         f"of arrays, that loss_fn takes), got {describe(batch)}")
+    return batch
 
 
 def _make_update(loss_fn, tx, seeds, seed_batches, with_key, with_carry):
@@ -616,6 +668,10 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
     if key is not None:
         from rnn_jax.regularization import check_key
         check_key(key)
+    for kw, given in (("key", key), ("carry", carry)):
+        if given is not None and not _takes_keyword(loss_fn, kw):
+            raise ValueError(f"loss_fn: fit({kw}=...) calls loss_fn(params, batch, {kw}=...), but loss_fn takes no "
+                             f"{kw!r} argument; add one (def loss_fn(params, batch, {kw}): ...) or leave {kw} out")
     if reset is not None and (carry is None or not callable(reset)):
         raise ValueError("reset: expected a function step -> bool, with carry= (the state it resets to)")
     if max_seconds is not None:
@@ -663,11 +719,24 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
                    {"step": step, "best": stopper.best, "bad_evals": stopper.bad_evals, "stopped": stopped,
                     "train_s": time.perf_counter() - t_begin})
 
+    def checked_eval(params):
+        out = eval_fn(params)
+        if not isinstance(out, dict) or not all(isinstance(k, str) for k in out):
+            raise ValueError(f"eval_fn: expected it to return a dict of named metrics, got {describe(out)}")
+        for k, v in out.items():
+            try:
+                numeric = np.asarray(jax.device_get(v)).dtype.kind in "biuf"
+            except (TypeError, ValueError):
+                numeric = False
+            if not numeric:
+                raise ValueError(f"eval_fn: expected every metric to be a number (or numbers), got {k}={v!r:.200}")
+        return out
+
     def evaluate(step):
         if seeds is None or eval_stacked:
-            row = {k: _to_py(v) for k, v in eval_fn(state.params).items()}
+            row = {k: _to_py(v) for k, v in checked_eval(state.params).items()}
         else:  # one call per seed, on that seed's params
-            outs = [eval_fn(jax.tree.map(lambda a, i=i: a[i], state.params)) for i in range(seeds)]
+            outs = [checked_eval(jax.tree.map(lambda a, i=i: a[i], state.params)) for i in range(seeds)]
             if any(set(o) != set(outs[0]) for o in outs):
                 raise ValueError(f"eval_fn: returned different keys for different seeds: {[sorted(o) for o in outs]}")
             row = {k: [_to_py(o[k]) for o in outs] for k in outs[0]}
@@ -695,7 +764,15 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
             save(step)
             break
         flag = bool(reset(step)) if reset is not None else False
-        state, m, cur = update(state, get_batch(step), step_key(step), cur, flag, carry0)
+        if step == start:  # the first call traces the user's functions: say which one failed, and on what
+            batch = _check_batch(get_batch(step), step)
+            try:
+                state, m, cur = update(state, batch, step_key(step), cur, flag, carry0)
+            except (TypeError, IndexError, KeyError, AttributeError) as e:
+                raise ValueError(f"loss_fn: calling it on batch_fn({step}) = {describe(batch)} raised "
+                                 f"{type(e).__name__}: {e}") from e
+        else:
+            state, m, cur = update(state, get_batch(step), step_key(step), cur, flag, carry0)
         if not bool(np.all(distributed.to_host(m["finite"]))):  # the one value fetched every step
             m = {k: distributed.to_host(v) for k, v in m.items()}
             status = "diverged"

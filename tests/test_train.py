@@ -318,7 +318,7 @@ def test_stop_at_a_target(key, tmp_path, mode, scores, stops_after):
 def test_optimizer_argument_errors():
     with pytest.raises(ValueError, match="name: expected one of"):
         train.optimizer("lbfgs")
-    with pytest.raises(ValueError, match="clip_norm: expected a positive number, got -1"):
+    with pytest.raises(ValueError, match="clip_norm: expected a finite positive number, got -1"):
         train.optimizer("adam", clip_norm=-1)
 
 

@@ -1,0 +1,115 @@
+"""Mistakes a researcher makes, each answered by a message that names the argument and what to write.
+
+Each case here passed silently or met a JAX or numpy message before; the property tests run over the
+classes of values (rates, keys, what a user's function returns).
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import rnn_jax as rj
+from rnn_jax import train
+
+
+@pytest.fixture(scope="module")
+def setup():
+    m = rj.many_to_one(rj.rnn(rj.gru(4)), 1, input_size=2)
+    p = m.init(jax.random.key(0))
+    xs, ys = jnp.ones((3, 5, 2), jnp.float32), jnp.ones((3, 1), jnp.float32)
+    return m, p, xs, ys, train.optimizer("adam", 1e-2)
+
+
+def _mse(m):
+    return lambda p, b: jnp.mean((m.apply(p, b[0]) - b[1]) ** 2)
+
+
+def test_bidirectional_refuses_a_backward_layer_built_reversed():
+    c = rj.gru(4)
+    with pytest.raises(ValueError, match=r"bwd: .*already reads backwards.*rnn_jax.bidirectional\(rnn_jax.rnn\(cell\), "
+                                         r"rnn_jax.rnn\(cell\)\)"):
+        rj.bidirectional(rj.rnn(c), rj.rnn(c, reverse=True))
+    with pytest.raises(ValueError, match="bwd: "):  # a bidirectional layer reads backwards too
+        rj.bidirectional(rj.rnn(c), rj.bidirectional(rj.rnn(c), rj.rnn(c)))
+    bi = rj.bidirectional(rj.rnn(c), rj.rnn(c))
+    assert bi.reads_backward and not rj.rnn(c).reads_backward and rj.rnn(c, reverse=True).reads_backward
+
+
+def test_fit_names_a_loss_fn_that_returns_a_bare_loss(setup):
+    m, p, xs, ys, tx = setup
+    with pytest.raises(ValueError, match=r"loss_fn: expected it to return \(loss, aux dict\), e.g. \(loss, \{\}\), "
+                                         r"got an array float32\[\]"):
+        train.fit(_mse(m), p, tx, lambda s: (xs, ys), 2, progress=False)
+
+
+def test_fit_names_a_loss_fn_that_returns_a_vector(setup):
+    m, p, xs, ys, tx = setup
+    with pytest.raises(ValueError, match=r"loss_fn: expected a scalar loss .* got an array float\d+\[3\]"):
+        train.fit(lambda p, b: (jnp.ones(3) * p["head"]["b"][0], {}), p, tx, lambda s: (xs, ys), 2, progress=False)
+
+
+def test_fit_says_what_batch_fn_returned_when_loss_fn_fails_on_it(setup):
+    m, p, xs, ys, tx = setup
+    loss = lambda p, b: (_mse(m)(p, b), {})  # noqa: E731  (it indexes the batch: b[0])
+    with pytest.raises(ValueError, match=r"loss_fn: calling it on batch_fn\(0\) = dict \{'x': 'float32\[3, 5, 2\]'"):
+        train.fit(loss, p, tx, lambda s: {"x": xs, "y": ys}, 2, progress=False)
+
+
+@pytest.mark.parametrize("batch", [None, "text", (), ("a", "b")])
+def test_fit_refuses_a_batch_that_is_no_batch(setup, batch):
+    m, p, xs, ys, tx = setup
+    with pytest.raises(ValueError, match=r"batch_fn: expected batch_fn\(0\) to return a batch"):
+        train.fit(lambda p, b: (_mse(m)(p, b), {}), p, tx, lambda s: batch, 2, progress=False)
+
+
+@pytest.mark.parametrize("kw", ["key", "carry"])
+def test_fit_refuses_key_or_carry_for_a_loss_fn_without_that_keyword(setup, kw):
+    m, p, xs, ys, tx = setup
+    value = jax.random.key(0) if kw == "key" else jnp.zeros(3)
+    with pytest.raises(ValueError, match=rf"loss_fn: fit\({kw}=...\) calls loss_fn\(params, batch, {kw}=...\), but "
+                                         rf"loss_fn takes no '{kw}' argument"):
+        train.fit(lambda p, b: (_mse(m)(p, b), {}), p, tx, lambda s: (xs, ys), 2, progress=False, **{kw: value})
+
+
+@pytest.mark.parametrize("returned", ["good", 0.5, [("loss", 1.0)], {"loss": "low"}])
+def test_fit_names_an_eval_fn_that_returns_no_metrics(setup, returned):
+    m, p, xs, ys, tx = setup
+    with pytest.raises(ValueError, match="eval_fn: expected"):
+        train.fit(lambda p, b: (_mse(m)(p, b), {}), p, tx, lambda s: (xs, ys), 2, progress=False,
+                  eval_fn=lambda p: returned, eval_every=1)
+
+
+@pytest.mark.parametrize("lr", [float("nan"), float("inf"), -1.0, 0.0])
+def test_optimizer_refuses_a_learning_rate_that_is_not_finite_and_positive(lr):
+    with pytest.raises(ValueError, match="lr: expected a finite positive number"):
+        train.optimizer("adam", lr)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-3, 3)))
+def test_dropout_takes_the_rates_every_layer_takes(rate):
+    """One domain for every dropout entry point: ``rj.dropout`` refuses what ``rnn(dropout=)`` refuses."""
+    x = jnp.ones((2, 3))
+    layer_ok = True
+    try:
+        rj.rnn(rj.gru(3), dropout=rate)
+    except ValueError:
+        layer_ok = False
+    try:
+        y = rj.dropout(jax.random.key(0), x, rate)
+    except ValueError as e:
+        assert not layer_ok and str(e).startswith("rate: expected")
+    else:
+        assert layer_ok and 0 <= rate < 1
+        assert set(np.unique(np.asarray(y)).tolist()) <= {0.0, 1 / (1 - rate)}
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.one_of(st.integers(-5, 2 ** 40), st.none(), st.floats(allow_nan=False), st.text(max_size=3)))
+def test_init_refuses_every_key_that_is_no_key(key):
+    for init in (lambda k: rj.rnn(rj.lstm(3)).init(k, 2), lambda k: rj.many_to_one(rj.rnn(rj.lstm(3)), 1,
+                                                                                    input_size=2).init(k)):
+        with pytest.raises(ValueError, match="key: expected a jax.random.key"):
+            init(key)
