@@ -128,3 +128,34 @@ def test_readme_command_runs_in_its_quick_form(name, flags, tmp_path):
     assert isinstance(result, dict)
     configs = list(tmp_path.rglob("config.json"))
     assert configs and all(json.load(open(c))["quick"] for c in configs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown: every fenced block closes (a closing fence is backticks alone; "```Text" is not one, and
+# everything after it renders as code).
+
+def _unclosed_fence(text):
+    """The line number of a fence that never closes, or None (CommonMark's rule for backtick fences)."""
+    opened = None
+    for n, line in enumerate(text.splitlines(), 1):
+        m = re.match(r"^ {0,3}(`{3,})(.*)$", line)
+        if not m:
+            continue
+        if opened is None:
+            opened = (n, len(m.group(1)))
+        elif len(m.group(1)) >= opened[1] and not m.group(2).strip():
+            opened = None
+    return None if opened is None else opened[0]
+
+
+def test_fence_rule_sees_a_fence_that_does_not_close():
+    assert _unclosed_fence("```python\nx = 1\n```\n") is None
+    assert _unclosed_fence("```python\nx = 1\n```Text after\n\n```\nlayout\n```\n") == 7
+
+
+@pytest.mark.parametrize("page", ["README.md", "experiments/README.md", "benchmarks/README.md"] + sorted(
+    os.path.join("docs", d, f) for d in ("", "tutorials") for f in os.listdir(os.path.join(ROOT, "docs", d))
+    if f.endswith(".md")))
+def test_markdown_fences_close(page):
+    with open(os.path.join(ROOT, page), encoding="utf-8") as f:
+        assert _unclosed_fence(f.read()) is None, f"{page}: the fence opened at this line never closes"
