@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import os
 import sys
 from typing import Any, Callable
 
@@ -161,10 +163,39 @@ def check(loss: Callable[[Any], jax.Array], params, *, eps: float = 1e-6, tol: f
 CLI_CELLS = ("elman", "jordan", "lstm", "gru", "orthogonal", "min_gru", "min_lstm", "indrnn", "lru")
 
 
+def user_cell(spec: str, hidden: int):
+    """``module:function`` (``function(hidden) -> Cell``), imported from the working directory or the
+    path: a user's own cell factory for the command line."""
+    import importlib
+
+    from rnn_jax.cells import Cell
+
+    module, sep, name = spec.partition(":")
+    if not sep or not module or not name:
+        raise ValueError(f"--cell: expected one of {', '.join(CLI_CELLS)} or module:function (a factory "
+                         f"hidden -> Cell, e.g. mycells:rg_lru), got {spec!r}")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        factory = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"--cell {spec}: cannot import {name} from {module}: {e}") from e
+    cell = factory(hidden)
+    if not isinstance(cell, Cell):
+        raise ValueError(f"--cell {spec}: expected {name}({hidden}) to return an rnn_jax Cell, got "
+                         f"{type(cell).__name__}")
+    return cell
+
+
 def _build(args):
     import rnn_jax as rj
 
-    make_cell = {"elman": lambda: rj.elman(args.hidden, args.activation), "jordan": lambda: rj.jordan(args.hidden, 3),
+    if args.cell not in CLI_CELLS:
+        cell = user_cell(args.cell, args.hidden)
+        make_cell = lambda: cell  # noqa: E731
+    else:
+        make_cell = None
+    make_cell = make_cell or {"elman": lambda: rj.elman(args.hidden, args.activation), "jordan": lambda: rj.jordan(args.hidden, 3),
                  "lstm": lambda: rj.lstm(args.hidden), "gru": lambda: rj.gru(args.hidden),
                  "orthogonal": lambda: rj.orthogonal_rnn(args.hidden), "min_gru": lambda: rj.min_gru(args.hidden),
                  "min_lstm": lambda: rj.min_lstm(args.hidden), "indrnn": lambda: rj.indrnn(args.hidden),
@@ -182,8 +213,9 @@ def _build(args):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m rnn_jax.gradcheck",
                                 description="Check autodiff gradients of an rnn_jax layer against finite differences.")
-    p.add_argument("--cell", choices=CLI_CELLS, default="lstm")
-    p.add_argument("--activation", default="tanh", help="Elman activation: tanh, relu, sigmoid")
+    p.add_argument("--cell", default="lstm", help=f"{', '.join(CLI_CELLS)}, or module:function for your own "
+                                                  "cell (a factory hidden -> Cell, imported from the working directory)")
+    p.add_argument("--activation", default=None, help="Elman activation: tanh (default), relu, sigmoid")
     p.add_argument("--arch", choices=["rnn", "reverse", "bidirectional", "stack"], default="rnn")
     p.add_argument("--skip", choices=["none", "residual", "highway"], default="none")
     p.add_argument("--input", type=int, default=3, help="input size I")
@@ -194,13 +226,23 @@ def main(argv=None) -> int:
     p.add_argument("--tol", type=float, default=1e-6)
     args = p.parse_args(argv)
     args.skip = None if args.skip == "none" else args.skip
+    if args.activation is not None and args.cell != "elman":
+        p.error(f"--activation is the Elman cell's; --cell {args.cell} takes none")
+    args.activation = args.activation or "tanh"
+    if not math.isfinite(args.tol) or args.tol <= 0:
+        p.error(f"--tol must be a finite positive number, got {args.tol}")
+    if args.cell not in CLI_CELLS and ":" not in args.cell:
+        p.error(f"--cell: expected one of {', '.join(CLI_CELLS)} or module:function, got {args.cell!r}")
     jax.config.update("jax_enable_x64", True)
     for name in ("input", "hidden", "steps"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be a positive int, got {getattr(args, name)}")
     if args.length is not None and not 0 <= args.length <= args.steps:
         p.error(f"--length must be in [0, {args.steps}], got {args.length}")
-    layer = _build(args)
+    try:
+        layer = _build(args)
+    except ValueError as e:
+        p.error(str(e))
     k1, k2, k3 = jax.random.split(jax.random.key(args.seed), 3)
     params = layer.init(k1, args.input, jnp.float64)
     params = jax.tree.map(lambda a, k: a + 0.3 * jax.random.normal(k, a.shape, a.dtype), params,

@@ -205,6 +205,56 @@ def _check_batch(batch, step: int):
     return batch
 
 
+PLAIN_PROGRESS_EVERY_S = 30.0  # seconds between fit's plain progress lines when stderr is not a terminal
+
+
+class PlainProgress:
+    """``fit``'s progress when stderr is not a terminal (a log file, a batch job): a plain line every
+    :data:`PLAIN_PROGRESS_EVERY_S` seconds and at the end, ``desc: step 250/6000 (4 %), loss 0.1432,
+    1.10 steps/s, ETA 1 h 27 min``. The same calls as the tqdm bar it stands in for."""
+
+    def __init__(self, total: int, initial: int = 0, desc: str = "train", every_s: Optional[float] = None,
+                 file=None):
+        self.total, self.n, self.desc, self.file = total, initial, desc, file
+        self.every_s = PLAIN_PROGRESS_EVERY_S if every_s is None else every_s
+        self.post, self.t0, self.n0 = {}, time.perf_counter(), initial
+        self.t_last = self.t0
+
+    def set_postfix(self, post: dict):
+        self.post = dict(post)
+
+    def update(self, k: int = 1):
+        self.n += k
+        if time.perf_counter() - self.t_last >= self.every_s:
+            self.line()
+
+    def line(self):
+        now = time.perf_counter()
+        self.t_last = now
+        rate = (self.n - self.n0) / max(now - self.t0, 1e-9)
+        parts = [f"{self.desc}: step {self.n}/{self.total} ({100 * self.n / max(self.total, 1):.0f} %)"]
+        parts += [f"{k} {v}" for k, v in self.post.items()]
+        if rate > 0:
+            left = (self.total - self.n) / rate
+            parts += [f"{rate:.3g} steps/s", f"ETA {int(left // 3600)} h {int(left % 3600 // 60)} min" if left >= 3600
+                      else f"ETA {int(left // 60)} min {int(left % 60)} s"]
+        print(", ".join(parts), file=self.file or sys.stderr, flush=True)
+
+    def close(self):
+        self.line()
+
+
+def _progress_bar(progress, total: int, initial: int, desc: str):
+    """A tqdm bar on a terminal (or with ``progress="force"``), else :class:`PlainProgress`."""
+    if progress not in (True, "force", "plain"):
+        raise ValueError(f"progress: expected True, False, 'force' or 'plain', got {progress!r}")
+    if progress == "plain" or (progress is True and not sys.stderr.isatty()):
+        return PlainProgress(total, initial, desc)
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True)
+
+
 def _make_update(loss_fn, tx, seeds, seed_batches, with_key, with_carry):
     """The jitted ``(state, batch, key, carry, reset) -> (state, metrics, carry)`` of :func:`fit`: ``reset``
     (a bool) puts ``carry`` back to its initial value ``carry0`` (the last argument) before the update."""
@@ -590,7 +640,7 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
         mode: str = "min", patience: Optional[int] = None, stop_at: Optional[float] = None, tokens_per_batch: Optional[int] = None,
         seeds: Optional[int] = None, seed_batches: bool = False, eval_stacked: bool = False, key=None, carry=None,
         reset: Optional[Callable[[int], bool]] = None, max_seconds: Optional[float] = None,
-        progress: bool = True, desc: str = "train", mesh=None) -> FitResult:
+        progress: bool | str = True, desc: str = "train", mesh=None) -> FitResult:
     """Train ``params`` for ``steps`` updates. Returns a :class:`FitResult`.
 
     The parts: a :class:`TrainState` and the jitted update; a :class:`RunFiles` (metrics log and
@@ -632,6 +682,16 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
         over the text): the carry is put back to ``carry`` before that update. None: never.
       max_seconds: a wall-clock budget for the loop (compilation and evaluations included, summed over
         resumes): when spent, the run stops with status ``"budget"`` and a checkpoint.
+      eval_every: updates between evaluations (and one at the end).
+      log_every: updates between logged ``kind="train"`` rows (and one at the end).
+      checkpoint_every: updates between checkpoints (and one at the end; one also when the run stops
+        early, diverges or spends its budget).
+      tokens_per_batch: tokens in a batch, for a ``tokens_per_s`` column (None: none).
+      eval_stacked: with ``seeds``, call ``eval_fn`` once on the stacked params (see ``eval_fn``).
+      progress: True: a progress bar on a terminal, and when stderr is not one (a log file, a batch
+        job) a plain line every 30 s and at the end (:class:`PlainProgress`: step, loss, steps/s, ETA);
+        ``"force"``: the bar whatever stderr is; ``"plain"``: the plain lines; False: nothing.
+      desc: the progress bar's label.
       mesh: a :class:`jax.sharding.Mesh` with a ``data`` axis (see :mod:`rnn_jax.distributed`): the
         batch from ``batch_fn`` (this process's part of it) is split along ``data``, the state is
         replicated (or split along ``model``). Checkpoints are written by process 0 only.
@@ -751,11 +811,7 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
         k = jax.random.fold_in(key, step)
         return k if seeds is None else jax.random.split(k, seeds)
 
-    bar = None
-    if progress and writer:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=steps, initial=start, desc=desc, disable=not sys.stderr.isatty() and progress != "force",
-                   dynamic_ncols=True)
+    bar = _progress_bar(progress, steps, start, desc) if progress and writer else None
     status, message, since, first_step_s = "done", f"trained {steps} steps", 0, None
     t_last = time.perf_counter()
     for step in range(start, steps):

@@ -113,3 +113,37 @@ def test_init_refuses_every_key_that_is_no_key(key):
                                                                                     input_size=2).init(k)):
         with pytest.raises(ValueError, match="key: expected a jax.random.key"):
             init(key)
+
+
+def test_fit_prints_plain_progress_lines_when_stderr_is_not_a_terminal(setup, capsys, monkeypatch):
+    m, p, xs, ys, tx = setup
+    monkeypatch.setattr(train, "PLAIN_PROGRESS_EVERY_S", 0.0)  # a line at every update
+    train.fit(lambda p, b: (_mse(m)(p, b), {}), p, tx, lambda s: (xs, ys), 4, log_every=2)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("train: step 4/4 (100 %), loss ")
+    assert any("steps/s, ETA" in line for line in lines) and len(lines) >= 4
+
+
+def test_fit_refuses_an_unknown_progress_setting(setup):
+    m, p, xs, ys, tx = setup
+    with pytest.raises(ValueError, match="progress: expected True, False, 'force' or 'plain', got 'yes'"):
+        train.fit(lambda p, b: (_mse(m)(p, b), {}), p, tx, lambda s: (xs, ys), 2, progress="yes")
+
+
+def test_gradcheck_command_line_takes_a_users_cell(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "mycells.py").write_text("import rnn_jax as rj\n\ndef cifg(hidden):\n    return rj.lstm(hidden)\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "rnn_jax.gradcheck", *a], cwd=tmp_path, env=env,  # noqa: E731
+                                    capture_output=True, text=True, timeout=300)
+    ok = run("--cell", "mycells:cifg", "--steps", "3")
+    assert ok.returncode == 0 and "(OK, tol 1e-06)" in ok.stdout, ok.stderr[-2000:]
+    for args, said in ((["--cell", "mycells:missing"], "cannot import missing from mycells"),
+                       (["--cell", "lstm", "--activation", "relu"], "--activation is the Elman cell's"),
+                       (["--tol", "nan"], "--tol must be a finite positive number")):
+        bad = run(*args)
+        assert bad.returncode == 2 and said in bad.stderr, bad.stderr[-2000:]
