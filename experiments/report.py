@@ -74,9 +74,10 @@ def summarise(name: str, r: dict) -> list[tuple[str, str]]:
     elif name == "exploding":
         for row in r["rows"]:
             clip = f"clip norm {row['clip_norm']}" if row["clip_norm"] else "no clipping"
-            out.append((f"{row['setting']} ({row['task']} T={row['T']}), {clip}",
+            out.append((f"{row['setting']} ({row['task']} T={row['T']}), {clip}, seed {row.get('seed', 0)}",
                         f"{row['status']}; max grad norm {row['max_grad_norm']:.3g}; loss {row['loss_first10']:.3g} -> "
                         f"{row['loss_last100']:.3g}"))
+        out += [(k, v) for k, v in r.get("diverged", {}).items()]
     elif name == "long_range":
         solved = {}
         for row in r["rows"]:
