@@ -948,13 +948,22 @@ def indrnn(hidden_size: int, activation: Activation = "relu", *, kernel_init="gl
                 "u": u_init(k2, (H,), dtype),              # (H,)
                 "b": b_init(k3, (H,), dtype)}              # (H,)
 
+    def bounded(u):
+        return u if recurrent_max is None else jnp.clip(u, -recurrent_max, recurrent_max)
+
     def step(params, h, x):
-        u = params["u"] if recurrent_max is None else jnp.clip(params["u"], -recurrent_max, recurrent_max)
-        h = g(affine(x, params["W_i"], params["b"]) + u * h)
+        h = g(affine(x, params["W_i"], params["b"]) + bounded(params["u"]) * h)
         return h, h
 
+    kernel = _fused.elman_kernel(g, OUTPUT_DERIVATIVES.get(g), diagonal=True)  # once per cell
+
+    def fused(params, xs, h0, mask, *, unroll=1, hoist="auto", rule="vjp", static=None, pack=_fused.PACK_MIN_BATCH):
+        W_i, b = _static_bias(params["W_i"], params["b"], static)  # the bound's derivative: autodiff of the clip
+        return _fused.run(kernel, _fused.ElmanWeights(W_i, bounded(params["u"])), b, xs, h0, mask, unroll=unroll,
+                          hoist=hoist, rule=rule, pack=pack)
+
     return Cell(init=init, initial_state=lambda dtype=jnp.float32: jnp.zeros((H,), dtype), step=step,
-                output_size=H, name="indrnn", diagonal=True)
+                output_size=H, name="indrnn", diagonal=True, fused=fused)
 
 
 def _complex_dtype(dtype):

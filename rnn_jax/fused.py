@@ -726,15 +726,27 @@ def _recurrent_transpose(w):
     return w.W_h.T
 
 
-def elman_kernel(activation: Callable, derivative: Optional[Callable] = None) -> Kernel:
+def _lead(u, ndim: int):
+    """A vector ``(H,)`` with leading unit axes, to multiply an ``(..., H)`` array of ``ndim`` axes."""
+    return u.reshape((1,) * (ndim - 1) + u.shape)
+
+
+def elman_kernel(activation: Callable, derivative: Optional[Callable] = None, *, diagonal: bool = False) -> Kernel:
     """The Elman recurrence's spec for ``g = activation``. ``derivative``: ``g'`` written as a function of
     the OUTPUT ``s = g(a)`` (``1 - s^2`` for tanh), which lets the forward pass keep only the states; None
     makes the backward pass take ``g``'s own VJP at the kept pre-activations (exact for any ``g``, one more
     ``(T, B, H)`` buffer). Build it once per cell: the spec is part of the compiled program's key.
 
+    ``diagonal=True``: the IndRNN recurrence ``h_t = g(x_t W_i + b + u * h_{t-1})`` (Li et al. 2018), ``W_h``
+    the vector ``u (H,)``: every step's product an elementwise one, the input products and the weight
+    gradients each one product over all steps (the generic scan of the IndRNN cell takes ``x_t W_i`` and
+    a ``(I, H)`` weight-gradient product at every step: two layers at T = 5000, B = 50, H = 128 took
+    1.08 s a forward+backward that way).
+
     Args:
       activation: ``g``.
       derivative: ``g'`` of the output, or None.
+      diagonal: an elementwise recurrent weight ``u (H,)`` instead of a matrix ``W_h (H, H)``.
 
     Returns:
       A :class:`Kernel`.
@@ -743,11 +755,14 @@ def elman_kernel(activation: Callable, derivative: Optional[Callable] = None) ->
       >>> k = rnn_jax.fused.elman_kernel(jnp.tanh, lambda s: 1 - s * s)
       >>> k.name, k.cpu_hoist(100)
       ('elman', (True, True))
+      >>> rnn_jax.fused.elman_kernel(jax.nn.relu, diagonal=True).name
+      'indrnn'
     """
     g = activation
+    recur = (lambda h, u: h * _lead(u, h.ndim)) if diagonal else (lambda h, W_h: h @ W_h)
 
     def step(w, h, gx, b):
-        a = gx + h @ w.W_h + b
+        a = gx + recur(h, w.W_h) + b
         return g(a), ElmanKept(a if derivative is None else None)
 
     def backward_inputs(w, states, kept, h0):
@@ -758,24 +773,32 @@ def elman_kernel(activation: Callable, derivative: Optional[Callable] = None) ->
             da = dh * derivative(k)  # g'(a) written with s = g(a)
         else:
             da = jax.vjp(g, k)[1](dh)[0]  # any g: its own VJP at the kept pre-activation
-        return da @ W_hT, da
+        return recur(da, W_hT), da
 
     def gradients(w, b, xs, h0, Hs, kept, dA, products):
         dW_i, dxs = products.inputs(w.W_i, xs, dA)
-        dW_h, db = products.weight_bias(shift_down(Hs, h0), dA, b)
+        if diagonal:
+            dW_h, db = jnp.sum(dA * shift_down(Hs, h0), axis=(0, 1)), jnp.sum(dA, axis=(0, 1) if b.ndim == 1 else 0)
+        else:
+            dW_h, db = products.weight_bias(shift_down(Hs, h0), dA, b)
         return ElmanWeights(dW_i, dW_h), db, dxs
 
     def tangent_inputs(w, tw, b, tb, xs, txs, h0, Hs, kept):
-        U = linear(Hs.shape, Hs.dtype, (xs, tw.W_i), (txs, w.W_i), (shift_down(Hs, h0), tw.W_h), (tb,))  # (T, B, H)
+        H_prev = shift_down(Hs, h0)
+        if diagonal:
+            U = linear(Hs.shape, Hs.dtype, (xs, tw.W_i), (txs, w.W_i), (tb,))
+            U = U if tw.W_h is None else U + H_prev * _lead(tw.W_h, 3)
+        else:
+            U = linear(Hs.shape, Hs.dtype, (xs, tw.W_i), (txs, w.W_i), (H_prev, tw.W_h), (tb,))  # (T, B, H)
         return U, (derivative(Hs) if derivative is not None else kept.a)  # g'(a_t), or a_t for g's own JVP
 
     def tangent(w, dh, inp):
         u, k = inp
-        da = u + dh @ w.W_h
+        da = u + recur(dh, w.W_h)
         return k * da if derivative is not None else jax.jvp(g, (k,), (da,))[1]
 
-    return Kernel("elman", step, backward_inputs, backward, gradients, tangent_inputs, tangent,
-                  lambda T: (True, True), _recurrent_transpose)
+    return Kernel("indrnn" if diagonal else "elman", step, backward_inputs, backward, gradients, tangent_inputs,
+                  tangent, lambda T: (True, True), (lambda w: w.W_h) if diagonal else _recurrent_transpose)
 
 
 def elman(W_i, W_h, b, xs, h0, mask=None, *, activation: Callable, derivative: Optional[Callable] = None,

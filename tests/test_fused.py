@@ -79,6 +79,9 @@ def _check(make, key, lengths=None, initial=False, batch=B, patterns=None, varia
 CALLABLE_CELLS = {
     "elman_softsign": lambda H: rj.elman(H, jax.nn.soft_sign),
     "elman_softmax": lambda H: rj.elman(H, jax.nn.softmax),  # not elementwise: still exact
+    "indrnn": lambda H: rj.indrnn(H),                                        # the diagonal recurrence
+    "indrnn_bounded_tanh": lambda H: rj.indrnn(H, "tanh", recurrent_max=0.9),  # the bound's clip, autodiff
+    "indrnn_softsign": lambda H: rj.indrnn(H, jax.nn.soft_sign),             # through its activation's VJP
 }
 ALL_FUSABLE = {**{n: CELLS[n] for n in FUSABLE}, **CALLABLE_CELLS}
 # The kernels' distinct code paths: Elman with a known derivative and through its activation's VJP,
