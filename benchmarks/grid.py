@@ -79,6 +79,42 @@ def rnn_jax_fn(cell, x, H):
     return lambda: jax.block_until_ready(f(params, x))
 
 
+def floor_fn(cell, x, H):
+    """The products-only floor of a gated layer's forward+backward: the T forward products ``(B, H) @ (H,
+    G*H)``, the T backward products ``(B, G*H) @ (G*H, H)`` and the input and weight-gradient products
+    over all steps, with one tanh per step and nothing else: what no kernel built on XLA's products can
+    beat."""
+    from jax import lax
+
+    B, T, I = x.shape
+    G = GATES[cell]
+    k1, k2 = jax.random.split(jax.random.key(0))
+    W_i = jax.random.normal(k1, (I, G * H), x.dtype) / I ** 0.5
+    W_h = jax.random.normal(k2, (H, G * H), x.dtype) / H ** 0.5
+
+    @jax.jit
+    def f(W_i, W_h, x):
+        xs = jnp.swapaxes(x, 0, 1)                       # (T, B, I)
+        gx = xs @ W_i                                    # the input products, all steps at once
+        W_hT = W_h.T
+
+        def fwd(h, g):
+            h = jnp.tanh((g + h @ W_h).reshape(B, G, H).sum(1))  # every column of the product is read
+            return h, h
+
+        _, hs = lax.scan(fwd, jnp.zeros((B, H), x.dtype), gx)
+
+        def bwd(d, h):
+            dz = jnp.tile(d * h, (1, G))
+            return dz @ W_hT, dz
+
+        _, dZ = lax.scan(bwd, jnp.zeros((B, H), x.dtype), hs, reverse=True)
+        dZ2 = dZ.reshape(-1, G * H)
+        return hs.reshape(-1, H).T @ dZ2, xs.reshape(-1, I).T @ dZ2, dZ2 @ W_i.T
+
+    return lambda: jax.block_until_ready(f(W_i, W_h, x))
+
+
 def flax_fn(cell, x, H):
     import flax.linen as nn
 
@@ -105,13 +141,13 @@ def torch_fn(cell, x, H):
     return fb
 
 
-MAKERS = {"rnn_jax": rnn_jax_fn, "flax": flax_fn, "torch": torch_fn}
+MAKERS = {"rnn_jax": rnn_jax_fn, "flax": flax_fn, "torch": torch_fn, "floor": floor_fn}
 
 
 def bench(cell, B, T, H, frameworks, rounds):
     """One size: ``{framework: milliseconds}`` (medians), the frameworks interleaved."""
     x = jax.random.normal(jax.random.key(1), (B, T, H // 2), jnp.float32)
-    fws = [fw for fw in frameworks if fw == "rnn_jax" or cell in PEERS]
+    fws = [fw for fw in frameworks if fw == "rnn_jax" or cell in PEERS and (fw != "floor" or cell in GATES)]
     fns = {fw: MAKERS[fw](cell, x, H) for fw in fws}
     first = {}
     for fw, fn in fns.items():
@@ -122,8 +158,10 @@ def bench(cell, B, T, H, frameworks, rounds):
     row = {"cell": cell, "B": B, "T": T, "I": H // 2, "H": H, **{f"{fw}_ms": v for fw, v in ms.items()},
            **{f"{fw}_first_call_s": v for fw, v in first.items()}}
     for fw in fws:
-        if fw != "rnn_jax":
+        if fw not in ("rnn_jax", "floor"):
             row[f"rnn_jax_vs_{fw}"] = ms["rnn_jax"] / ms[fw]
+    if "floor" in ms and "torch" in ms:
+        row["floor_vs_torch"] = ms["floor"] / ms["torch"]
     return row
 
 
@@ -147,7 +185,8 @@ def parser():
     p.add_argument("--T", default=",".join(map(str, LENGTHS)), help="sequence lengths")
     p.add_argument("--H", default=",".join(map(str, HIDDEN)), help="hidden sizes (I = H / 2)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds per size")
-    p.add_argument("--frameworks", default="rnn_jax,flax,torch", help="some of rnn_jax,flax,torch")
+    p.add_argument("--frameworks", default="rnn_jax,flax,torch",
+                   help="some of rnn_jax,flax,torch,floor (floor: the products-only floor of the gated cells)")
     p.add_argument("--host_memory", choices=("default", "reuse"), default="default",
                    help="default: a process as a user starts it; reuse: rnn_jax.reuse_host_memory() "
                         "first (applies to every framework in the process alike)")

@@ -287,3 +287,12 @@ def test_compare_runs_against_another_checkout(tmp_path):
     data = json.loads((tmp_path / "compare_self.json").read_text())
     assert [(r["cell"], r["B"], r["T"], r["H"]) for r in data["rows"]] == [("elman", 1, 100, 64)]
     assert "of 1 sizes slower" in out
+
+
+def test_long_memory_quick_times_both_frameworks(tmp_path, monkeypatch, capsys):
+    _inproc("benchmarks.long_memory", "--quick", "--rounds", "1", tmp_path=tmp_path, monkeypatch=monkeypatch,
+            capsys=capsys)
+    data = json.loads((tmp_path / "long_memory_quick.json").read_text())
+    assert [r["cell"] for r in data["rows"]] == ["indrnn", "min_gru"]
+    for row in data["rows"]:
+        assert _positive(row["rnn_jax_ms"]) and _positive(row["flax_ms"]) and row["T"] == 200
