@@ -42,12 +42,22 @@ def checked(fn):
     return checkify.checkify(with_checks, errors=checkify.user_checks)
 
 
-def value_check(ok, message: str) -> None:
-    """A check of traced values: a ``checkify.check`` inside :func:`checked`, nothing otherwise."""
+def value_check(ok, message: str, values=None) -> None:
+    """A check of traced values: a ``checkify.check`` inside :func:`checked`, nothing otherwise. With
+    ``values`` (the array ``ok`` judges, of ``ok``'s shape), the message ends as the eager check's does:
+    ``, got 25 at index (1,)``, the first offending value and its index."""
     if _CHECKIFY.get():
         from jax.experimental import checkify
 
-        checkify.check(jnp.all(ok), message)
+        if values is None or jnp.ndim(ok) == 0:
+            checkify.check(jnp.all(ok), message)
+            return
+        ok = jnp.broadcast_to(ok, jnp.shape(values))
+        first = jnp.argmax(~ok.reshape(-1))  # the first offending element, in row-major order
+        index = jnp.unravel_index(first, ok.shape)
+        where = "(" + ", ".join(["{}"] * len(index)) + ("," if len(index) == 1 else "") + ")"
+        checkify.check(jnp.all(ok), message.replace("{", "{{").replace("}", "}}") + ", got {} at index " + where,
+                       jnp.asarray(values).reshape(-1)[first], *index)
 
 
 def is_traced(value) -> bool:
@@ -199,7 +209,7 @@ def check_batch_lengths(lengths, batch: tuple, T: int, argname: str = "lengths")
     if not jnp.issubdtype(lengths.dtype, jnp.integer):
         raise ValueError(f"{argname}: expected an integer dtype, got {lengths.dtype}")
     if is_traced(lengths):
-        value_check((lengths >= 0) & (lengths <= T), f"{argname}: expected values in [0, T] = [0, {T}]")
+        value_check((lengths >= 0) & (lengths <= T), f"{argname}: expected values in [0, T] = [0, {T}]", lengths)
         # outside checked(): a length past T acts as T and a negative one as 0, clamped here, once,
         # so that no reversal or readout downstream gathers out of range
         return jnp.clip(lengths.reshape(-1), 0, T).astype(jnp.int32)

@@ -669,6 +669,16 @@ def gru(hidden_size: int, *, kernel_init="glorot_uniform", recurrent_init="ortho
     return _recurrent_cell("gru", H, 3, init, step_projected, fused=fused)
 
 
+def _check_eps(eps) -> float:
+    """A layer-normalised cell's ``eps``: a finite number > 0 (at 0, the zero initial state, whose variance
+    is 0, is divided by 0: every output NaN)."""
+    eps = _checks.check_real(eps, "eps", minimum=0)
+    if eps == 0:
+        raise ValueError("eps: expected a finite number > 0 (the zero initial state has variance 0, and "
+                         "eps = 0 divides it by 0: every output NaN), got 0.0; the usual value is 1e-5")
+    return eps
+
+
 def layer_norm(z: jax.Array, gain: jax.Array, bias=None, eps: float = 1e-5) -> jax.Array:
     """Layer normalisation over the last axis (Ba et al. 2016): ``(z - mean) / sqrt(var + eps) * gain
     (+ bias)``.
@@ -738,7 +748,7 @@ def layer_norm_lstm(hidden_size: int, forget_bias: float = 1.0, *, kernel_init="
     """
     H = _check_size("hidden_size", hidden_size)
     forget_bias = _checks.check_real(forget_bias, "forget_bias")
-    eps = _checks.check_real(eps, "eps", minimum=0)
+    eps = _check_eps(eps)
     base = _gated_init(H, 4, kernel_init, recurrent_init, "zeros")
 
     def init_base(key, input_size, dtype=jnp.float32):
@@ -791,7 +801,7 @@ def layer_norm_gru(hidden_size: int, *, kernel_init="glorot_uniform", recurrent_
       ['W_h', 'W_i', 'b_h', 'b_i', 'g_h', 'g_i']
     """
     H = _check_size("hidden_size", hidden_size)
-    eps = _checks.check_real(eps, "eps", minimum=0)
+    eps = _check_eps(eps)
     init = _layer_norm_init(_gated_init(H, 3, kernel_init, recurrent_init, "zeros"),
                             {"g_i": (3 * H, "gain"), "g_h": (3 * H, "gain")})
 

@@ -127,7 +127,7 @@ def _check(logits, targets, lengths, argname="targets", classes=True):
             ok = (targets >= 0) & (targets < V)
             if lengths is not None:
                 ok = ok | (step_mask(targets.shape, lengths, jnp.float32) == 0)
-            _checks.value_check(ok, f"{argname}: expected class ids in [0, {V})")
+            _checks.value_check(ok, f"{argname}: expected class ids in [0, {V})", targets)
         else:
             arr = np.asarray(targets)
             bad = np.nonzero(np.atleast_1d((arr < 0) | (arr >= V)))  # a scalar target is one example

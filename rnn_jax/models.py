@@ -130,7 +130,7 @@ def check_token_values(tokens, vocab_size: int, argname: str, lengths=None) -> N
         if lengths is not None:
             t = jnp.arange(tokens.shape[-1]).reshape((1,) * (tokens.ndim - 1) + (tokens.shape[-1],))
             ok = ok | ~(t < lengths.reshape(tokens.shape[:-1] + (1,)))
-        _checks.value_check(ok, f"{argname}: expected token ids in [0, {vocab_size})")
+        _checks.value_check(ok, f"{argname}: expected token ids in [0, {vocab_size})", tokens)
         return
     arr = np.asarray(tokens)
     invalid = (arr < 0) | (arr >= vocab_size)
@@ -309,11 +309,14 @@ def _pick(key, logits, temperature):
     greedy = jnp.argmax(logits, -1).astype(jnp.int32)
     if key is None or (isinstance(temperature, float) and temperature == 0):
         return greedy
+    # The largest logit is subtracted before dividing: (logits - max) / t is at most 0, so no temperature
+    # overflows it (logits / 1e-38 did: every token became 0); as t -> 0 the sample tends to the greedy one.
+    shifted = logits - lax.stop_gradient(jnp.max(logits, -1, keepdims=True))
     if isinstance(temperature, float):
-        return jax.random.categorical(key, logits / temperature).astype(jnp.int32)
+        return jax.random.categorical(key, shifted / temperature).astype(jnp.int32)
     t = temperature.astype(logits.dtype)
     ok = jnp.isfinite(t) & (t >= 0)
-    sampled = jax.random.categorical(key, logits / jnp.where(ok & (t > 0), t, 1)).astype(jnp.int32)
+    sampled = jax.random.categorical(key, shifted / jnp.where(ok & (t > 0), t, 1)).astype(jnp.int32)
     return jnp.where(ok, jnp.where(t == 0, greedy, sampled), -1)
 
 

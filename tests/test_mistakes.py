@@ -147,3 +147,47 @@ def test_gradcheck_command_line_takes_a_users_cell(tmp_path):
                        (["--tol", "nan"], "--tol must be a finite positive number")):
         bad = run(*args)
         assert bad.returncode == 2 and said in bad.stderr, bad.stderr[-2000:]
+
+
+def _eager_and_checked(fn, *args):
+    """The message of ``fn(*args)`` run eagerly, and of the same call under ``jit`` inside ``rj.checked``."""
+    with pytest.raises(ValueError) as eager:
+        fn(*args)
+    err, _ = jax.jit(rj.checked(fn))(*args)
+    with pytest.raises(Exception) as checked:
+        err.throw()
+    return str(eager.value).splitlines()[0], str(checked.value).splitlines()[0]
+
+
+def test_checked_mode_reports_the_offending_value_as_the_eager_check_does():
+    layer = rj.rnn(rj.gru(4))
+    p = layer.init(jax.random.key(0), 3)
+    eager, checked = _eager_and_checked(lambda p, x, n: layer.apply(p, x, n)[0], p, jnp.ones((3, 20, 3), jnp.float32),
+                                        jnp.array([5, 25, 3]))
+    assert eager == "lengths: expected values in [0, T] = [0, 20], got 25 at index (1,)"
+    assert checked.startswith(eager)
+    m = rj.many_to_one(rj.rnn(rj.gru(4)), 3, vocab_size=5)
+    pm = m.init(jax.random.key(0))
+    eager, checked = _eager_and_checked(m.apply, pm, jnp.array([[1, 2, 3], [4, 9, 0]]))
+    assert eager == "xs: expected token ids in [0, 5), got 9 at index (1, 1)" and checked.startswith(eager)
+    eager, checked = _eager_and_checked(lambda lg, y: rj.losses.softmax_cross_entropy(lg, y), jnp.zeros((2, 4, 3)),
+                                        jnp.array([[0, 1, 2, 1], [2, 3, 0, 0]]))
+    assert eager.endswith("got 3 at index (1, 1)") and checked.startswith(eager)
+
+
+@pytest.mark.parametrize("make", [rj.layer_norm_lstm, rj.layer_norm_gru])
+def test_layer_norm_cells_refuse_a_zero_eps(make):
+    with pytest.raises(ValueError, match=r"eps: expected a finite number > 0 .* got 0.0"):
+        make(4, eps=0.0)
+    ys, _ = rj.rnn(make(4, eps=1e-5)).apply(rj.rnn(make(4)).init(jax.random.key(0), 3), jnp.ones((1, 3, 3), jnp.float32))
+    assert bool(jnp.all(jnp.isfinite(ys)))
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.floats(min_value=1e-45, max_value=1e-3))
+def test_a_tiny_temperature_samples_the_greedy_token(t):
+    """(logits - max) / t never overflows: a temperature near 0 gives the greedy token, not token 0."""
+    from rnn_jax.models import _pick
+
+    logits = jnp.array([[0.5, 3.0, -1.0, 2.0], [9.0, -2.0, 10.0, 0.0]], jnp.float32)
+    assert _pick(jax.random.key(1), logits, float(t)).tolist() == [1, 2]
