@@ -293,9 +293,12 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
         if packed_step:
             ys, final = _fused.run_step(cell, prepared(cell, params), xs, state, mask, unroll=n_unroll)
         else:
-            options = {} if pack else {"pack": None}  # a kernel of one's own need not take pack unless asked
+            # pack=False reaches a kernel that takes ``pack``; one of one's own without it runs as it is
+            # (packing skips padded steps: the values are the same either way)
+            options = {} if pack or not _takes_pack(cell.fused) else {"pack": None}
             ys, final = cell.fused(params, xs, state, mask, unroll=n_unroll, hoist=hoist_input,
                                    rule="vjp" if batched else "jvp", static=static, **options)
+            _check_kernel_outputs(cell, xs, state, ys, final)
         return (_ops.flip_valid(ys, lengths) if reverse else ys), final
 
     step = None if reverse else jax.vmap(cell.step, in_axes=(None, 0, 0))
@@ -388,6 +391,30 @@ def bidirectional(fwd: Layer, bwd: Layer, merge: Union[str, Callable] = "concat"
 
     return _layer(init, run, out, initial_state, None, f"bidirectional({fwd.name}, {bwd.name})",
                   reads_backward=True)
+
+
+def _takes_pack(fn) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == "pack" or p.kind == p.VAR_KEYWORD for p in params)
+
+
+def _check_kernel_outputs(cell, xs, state, ys, final) -> None:
+    """A cell's ``fused`` must return ``ys (T, B, output_size)`` and a final state shaped as the state it
+    was given: a kernel of one's own that does not is refused, naming what it returned."""
+    want = xs.shape[:2] + (cell.output_size,)
+    if getattr(ys, "shape", None) != want:
+        raise ValueError(f"{cell.name}: its fused kernel returned outputs of shape "
+                         f"{_checks.shape_str(ys.shape) if hasattr(ys, 'shape') else type(ys).__name__}, expected "
+                         f"(T, B, output_size) = {_checks.shape_str(want)}")
+    shapes = lambda t: jax.tree.map(lambda a: tuple(jnp.shape(a)), t)  # noqa: E731
+    if jax.tree.structure(final) != jax.tree.structure(state) or shapes(final) != shapes(state):
+        raise ValueError(f"{cell.name}: its fused kernel returned a final state {shapes(final)}, expected the "
+                         f"structure and shapes of the state it was given, {shapes(state)}")
 
 
 SKIPS = (None, "residual", "highway")

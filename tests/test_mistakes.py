@@ -191,3 +191,38 @@ def test_a_tiny_temperature_samples_the_greedy_token(t):
 
     logits = jnp.array([[0.5, 3.0, -1.0, 2.0], [9.0, -2.0, 10.0, 0.0]], jnp.float32)
     assert _pick(jax.random.key(1), logits, float(t)).tolist() == [1, 2]
+
+
+def _gru_with_kernel(transform):
+    """A GRU whose ``fused`` is the built-in kernel with its result passed through ``transform``."""
+    base = rj.gru(4)
+
+    def fused(params, xs, h0, mask, **kw):
+        return transform(*base.fused(params, xs, h0, mask, **kw))
+
+    return base._replace(fused=fused)
+
+
+@pytest.mark.parametrize("transform,said", [
+    (lambda ys, h: (jnp.concatenate([ys, ys], -1), h), r"outputs of shape \(6, 2, 8\), expected \(T, B, output_size\) = \(6, 2, 4\)"),
+    (lambda ys, h: (ys, h[:, :2]), r"a final state \(2, 2\), expected .* \(2, 4\)"),
+    (lambda ys, h: (ys, (h, h)), r"a final state"),
+])
+def test_a_users_kernel_is_checked_against_the_cells_sizes(transform, said):
+    cell = _gru_with_kernel(transform)
+    layer = rj.rnn(cell)
+    p = layer.init(jax.random.key(0), 3)
+    with pytest.raises(ValueError, match="gru: its fused kernel returned " + said):
+        layer.apply(p, jnp.ones((2, 6, 3), jnp.float32))
+
+
+def test_a_users_kernel_without_pack_runs_under_pack_false():
+    base = rj.gru(4)
+
+    def fused(params, xs, h0, mask, *, unroll=1, hoist="auto", rule="vjp", static=None):  # no pack
+        return base.fused(params, xs, h0, mask, unroll=unroll, hoist=hoist, rule=rule, static=static)
+
+    cell = base._replace(fused=fused)
+    p = rj.rnn(cell).init(jax.random.key(0), 3)
+    x = jnp.ones((2, 6, 3), jnp.float32)
+    np.testing.assert_allclose(rj.rnn(cell, pack=False).apply(p, x)[0], rj.rnn(base).apply(p, x)[0], rtol=1e-6)
