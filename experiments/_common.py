@@ -153,6 +153,12 @@ def check_resume(saved, cfg, run_dir: str) -> str | None:
     if steps_then is not None and steps_now < steps_then:
         return (f"--steps: the run in {run_dir} was started with steps={steps_then}; a resume may not shorten "
                 f"it (start a new run instead)")
+    for f in dataclasses.fields(saved):  # any other change would train on with flags its config.json does not say
+        then, now = getattr(saved, f.name), getattr(cfg, f.name)
+        if f.name != "steps" and then != now:
+            return (f"--{f.name}: the run in {run_dir} was started with {f.name}={then!r}; a resume continues it as "
+                    f"it was started (only --steps may grow): drop --{f.name}, or start a new run with "
+                    f"{f.name}={now!r}")
     return None
 
 
@@ -258,7 +264,18 @@ def command(name: str, cfg) -> str:
 
 def make_run_dir(name: str, cfg, args) -> str:
     """``runs/NAME/<time>/`` with ``config.json`` (or the folder given to ``--resume``)."""
-    if args.resume:
+    if args.resume:  # check_resume allowed only a longer --steps: recorded beside the run's own flags
+        path = os.path.join(args.resume, "config.json")
+        with open(path) as f:
+            saved = json.load(f)
+        if saved["config"].get("steps") != getattr(cfg, "steps", None):
+            saved.setdefault("resumes", []).append({"argv": sys.argv[1:], "steps": [saved["config"]["steps"], cfg.steps],
+                                                    "at": datetime.datetime.now().isoformat(timespec="seconds")})
+            saved["config"]["steps"] = cfg.steps
+            saved["command"] = command(name, cfg)
+            with open(path + ".tmp", "w") as f:
+                json.dump(saved, f, indent=2)
+            os.replace(path + ".tmp", path)
         return args.resume
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     os.makedirs(os.path.join(args.out, name), exist_ok=True)

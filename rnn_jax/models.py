@@ -422,7 +422,7 @@ def many_to_many(layer: Layer, output_size: int, *, vocab_size: Optional[int] = 
             if lengths is not None:
                 if _checks.is_traced(lengths):
                     _checks.value_check(lengths >= 1, "prompt_lengths: expected every prompt to hold at least one token")
-                elif lengths.size and int(jnp.min(lengths)) < 1:
+                elif lengths.size and int(np.min(np.asarray(lengths))) < 1:  # concrete: numpy, also under jit
                     raise ValueError("prompt_lengths: expected every prompt to hold at least one token, got a 0")
             ys, state = layer.run(params["rnn"], h, lengths, None, bool(batch))
             first = dense(params["head"], _last(ys, lengths))                                # (B, V)

@@ -503,13 +503,22 @@ class RunFiles:
             return []
         rows = []
         with open(self.metrics) as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    break  # a torn last line: everything after it is lost anyway
-                if row.get("step", 0) <= upto_step:
-                    rows.append(row)
+            lines = f.read().split("\n")
+        if lines and not lines[-1].strip():
+            lines.pop()
+        for n, line in enumerate(lines, 1):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                if n < len(lines):  # a damaged row with rows after it: the records no longer describe the run
+                    raise ValueError(f"resume: line {n} of {self.metrics} is damaged ({line[:80]!r}) and "
+                                     f"{len(lines) - n} rows follow it; nothing was changed. Repair or delete that "
+                                     f"line, then resume") from None
+                print(f"[rnn_jax] {self.metrics}: its last line was torn (the run stopped while writing "
+                      f"it); dropped: {line[:80]!r}", file=sys.stderr)
+                break
+            if row.get("step", 0) <= upto_step:
+                rows.append(row)
         if self.writer:
             with open(self.metrics, "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in rows)

@@ -313,6 +313,25 @@ def test_a_shorter_resume_never_rewrites_a_finished_run(tmp_path, capsys):
         assert f.read() == before
 
 
+def test_a_resume_with_changed_flags_is_refused_and_a_longer_one_recorded(tmp_path, capsys):
+    import json
+
+    from experiments import bit_reverse
+
+    res = run_main("experiments.bit_reverse", ["--quick", "--problems=1", "--steps=20", "--hidden=8", f"--out={tmp_path}"])
+    run_dir = res["run_dir"]
+    with pytest.raises(SystemExit) as e:
+        bit_reverse.main([f"--resume={run_dir}", "--steps=25", "--lr=0.5"])
+    assert e.value.code == 2 and "--lr: the run in" in capsys.readouterr().err
+    with open(os.path.join(run_dir, "config.json")) as f:
+        assert json.load(f)["config"]["steps"] == 20  # a refused resume changes nothing
+    bit_reverse.main([f"--resume={run_dir}", "--steps=25"])
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    assert config["config"]["steps"] == 25 and config["resumes"][0]["steps"] == [20, 25]
+    assert "--steps=25" in config["command"]
+
+
 def test_run_folders_are_unique(tmp_path):
     import argparse
 

@@ -226,3 +226,30 @@ def test_a_users_kernel_without_pack_runs_under_pack_false():
     p = rj.rnn(cell).init(jax.random.key(0), 3)
     x = jnp.ones((2, 6, 3), jnp.float32)
     np.testing.assert_allclose(rj.rnn(cell, pack=False).apply(p, x)[0], rj.rnn(base).apply(p, x)[0], rtol=1e-6)
+
+
+def test_generate_under_jit_closing_over_concrete_lengths():
+    m = rj.many_to_many(rj.rnn(rj.gru(8)), 5, vocab_size=5)
+    p = m.init(jax.random.key(0))
+    prompt, lengths = jnp.array([[1, 2, 3], [2, 3, 0]]), jnp.array([3, 2])
+    eager = m.generate(p, prompt, lengths, max_len=4)[0]
+    for n in (lengths, np.array([3, 2])):
+        assert (jax.jit(lambda p, prompt, n=n: m.generate(p, prompt, n, max_len=4))(p, prompt)[0] == eager).all()
+
+
+def test_resume_refuses_a_damaged_metrics_line_with_rows_after_it(setup, tmp_path, capsys):
+    m, p, xs, ys, tx = setup
+    loss = lambda p, b: (_mse(m)(p, b), {})  # noqa: E731
+    run = tmp_path / "run"
+    train.fit(loss, p, tx, lambda s: (xs, ys), 4, run_dir=str(run), log_every=1, checkpoint_every=2, progress=False)
+    metrics = run / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    damaged = lines[:1] + ['{"step": 2, "loss": 0.1'] + lines[2:]
+    metrics.write_text("\n".join(damaged) + "\n")
+    with pytest.raises(ValueError, match=r"resume: line 2 of .*metrics.jsonl is damaged .* rows follow it; nothing was "
+                                         r"changed"):
+        train.fit(loss, p, tx, lambda s: (xs, ys), 6, run_dir=str(run), resume=True, progress=False)
+    assert metrics.read_text().splitlines() == damaged  # kept as it was
+    metrics.write_text("\n".join(lines + ['{"step": 5, "lo']) + "\n")  # a torn last line: dropped, said so
+    res = train.fit(loss, p, tx, lambda s: (xs, ys), 6, run_dir=str(run), resume=True, progress=False)
+    assert res.status == "done" and "its last line was torn" in capsys.readouterr().err
