@@ -232,9 +232,13 @@ def _newton(f, s0, inputs, T, method, max_iters, tol, exact):
         return S_new, it + 1, jnp.max(jnp.abs(S_new - S))
 
     S0 = jnp.zeros((T,) + s0.shape, s0.dtype)
-    inf = jnp.array(jnp.inf, s0.dtype)
-    S, it, res = lax.while_loop(cond, body, (S0, jnp.array(0, jnp.int32), inf))
-    return S, it, res
+    inf = jnp.array(jnp.inf, jnp.real(S0).dtype)  # the residual is real for a complex state too
+    S, it, _ = lax.while_loop(cond, body, (S0, jnp.array(0, jnp.int32), inf))
+    # Converged means S is the recurrence's solution: S = F(S) checked once more, every step. (The last
+    # update's size is not enough: a non-finite linearisation is replaced by the previous iterate above,
+    # so a NaN input or an overflowing state would look converged on a wrong, finite answer.)
+    res = jnp.max(jnp.abs(F(shift_down(S, s0), inputs) - S))
+    return S, it, jnp.where(jnp.isnan(res), jnp.inf, res)
 
 
 def _sequential(f, s0, inputs):
@@ -249,6 +253,10 @@ def _solve(make_f, params, s0, inputs, method, max_iters, tol, fallback, exact):
 def _solve_fwd(make_f, params, s0, inputs, method, max_iters, tol, fallback, exact):
     f = make_f(params)
     T = inputs[0].shape[0]
+    if T == 0:  # nothing to solve
+        zero = jnp.zeros((), jnp.real(s0).dtype)
+        return (jnp.zeros((0,) + s0.shape, s0.dtype), DeerInfo(jnp.array(0, jnp.int32), jnp.array(True), zero)), \
+            (params, s0, inputs, jnp.zeros((0,) + s0.shape, s0.dtype))
     S, it, res = _newton(f, s0, inputs, T, method, max_iters, tol, exact)
     converged = res <= tol
     if fallback:
@@ -293,7 +301,7 @@ def _deer_one(cell, params, xs, length, state0, reverse, method, max_iters, tol,
     ys = _ops.zero_invalid(valid, ys)
     if reverse:
         ys = _ops.flip_valid(ys[:, None], length[None])[:, 0]
-    return ys, unravel(S[-1]), info
+    return ys, (unravel(S[-1]) if T else state0), info
 
 
 def solve_batch(cell: Cell, params, xs, lengths, state, *, reverse=False, method="newton", max_iters=100,
@@ -307,6 +315,9 @@ def solve_batch(cell: Cell, params, xs, lengths, state, *, reverse=False, method
     lengths = jnp.full((B,), T, jnp.int32) if lengths is None else lengths
     one = partial(_deer_one, cell, params, reverse=reverse, method=method, max_iters=max_iters, tol=float(tol),
                   fallback=fallback)
+    if _checks._CHECKIFY.get():  # checkify cannot transform a batched while loop: one sequence after another
+        ys, final, info = lax.map(lambda a: one(*a), (jnp.swapaxes(xs, 0, 1), lengths, state))
+        return jnp.swapaxes(ys, 0, 1), final, info
     ys, final, info = jax.vmap(lambda x, L, s: one(x, L, s), in_axes=(1, 0, 0), out_axes=(1, 0, 0))(
         xs, lengths, state)
     return ys, final, info

@@ -253,3 +253,44 @@ def test_resume_refuses_a_damaged_metrics_line_with_rows_after_it(setup, tmp_pat
     metrics.write_text("\n".join(lines + ['{"step": 5, "lo']) + "\n")  # a torn last line: dropped, said so
     res = train.fit(loss, p, tx, lambda s: (xs, ys), 6, run_dir=str(run), resume=True, progress=False)
     assert res.status == "done" and "its last line was torn" in capsys.readouterr().err
+
+
+def _scan_and_parallel(cell, method, xs, lengths=None):
+    layer, par = rj.rnn(cell), rj.rnn(cell, parallel=method)
+    p = layer.init(jax.random.key(0), xs.shape[-1], xs.dtype)
+    return p, layer.apply(p, xs, lengths), par.apply(p, xs, lengths), par.parallel_info(p, xs, lengths)
+
+
+@pytest.mark.parametrize("make,method", [(lambda: rj.elman(4), "newton"), (lambda: rj.elman(4), "diagonal"),
+                                         (lambda: rj.min_gru(4), "newton"), (lambda: rj.indrnn(4), "diagonal")])
+def test_parallel_solves_propagate_a_nan_input_as_the_scan_does(make, method):
+    xs = jax.random.normal(jax.random.key(1), (2, 9, 3)).at[0, 4, 1].set(jnp.nan)
+    _, (ys, _), (yp, _), info = _scan_and_parallel(make(), method, xs)
+    assert bool(jnp.isnan(ys[0, 4:]).any(axis=-1).all())               # the scan: NaN from step 4 on
+    np.testing.assert_array_equal(np.isnan(yp), np.isnan(ys))          # the solve: the same
+    assert info.converged.tolist() == [False, True]                    # and it says so
+    np.testing.assert_allclose(yp[1], ys[1], rtol=1e-6, atol=1e-8)
+
+
+def test_parallel_solve_of_an_overflowing_relu_recurrence_is_the_scans_answer():
+    cell = rj.elman(4, "relu", recurrent_init=rj.initializers.identity(1e30))
+    xs = jnp.full((1, 12, 3), 1e3)
+    _, (ys, _), (yp, _), info = _scan_and_parallel(cell, "newton", xs)
+    assert not bool(jnp.isfinite(ys).all())
+    np.testing.assert_array_equal(np.asarray(yp), np.asarray(ys))
+    assert not bool(info.converged[0])
+
+
+@pytest.mark.parametrize("method", ["newton", "diagonal"])
+def test_parallel_solves_run_for_complex_states_empty_sequences_and_checked_mode(method):
+    xs = jax.random.normal(jax.random.key(2), (2, 6, 3))
+    _, (ys, hs), (yp, hp), info = _scan_and_parallel(rj.lru(4), method, xs)          # a complex state
+    np.testing.assert_allclose(yp, ys, rtol=1e-4, atol=1e-5)
+    assert hp.dtype == hs.dtype and bool(info.converged.all())
+    _, (ys0, _), (yp0, _), info0 = _scan_and_parallel(rj.elman(4), method, jnp.zeros((2, 0, 3)))  # T = 0
+    assert yp0.shape == ys0.shape == (2, 0, 4) and bool(info0.converged.all())
+    layer = rj.rnn(rj.elman(4), parallel=method)
+    p = layer.init(jax.random.key(0), 3, xs.dtype)
+    err, (yc, _) = jax.jit(rj.checked(lambda p, x: layer.apply(p, x, jnp.array([6, 4]))))(p, xs)
+    err.throw()  # valid inputs: no error
+    np.testing.assert_allclose(yc, layer.apply(p, xs, jnp.array([6, 4]))[0], rtol=1e-6)
