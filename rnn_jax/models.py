@@ -468,7 +468,10 @@ class _Decoder:
 
     def state0(self, p, context):
         """``context (B, C)`` -> the decoder's initial state, leaves ``(B, ...)``."""
-        return jax.tree_util.tree_unflatten(self.treedef, [jnp.tanh(dense(b, context)) for b in p["bridge"]])
+        dtypes = [leaf.dtype for leaf in jax.tree_util.tree_leaves(self.cell.initial_state(context.dtype))]
+        # a complex state (the LRU's) starts at the bridge's value on the real axis
+        return jax.tree_util.tree_unflatten(self.treedef, [jnp.tanh(dense(b, context)).astype(dt)
+                                                           for b, dt in zip(p["bridge"], dtypes)])
 
     def teacher(self, p, context, tgt_in, tgt_lengths, batch):
         """Teacher forcing: ``tgt_in`` ``(*batch, T)`` = [bos, y_0, ..., y_{T-2}] -> logits ``(*batch, T, V)``."""

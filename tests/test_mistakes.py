@@ -294,3 +294,18 @@ def test_parallel_solves_run_for_complex_states_empty_sequences_and_checked_mode
     err, (yc, _) = jax.jit(rj.checked(lambda p, x: layer.apply(p, x, jnp.array([6, 4]))))(p, xs)
     err.throw()  # valid inputs: no error
     np.testing.assert_allclose(yc, layer.apply(p, xs, jnp.array([6, 4]))[0], rtol=1e-6)
+
+
+def test_the_complex_state_lru_works_as_a_decoder():
+    m = rj.encoder_decoder(rj.rnn(rj.gru(8)), rj.lru(8), tgt_vocab=5, bos=0, eos=4, src_vocab=6)
+    p = m.init(jax.random.key(0))
+    src, tgt = jnp.array([[1, 2, 3], [2, 3, 5]]), jnp.array([[1, 2], [3, 1]])
+    logits = m.apply(p, src, None, tgt)
+    assert logits.shape == (2, 2, 5) and logits.dtype == jnp.float32
+    g = jax.grad(lambda p: jnp.sum(m.apply(p, src, None, tgt) ** 2))(p)
+    assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(g))
+    assert m.generate(p, src, max_len=3)[0].shape == (2, 3)
+    g2m = rj.one_to_many(rj.lru(8), 3, vocab_size=5, bos=0, eos=4)
+    pg = g2m.init(jax.random.key(0))
+    assert g2m.generate(pg, jnp.ones((2, 3), jnp.float32), max_len=4)[0].shape == (2, 4)
+    assert g2m.apply(pg, jnp.ones((2, 3), jnp.float32), jnp.array([[1, 2], [3, 1]])).shape == (2, 2, 5)
