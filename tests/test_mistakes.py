@@ -309,3 +309,36 @@ def test_the_complex_state_lru_works_as_a_decoder():
     pg = g2m.init(jax.random.key(0))
     assert g2m.generate(pg, jnp.ones((2, 3), jnp.float32), max_len=4)[0].shape == (2, 4)
     assert g2m.apply(pg, jnp.ones((2, 3), jnp.float32), jnp.array([[1, 2], [3, 1]])).shape == (2, 2, 5)
+
+
+def test_the_messages_the_guide_quotes_are_the_messages_the_code_gives():
+    import os
+    import re
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "docs", "guide.md"), encoding="utf-8") as f:
+        quoted = set(re.findall(r"`([^`]+: expected [^`]+)`", f.read()))
+    layer = rj.rnn(rj.gru(4))
+    p = layer.init(jax.random.key(0), 3)
+    x5 = jnp.ones((2, 5, 3), jnp.float32)
+    m = rj.many_to_one(rj.rnn(rj.gru(4)), 2, vocab_size=6)
+    pm = m.init(jax.random.key(0))
+    gen = rj.many_to_many(rj.rnn(rj.gru(4)), 6, vocab_size=6)
+    cases = {
+        "lengths: expected values in [0, T] = [0, 5], got 9 at index (1,)": lambda: layer.apply(p, x5, jnp.array([5, 9])),
+        "xs: expected token ids in [0, 6), got 99 at index (0, 1)": lambda: m.apply(pm, jnp.array([[1, 99, 2], [0, 1, 2]])),
+        "bos: expected a token id in [0, 6), got 9": lambda: rj.one_to_many(rj.gru(4), 3, vocab_size=6, bos=9, eos=1),
+        "forget_bias: expected a finite number, got 'a'": lambda: rj.lstm(4, forget_bias="a"),
+        "temperature: expected a finite number >= 0, got np.float32(-1.0)":
+            lambda: gen.generate(gen.init(jax.random.key(0)), jnp.array([[1, 2]]), max_len=2, key=jax.random.key(0),
+                                 temperature=np.float32(-1.0)),
+    }
+    checked = 0
+    for message, make in cases.items():
+        if message not in quoted:
+            continue
+        with pytest.raises(ValueError) as e:
+            make()
+        assert str(e.value).splitlines()[0] == message
+        checked += 1
+    assert checked >= 4, quoted
