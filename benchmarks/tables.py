@@ -175,6 +175,27 @@ def packing(d):
     return "\n".join(lines)
 
 
+def grid(d):
+    """Per cell and peer: sizes, geometric-mean and worst ratio, and every size where rnn_jax is slower."""
+    lines = [f"host memory: {d['host_memory']}; medians of {d['rounds']} interleaved rounds per size\n",
+             "| cell | sizes | rnn_jax/flax: geo. mean (worst) | slower than flax at | rnn_jax/torch: geo. mean (worst) "
+             "| slower than torch at |", "|---|---|---|---|---|---|"]
+    for cell in dict.fromkeys(r["cell"] for r in d["rows"]):
+        rows = [r for r in d["rows"] if r["cell"] == cell]
+        cols = []
+        for peer in ("flax", "torch"):
+            key = f"rnn_jax_vs_{peer}"
+            have = [r for r in rows if key in r]
+            if not have:
+                cols += ["-", "-"]
+                continue
+            cols.append(f"{gmean([r[key] for r in have]):.2f} ({max(r[key] for r in have):.2f})")
+            slow = [f"B={r['B']} T={r['T']} H={r['H']}: {r[key]:.2f}" for r in have if r[key] > 1]
+            cols.append("; ".join(slow) or "none")
+        lines.append(f"| {cell} | {len(rows)} | " + " | ".join(cols) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     names = (argv if argv is not None else sys.argv[1:]) or ["throughput", "scaling", "deer", "choices"]
     for name in names:
