@@ -45,10 +45,10 @@ def gflop(cell, B, T, H):
     return 6 * B * T * GATES.get(cell, 0) * H * (I + H) / 1e9
 
 
-def sizes(cells=CELLS, batches=BATCHES, lengths=LENGTHS, hidden=HIDDEN):
-    """Every ``(cell, B, T, H)`` of the grid kept under ``MAX_GFLOP``."""
+def sizes(cells=CELLS, batches=BATCHES, lengths=LENGTHS, hidden=HIDDEN, max_gflop=MAX_GFLOP):
+    """Every ``(cell, B, T, H)`` of the grid kept under ``max_gflop``."""
     return [(c, B, T, H) for c in cells for H in hidden for T in lengths for B in batches
-            if gflop(c, B, T, H) <= MAX_GFLOP]
+            if gflop(c, B, T, H) <= max_gflop]
 
 
 def _timed(fns: dict, rounds: int, min_sample_s: float = 0.05) -> dict:
@@ -170,7 +170,7 @@ def _select(args):
         picked = QUICK
     else:
         ints = lambda s: tuple(int(v) for v in s.split(","))  # noqa: E731
-        picked = sizes(tuple(args.cells.split(",")), ints(args.B), ints(args.T), ints(args.H))
+        picked = sizes(tuple(args.cells.split(",")), ints(args.B), ints(args.T), ints(args.H), args.max_gflop)
     unknown = sorted({c for c, *_ in picked} - set(CELLS))
     if unknown:
         raise SystemExit(f"--cells: expected some of {','.join(CELLS)}, got {','.join(unknown)}")
@@ -185,6 +185,8 @@ def parser():
     p.add_argument("--T", default=",".join(map(str, LENGTHS)), help="sequence lengths")
     p.add_argument("--H", default=",".join(map(str, HIDDEN)), help="hidden sizes (I = H / 2)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds per size")
+    p.add_argument("--max_gflop", type=float, default=MAX_GFLOP,
+                   help=f"leave out sizes whose forward+backward gate products exceed this (default {MAX_GFLOP:g})")
     p.add_argument("--frameworks", default="rnn_jax,flax,torch",
                    help="some of rnn_jax,flax,torch,floor (floor: the products-only floor of the gated cells)")
     p.add_argument("--host_memory", choices=("default", "reuse"), default="default",

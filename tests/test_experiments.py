@@ -393,3 +393,14 @@ def test_char_lm_model_takes_the_modern_cells(cell):
     second, _ = lm.apply(params, x[:, 5:], None, state)
     np.testing.assert_allclose(jnp.concatenate([first, second], 1), whole, rtol=1e-5, atol=1e-6)
     assert whole.shape == (3, 10, 7) and bool(jnp.isfinite(whole).all())
+
+
+def test_memory_reach_reads_only_committed_runs(tmp_path):
+    from experiments import memory_reach
+
+    best = memory_reach.reach(memory_reach.committed_rows())
+    for (cell, T), row in best.items():  # every figure is a committed run's, with its budget
+        assert cell in memory_reach.CELLS and T in memory_reach.LENGTHS
+        assert row["updates"] and row["batch_size"] and os.path.isdir(os.path.join(memory_reach.ROOT, row["folder"]))
+        assert row["solved"] == (row["test_loss"] < 0.01)
+    assert best[("gru", 1000)]["solved"] and not best[("lstm-chrono", 5000)]["solved"]
