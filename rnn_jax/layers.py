@@ -239,6 +239,9 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
         raise ValueError(f"tol, max_iters: Newton's stopping rule, for parallel='newton' or 'diagonal' only "
                          f"(parallel={parallel!r})")
     solver = _parallel.linear_solver(linear_solver)
+    if linear_solver != "auto" and parallel != "linear":
+        raise ValueError(f"linear_solver={linear_solver!r}: the solver of parallel='linear' only (parallel="
+                         f"{parallel!r}); drop it, or pass parallel='linear'")
     if parallel == "linear" and remat:
         raise ValueError("parallel='linear' with remat: the parallel form keeps every step's coefficients")
     if fused and parallel:
@@ -584,6 +587,15 @@ def stream_step(layer: Layer, params, state, x: jax.Array):
     batch = tuple(shape[:-1])
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"x: expected a floating dtype, got {x.dtype}")
+    try:
+        from rnn_jax.cells import input_size_of
+
+        I = input_size_of(layer.init, params)
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+        I = None  # malformed params: check_params names what is wrong below
+    if I is not None and shape[-1] != I:  # the input is what is wrong, not the params it does not fit
+        raise ValueError(f"x: expected shape (*batch, {I}) (feature size {I}, from params), got "
+                         f"{_checks.shape_str(shape)}")
     _checks.check_params(_checks.expected_params(layer.init, shape[-1], x.dtype), params)
     _checks.check_same_dtype(x, params, "x")
     _checks.check_batch_state(state, layer.initial_state(x.dtype), batch, x.dtype, "state")

@@ -141,6 +141,11 @@ def _update(loss_fn, tx, state: TrainState, batch, key=None, carry=None):
     if carry is not None:
         aux, new_carry = aux
         new_carry = lax.stop_gradient(new_carry)  # truncated BPTT: no gradient crosses a window boundary
+        spec = lambda t: jax.tree.map(lambda a: (jnp.shape(a), jnp.result_type(a)), t)  # noqa: E731
+        if jax.tree.structure(new_carry) != jax.tree.structure(carry) or spec(new_carry) != spec(carry):
+            raise ValueError(f"loss_fn: the new carry it returned ({describe(new_carry)}) differs in structure, "
+                             f"shape or dtype from the carry it was given ({describe(carry)}); return the next "
+                             f"window's carry, shaped as this one")
     else:
         new_carry = None
     gnorm = optax.tree_utils.tree_norm(grads)
@@ -944,6 +949,21 @@ def sweep(loss_fn: Callable, init_fn: Callable[[jax.Array], Any], optimizer_fn: 
     for i, s in enumerate(settings):
         if sorted(s) != keys:
             raise ValueError(f"settings[{i}]: expected the keys {keys}, got {sorted(s)}")
+    import inspect
+
+    try:
+        takes = inspect.signature(optimizer_fn).parameters
+        unknown = [k for k in keys if k not in takes] if not any(
+            p.kind == p.VAR_KEYWORD for p in takes.values()) else []
+    except (TypeError, ValueError):
+        unknown = []
+    if unknown:
+        raise ValueError(f"settings: {unknown} are not arguments of optimizer_fn "
+                         f"({getattr(optimizer_fn, '__name__', optimizer_fn)} takes {sorted(takes)})")
+    for i, s in enumerate(settings):
+        for k, v in s.items():
+            if not (isinstance(v, (int, float, np.number)) and math.isfinite(float(v))):
+                raise ValueError(f"settings[{i}][{k!r}]: expected a finite number, got {v!r}")
     pairs = [(s, seed) for s in settings for seed in seeds]
     S = len(pairs)
     tx = optax.inject_hyperparams(optimizer_fn)(**settings[0])

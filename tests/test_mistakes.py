@@ -342,3 +342,42 @@ def test_the_messages_the_guide_quotes_are_the_messages_the_code_gives():
         assert str(e.value).splitlines()[0] == message
         checked += 1
     assert checked >= 4, quoted
+
+
+def test_linear_solver_without_the_linear_form_is_refused():
+    with pytest.raises(ValueError, match=r"linear_solver='scan': the solver of parallel='linear' only"):
+        rj.rnn(rj.min_gru(4), linear_solver="scan")
+    rj.rnn(rj.min_gru(4), parallel="linear", linear_solver="scan")  # with it: taken
+
+
+def test_sweep_names_an_unknown_or_non_numeric_hyperparameter(setup):
+    m, p, xs, ys, tx = setup
+    args = (lambda p, b: (_mse(m)(p, b), {}), m.init, optax_adam(), )
+    with pytest.raises(ValueError, match=r"settings: \['lr'\] are not arguments of optimizer_fn"):
+        train.sweep(args[0], m.init, args[2], [{"lr": 1e-3}], 1, lambda s: (xs, ys), 2)
+    with pytest.raises(ValueError, match=r"settings\[0\]\['learning_rate'\]: expected a finite number, got nan"):
+        train.sweep(args[0], m.init, args[2], [{"learning_rate": float("nan")}], 1, lambda s: (xs, ys), 2)
+
+
+def optax_adam():
+    import optax
+
+    return optax.adam
+
+
+def test_fit_names_a_carry_whose_shape_changes(setup):
+    m, p, xs, ys, tx = setup
+
+    def loss(p, b, carry):
+        return _mse(m)(p, b), ({}, jnp.concatenate([carry, carry]))
+
+    with pytest.raises(ValueError, match=r"loss_fn: the new carry it returned \(an array float32\[6\]\) differs"):
+        train.fit(loss, p, tx, lambda s: (xs, ys), 2, carry=jnp.zeros(3, jnp.float32), progress=False)
+
+
+def test_stream_step_blames_the_input_not_the_params():
+    layer = rj.rnn(rj.gru(4))
+    p = layer.init(jax.random.key(0), 2)
+    state = rj.stream_init(layer, (3,))
+    with pytest.raises(ValueError, match=r"^x: expected shape \(\*batch, 2\) \(feature size 2, from params\), got \(3, 5\)"):
+        rj.stream_step(layer, p, state, jnp.ones((3, 5), jnp.float32))
