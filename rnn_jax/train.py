@@ -201,10 +201,11 @@ def _takes_keyword(fn, name: str) -> bool:
 
 
 def _check_batch(batch, step: int):
-    """``batch_fn(step)``'s value: arrays (or numbers) in a pytree, not None nor strings."""
+    """``batch_fn(step)``'s value: arrays (or numbers) in a pytree, no strings or other objects. (None, or no
+    leaves at all, is a batch for a loss that reads none; a loss that does read it fails on its first call,
+    and fit's message names what batch_fn returned.)"""
     leaves = jax.tree.leaves(batch)
-    if batch is None or not leaves or any(not (hasattr(a, "shape") or isinstance(a, (int, float, bool)))
-                                          for a in leaves):
+    if any(not (hasattr(a, "shape") or isinstance(a, (int, float, bool))) for a in leaves):
         raise ValueError(f"batch_fn: expected batch_fn({step}) to return a batch (an array, or a tuple or dict "
                          f"of arrays, that loss_fn takes), got {describe(batch)}")
     return batch

@@ -55,7 +55,7 @@ def main(cells):
     for name in cells:
         make = CELLS[name]
         one = rj.many_to_one(rj.rnn(make()), 2, input_size=3)
-        seq = rj.many_to_many(rj.stack(rj.bidirectional(rj.rnn(make()), rj.rnn(make(), reverse=True)),
+        seq = rj.many_to_many(rj.stack(rj.bidirectional(rj.rnn(make()), rj.rnn(make())),
                                        rj.rnn(make())), 2, input_size=3)
         ed = rj.encoder_decoder(rj.rnn(make()), make(), tgt_vocab=7, bos=0, eos=1, src_vocab=9, src_embed_size=4,
                                 embed_size=4)

@@ -57,10 +57,13 @@ def test_fit_says_what_batch_fn_returned_when_loss_fn_fails_on_it(setup):
         train.fit(loss, p, tx, lambda s: {"x": xs, "y": ys}, 2, progress=False)
 
 
-@pytest.mark.parametrize("batch", [None, "text", (), ("a", "b")])
-def test_fit_refuses_a_batch_that_is_no_batch(setup, batch):
+@pytest.mark.parametrize("batch,said", [(None, r"loss_fn: calling it on batch_fn\(0\) = None raised TypeError"),
+                                        ("text", r"batch_fn: expected batch_fn\(0\) to return a batch"),
+                                        ((), r"loss_fn: calling it on batch_fn\(0\) = tuple \(\) raised IndexError"),
+                                        (("a", "b"), r"batch_fn: expected batch_fn\(0\) to return a batch")])
+def test_fit_names_a_batch_that_is_no_batch(setup, batch, said):
     m, p, xs, ys, tx = setup
-    with pytest.raises(ValueError, match=r"batch_fn: expected batch_fn\(0\) to return a batch"):
+    with pytest.raises(ValueError, match=said):
         train.fit(lambda p, b: (_mse(m)(p, b), {}), p, tx, lambda s: batch, 2, progress=False)
 
 
