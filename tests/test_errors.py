@@ -147,8 +147,8 @@ def test_stream_state_and_step_are_checked(key):
     params = layer.init(key, I)
     with pytest.raises(ValueError, match=r"state: expected shape \(5, 4\), got \(4,\)"):
         rj.stream_step(layer, params, rj.stream_init(layer), f32((T, I)))  # a batch of 5 needs a batch of states
-    with pytest.raises(ValueError, match=r"params\['W_i'\]: expected shape \(7, 12\)"):
-        rj.stream_step(layer, params, rj.stream_init(layer), f32((7,)))
+    with pytest.raises(ValueError, match=r"x: expected shape \(\*batch, 3\) \(feature size 3, from params\), got \(7,\)"):
+        rj.stream_step(layer, params, rj.stream_init(layer), f32((7,)))  # the input is wrong, not the params
     with pytest.raises(ValueError, match="batch_shape: expected a tuple of positive ints"):
         rj.stream_init(layer, (0,))
     with pytest.raises(ValueError, match="needs future inputs"):
