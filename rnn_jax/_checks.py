@@ -60,6 +60,17 @@ def value_check(ok, message: str, values=None) -> None:
                        jnp.asarray(values).reshape(-1)[first], *index)
 
 
+def takes_keyword(fn, name: str) -> bool:
+    """Whether ``fn`` can be called with the keyword ``name`` (True when its signature cannot be read)."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == name and p.kind != p.POSITIONAL_ONLY or p.kind == p.VAR_KEYWORD for p in params)
+
+
 def is_traced(value) -> bool:
     return isinstance(value, jax.core.Tracer)
 

@@ -298,7 +298,7 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
         else:
             # pack=False reaches a kernel that takes ``pack``; one of one's own without it runs as it is
             # (packing skips padded steps: the values are the same either way)
-            options = {} if pack or not _takes_pack(cell.fused) else {"pack": None}
+            options = {} if pack or not _checks.takes_keyword(cell.fused, "pack") else {"pack": None}
             ys, final = cell.fused(params, xs, state, mask, unroll=n_unroll, hoist=hoist_input,
                                    rule="vjp" if batched else "jvp", static=static, **options)
             _check_kernel_outputs(cell, xs, state, ys, final)
@@ -394,16 +394,6 @@ def bidirectional(fwd: Layer, bwd: Layer, merge: Union[str, Callable] = "concat"
 
     return _layer(init, run, out, initial_state, None, f"bidirectional({fwd.name}, {bwd.name})",
                   reads_backward=True)
-
-
-def _takes_pack(fn) -> bool:
-    import inspect
-
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return True
-    return any(p.name == "pack" or p.kind == p.VAR_KEYWORD for p in params)
 
 
 def _check_kernel_outputs(cell, xs, state, ys, final) -> None:

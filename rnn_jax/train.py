@@ -189,17 +189,6 @@ def _checked_loss(out, with_carry: bool):
     return out
 
 
-def _takes_keyword(fn, name: str) -> bool:
-    """Whether ``fn`` can be called with the keyword ``name`` (True when its signature cannot be read)."""
-    import inspect
-
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return True
-    return any(p.name == name and p.kind != p.POSITIONAL_ONLY or p.kind == p.VAR_KEYWORD for p in params)
-
-
 def _check_batch(batch, step: int):
     """``batch_fn(step)``'s value: arrays (or numbers) in a pytree, no strings or other objects. (None, or no
     leaves at all, is a batch for a loss that reads none; a loss that does read it fails on its first call,
@@ -744,7 +733,7 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
         from rnn_jax.regularization import check_key
         check_key(key)
     for kw, given in (("key", key), ("carry", carry)):
-        if given is not None and not _takes_keyword(loss_fn, kw):
+        if given is not None and not _checks.takes_keyword(loss_fn, kw):
             raise ValueError(f"loss_fn: fit({kw}=...) calls loss_fn(params, batch, {kw}=...), but loss_fn takes no "
                              f"{kw!r} argument; add one (def loss_fn(params, batch, {kw}): ...) or leave {kw} out")
     if reset is not None and (carry is None or not callable(reset)):
