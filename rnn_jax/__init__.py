@@ -4,7 +4,7 @@ Cells (one step, one example) -> layers (batches ``(*batch, T, I)``: one scan ov
 fused recurrence) -> models (the seeds' configurations) -> losses (masked, over a batch) -> optax.
 """
 from rnn_jax._checks import checked
-from rnn_jax import fused, gradcheck, host_memory, initializers, interop, losses, parallel, regularization
+from rnn_jax import callbacks, fused, gradcheck, host_memory, initializers, interop, losses, parallel, regularization
 from rnn_jax.regularization import dropout
 from rnn_jax.host_memory import reuse_host_memory
 from rnn_jax.cells import (Cell, JordanState, LSTMState, check_cell, elman, gru, input_size_of, jordan, lstm,
@@ -23,5 +23,5 @@ __all__ = [
     "Layer", "rnn", "bidirectional", "stack", "stream_init", "stream_step",
     "Model", "many_to_one", "many_to_many", "encoder_decoder", "one_to_many",
     "unroll", "unroll_reduce", "sequence_mask", "gradcheck", "initializers", "interop", "losses",
-    "fused", "parallel", "checked", "host_memory", "reuse_host_memory", "regularization", "dropout",
+    "callbacks", "fused", "parallel", "checked", "host_memory", "reuse_host_memory", "regularization", "dropout",
 ]

@@ -23,6 +23,7 @@ import numpy as np
 import optax
 
 from rnn_jax import _checks
+from rnn_jax.train import TrainState, update
 
 __all__ = ["schedule", "window_loss", "train", "TBPTTResult"]
 
@@ -117,7 +118,9 @@ def train(model, params, tx: optax.GradientTransformation, xs, targets, k1: int,
 
     ``loss_fn(outputs (B, T, ...), targets (B, T, ...)) -> scalar`` for the batch (e.g. the mean over
     streams). ``initial_state``: one state with a leading batch axis, or None for zeros. Returns a
-    :class:`TBPTTResult`.
+    :class:`TBPTTResult`. Every window is one :func:`rnn_jax.train.update` (the step :func:`rnn_jax.train.fit`
+    takes), the window's start state entering as its carry: a window whose loss or gradient is not finite
+    leaves the params and optimiser state unchanged.
 
     Args:
       model: a :class:`rnn_jax.Model` (batch-first).
@@ -157,26 +160,23 @@ def train(model, params, tx: optax.GradientTransformation, xs, targets, k1: int,
         zero = jax.eval_shape(lambda: model.apply(params, xs[:, :1], None, None)[1])
         initial_state = jax.tree.map(lambda s: jnp.zeros(s.shape, dtype), zero)
 
-    def batch_loss(p, states, xw, yw, n_context):
-        return window_loss(model, loss_fn, p, states, xw, yw, n_context)
+    def window(p, batch, carry):  # the loss of one window, as rnn_jax.train.update takes it
+        xw, yw, context = batch
+        loss, final = window_loss(model, loss_fn, p, carry, xw, yw, context.shape[0])
+        return loss, ({}, final)
 
-    @jax.jit
-    def update(p, opt_state, states, xw, yw, n_context_arr):
-        n_context = n_context_arr.shape[0]
-        (loss, finals), g = jax.value_and_grad(batch_loss, has_aux=True)(p, states, xw, yw, n_context)
-        upd, opt_state = tx.update(g, opt_state, p)
-        return optax.apply_updates(p, upd), opt_state, loss, finals, g
-
+    step = jax.jit(lambda st, batch, carry: update(window, tx, st, batch, carry=carry, with_grads=True))
+    state = TrainState(jnp.asarray(0, jnp.int32), params, opt_state)
     boundary = {0: initial_state}  # states the forward run had at window boundaries
     losses, all_grads = [], []
     for start, split, end in windows:
         states = boundary[start]  # the state the forward run had there (a constant)
         xw, yw = xs[:, start:end], targets[:, start:end]
-        params, opt_state, loss, finals, g = update(params, opt_state, states, xw, yw, jnp.zeros((split - start,)))
-        boundary[end] = jax.lax.stop_gradient(finals)
+        state, metrics, boundary[end], g = step(state, (xw, yw, jnp.zeros((split - start,))), states)
+        loss = metrics["loss"]
         for k in [k for k in boundary if k < end - k2]:
             del boundary[k]
         losses.append(float(loss))
         if keep_grads:
             all_grads.append(g)
-    return TBPTTResult(params, opt_state, np.array(losses), all_grads)
+    return TBPTTResult(state.params, state.opt_state, np.array(losses), all_grads)

@@ -20,7 +20,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -30,8 +30,9 @@ from flax import serialization
 from jax import lax
 
 from rnn_jax import _checks
+from rnn_jax import callbacks as _cb
 
-__all__ = ["optimizer", "TrainState", "make_step", "fit", "FitResult", "RunFiles", "EarlyStopping", "epoch_batches",
+__all__ = ["optimizer", "TrainState", "update", "make_step", "fit", "run_loop", "FitResult", "RunFiles", "EarlyStopping", "epoch_batches",
            "save_checkpoint", "load_checkpoint", "checkpoint_info", "sweep", "OPTIMIZERS", "SCHEDULES"]
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "adagrad", "rmsprop")
@@ -129,10 +130,37 @@ def init_state(params, tx: optax.GradientTransformation) -> TrainState:
     return TrainState(jnp.asarray(0, jnp.int32), params, tx.init(params))
 
 
-def _update(loss_fn, tx, state: TrainState, batch, key=None, carry=None):
-    """One update of ``state`` by the gradient of ``loss_fn`` on ``batch`` (``key`` and ``carry`` passed by
-    keyword when given); returns ``(state, metrics, carry)``. A non-finite loss or gradient leaves the
-    params and optimiser state unchanged."""
+def update(loss_fn: Callable, tx: optax.GradientTransformation, state: TrainState, batch, key=None, carry=None,
+           with_grads: bool = False):
+    """One update of ``state`` by the gradient of ``loss_fn`` on ``batch``: the step that :func:`fit`,
+    :func:`make_step`, :func:`sweep` and :func:`rnn_jax.tbptt.train` all take (jit it, or call it inside jit).
+
+    ``loss_fn(params, batch) -> (loss, aux dict)``; with ``key``, it is called with ``key=key``; with
+    ``carry``, with ``carry=carry`` and returns ``(loss, (aux dict, new carry))``: the new carry leaves
+    without gradient (truncated BPTT). A non-finite loss or gradient leaves the params and optimiser state
+    unchanged (the step count still advances). Metrics: ``aux`` plus ``loss``, ``grad_norm`` (before
+    clipping) and ``finite``.
+
+    Args:
+      loss_fn: ``(params, batch) -> (loss, aux dict)`` (see above for ``key`` and ``carry``).
+      tx: the optax transformation.
+      state: the :class:`TrainState` to update.
+      batch: what ``loss_fn`` reads.
+      key: a ``jax.random.key`` for the loss (dropout), or None.
+      carry: the carry entering this update, or None.
+      with_grads: also return the gradient.
+
+    Returns:
+      ``(state, metrics, new carry or None)``, and the gradient last when ``with_grads``.
+
+    Examples:
+      >>> import optax
+      >>> tx = optax.sgd(0.5)
+      >>> st, m, _ = rnn_jax.train.update(lambda p, b: (jnp.sum((p["w"] - b) ** 2), {}), tx,
+      ...                                 rnn_jax.train.init_state({"w": jnp.zeros(2)}, tx), jnp.ones(2))
+      >>> st.params["w"].tolist(), float(m["loss"]), int(st.step)
+      ([1.0, 1.0], 2.0, 1)
+    """
     kw = {} if key is None else {"key": key}
     if carry is not None:
         kw["carry"] = carry
@@ -153,7 +181,8 @@ def _update(loss_fn, tx, state: TrainState, batch, key=None, carry=None):
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), (params, opt_state), (state.params, state.opt_state))
-    return TrainState(state.step + 1, *kept), dict(aux, loss=loss, grad_norm=gnorm, finite=finite), new_carry
+    out = TrainState(state.step + 1, *kept), dict(aux, loss=loss, grad_norm=gnorm, finite=finite), new_carry
+    return out + (grads,) if with_grads else out
 
 
 def describe(tree, limit: int = 300) -> str:
@@ -200,63 +229,13 @@ def _check_batch(batch, step: int):
     return batch
 
 
-PLAIN_PROGRESS_EVERY_S = 30.0  # seconds between fit's plain progress lines when stderr is not a terminal
-
-
-class PlainProgress:
-    """``fit``'s progress when stderr is not a terminal (a log file, a batch job): a plain line every
-    :data:`PLAIN_PROGRESS_EVERY_S` seconds and at the end, ``desc: step 250/6000 (4 %), loss 0.1432,
-    1.10 steps/s, ETA 1 h 27 min``. The same calls as the tqdm bar it stands in for."""
-
-    def __init__(self, total: int, initial: int = 0, desc: str = "train", every_s: Optional[float] = None,
-                 file=None):
-        self.total, self.n, self.desc, self.file = total, initial, desc, file
-        self.every_s = PLAIN_PROGRESS_EVERY_S if every_s is None else every_s
-        self.post, self.t0, self.n0 = {}, time.perf_counter(), initial
-        self.t_last = self.t0
-
-    def set_postfix(self, post: dict):
-        self.post = dict(post)
-
-    def update(self, k: int = 1):
-        self.n += k
-        if time.perf_counter() - self.t_last >= self.every_s:
-            self.line()
-
-    def line(self):
-        now = time.perf_counter()
-        self.t_last = now
-        rate = (self.n - self.n0) / max(now - self.t0, 1e-9)
-        parts = [f"{self.desc}: step {self.n}/{self.total} ({100 * self.n / max(self.total, 1):.0f} %)"]
-        parts += [f"{k} {v}" for k, v in self.post.items()]
-        if rate > 0:
-            left = (self.total - self.n) / rate
-            parts += [f"{rate:.3g} steps/s", f"ETA {int(left // 3600)} h {int(left % 3600 // 60)} min" if left >= 3600
-                      else f"ETA {int(left // 60)} min {int(left % 60)} s"]
-        print(", ".join(parts), file=self.file or sys.stderr, flush=True)
-
-    def close(self):
-        self.line()
-
-
-def _progress_bar(progress, total: int, initial: int, desc: str):
-    """A tqdm bar on a terminal (or with ``progress="force"``), else :class:`PlainProgress`."""
-    if progress not in (True, "force", "plain"):
-        raise ValueError(f"progress: expected True, False, 'force' or 'plain', got {progress!r}")
-    if progress == "plain" or (progress is True and not sys.stderr.isatty()):
-        return PlainProgress(total, initial, desc)
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True)
-
-
 def _make_update(loss_fn, tx, seeds, seed_batches, with_key, with_carry):
     """The jitted ``(state, batch, key, carry, reset) -> (state, metrics, carry)`` of :func:`fit`: ``reset``
     (a bool) puts ``carry`` back to its initial value ``carry0`` (the last argument) before the update."""
     def one(state, batch, key, carry, reset, carry0):
         if with_carry:
             carry = jax.tree.map(lambda c, z: jnp.where(reset, z, c), carry, carry0)
-        return _update(loss_fn, tx, state, batch, key if with_key else None, carry if with_carry else None)
+        return update(loss_fn, tx, state, batch, key if with_key else None, carry if with_carry else None)
 
     if seeds is not None:
         one = jax.vmap(one, in_axes=(0, 0 if seed_batches else None, 0 if with_key else None,
@@ -297,7 +276,7 @@ def make_step(loss_fn: Callable, tx: optax.GradientTransformation, seeds: Option
         raise ValueError("seed_batches=True needs seeds (the size of the leading seed axis)")
 
     def one(state: TrainState, batch):
-        return _update(loss_fn, tx, state, batch)[:2]
+        return update(loss_fn, tx, state, batch)[:2]
 
     if seeds is not None:
         one = jax.vmap(one, in_axes=(0, 0 if seed_batches else None))
@@ -618,11 +597,6 @@ class FitResult:
     carry: Any = None           # the carry after the last update, with fit(carry=...)
 
 
-def _to_py(x):
-    a = np.asarray(x)
-    return a.item() if a.ndim == 0 else a.tolist()
-
-
 def _positive_int(name, v):
     return _checks.check_int(v, name)
 
@@ -644,11 +618,13 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
         mode: str = "min", patience: Optional[int] = None, stop_at: Optional[float] = None, tokens_per_batch: Optional[int] = None,
         seeds: Optional[int] = None, seed_batches: bool = False, eval_stacked: bool = False, key=None, carry=None,
         reset: Optional[Callable[[int], bool]] = None, max_seconds: Optional[float] = None,
-        progress: bool | str = True, desc: str = "train", mesh=None) -> FitResult:
+        progress: bool | str = True, desc: str = "train", mesh=None, callbacks: Sequence[Any] = ()) -> FitResult:
     """Train ``params`` for ``steps`` updates. Returns a :class:`FitResult`.
 
-    The parts: a :class:`TrainState` and the jitted update; a :class:`RunFiles` (metrics log and
-    checkpoints); an :class:`EarlyStopping` fed by ``eval_fn``; this loop.
+    ``fit`` is :func:`update` (jitted) in :func:`run_loop`, followed after every update by callbacks
+    (:mod:`rnn_jax.callbacks`) that its arguments choose: divergence, the train log, evaluation with early
+    stopping (an :class:`EarlyStopping`), checkpoints (a :class:`RunFiles`), a wall-clock budget and a
+    progress bar; ``callbacks`` adds one's own after those.
 
     Args:
       loss_fn: ``(params, batch) -> (loss, aux dict)``; with ``key``, called as ``loss_fn(params, batch,
@@ -699,6 +675,8 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
       mesh: a :class:`jax.sharding.Mesh` with a ``data`` axis (see :mod:`rnn_jax.distributed`): the
         batch from ``batch_fn`` (this process's part of it) is split along ``data``, the state is
         replicated (or split along ``model``). Checkpoints are written by process 0 only.
+      callbacks: more :class:`rnn_jax.callbacks.Callback` objects, called after fit's own at every update
+        (a TensorBoard writer, a custom stopping rule); one that returns a ``Stop`` ends the run.
 
     Logged rows: ``kind="train"`` every ``log_every`` updates with the metrics of the last update,
     ``steps_per_s`` (updates per second since the previous row, the first update of a process excluded:
@@ -726,6 +704,90 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
     for name, v in (("log_every", log_every), ("eval_every", eval_every), ("checkpoint_every", checkpoint_every)):
         _positive_int(name, v)
     steps = _checks.check_int(steps, "steps", 0)
+    _check_fit_inputs(loss_fn, params, seeds, seed_batches, key, carry, reset)
+    if max_seconds is not None:
+        max_seconds = _checks.check_real(max_seconds, "max_seconds", minimum=0)
+    extra = list(callbacks)
+    for i, cb in enumerate(extra):
+        if not isinstance(cb, _cb.Callback):
+            raise ValueError(f"callbacks[{i}]: expected an rnn_jax.callbacks.Callback, got {type(cb).__name__}; "
+                             f"write class MyCallback(rnn_jax.callbacks.Callback) with the hooks it needs "
+                             f"(on_step(self, loop, step, metrics), on_start(self, loop), on_end(self, loop, status, "
+                             f"message)) and pass callbacks=[MyCallback()]")
+    train_log = _cb.TrainLog(log_every, tokens_per_batch)
+    parts: list[_cb.Callback] = [_cb.Diverged(), train_log]
+    if eval_fn is not None:
+        parts.append(_cb.Evaluate(eval_fn, eval_every, eval_stacked))
+    parts.append(_cb.Checkpoint(checkpoint_every))
+    if max_seconds is not None:
+        parts.append(_cb.Budget(max_seconds))
+    if progress:
+        parts.append(_cb.Progress(progress, desc, train_log))
+    loop, carry0, stopped = _begin(params, tx, steps, carry, seeds, run_dir, resume, mesh,
+                                   EarlyStopping(monitor, mode, patience, target=stop_at))
+    if seed_batches:
+        _seed_axis(batch_fn(0), seeds, what="batch_fn(0)")  # before tracing: one batch per seed
+    if stopped:
+        return FitResult(loop.state, stopped[0], stopped[1], loop.history, loop.stopper.best, loop.carry)
+    step_fn = _make_update(loss_fn, tx, seeds, seed_batches, key is not None, carry is not None)
+
+    def one_update(state, step, carry):
+        batch = batch_fn(step) if mesh is None else distributed.shard_batch(batch_fn(step), mesh)
+        k = None if key is None else jax.random.fold_in(key, step)
+        k = k if k is None or seeds is None else jax.random.split(k, seeds)
+        flag = bool(reset(step)) if reset is not None else False
+        if step > loop.start:
+            return step_fn(state, batch, k, carry, flag, carry0)
+        batch = _check_batch(batch, step)  # the first call traces the user's functions: say which failed, on what
+        try:
+            return step_fn(state, batch, k, carry, flag, carry0)
+        except (TypeError, IndexError, KeyError, AttributeError) as e:
+            raise ValueError(f"loss_fn: calling it on batch_fn({step}) = {describe(batch)} raised "
+                             f"{type(e).__name__}: {e}") from e
+
+    status, message = run_loop(loop, one_update, parts + extra)
+    return FitResult(loop.state, status, message, loop.history, loop.stopper.best, loop.carry)
+
+
+def run_loop(loop: _cb.Loop, one_update: Callable, callbacks: list) -> tuple[str, str]:
+    """:func:`fit`'s loop: ``one_update(state, step, carry) -> (state, metrics, carry)`` for every step from
+    ``loop.start`` to ``loop.steps``, each followed by the callbacks (:mod:`rnn_jax.callbacks`); the first
+    :class:`~rnn_jax.callbacks.Stop` a callback returns ends it.
+
+    Args:
+      loop: the run's :class:`~rnn_jax.callbacks.Loop` (state, carry, first and last step, files, record).
+      one_update: ``(state, step, carry) -> (state, metrics, carry)``.
+      callbacks: :class:`~rnn_jax.callbacks.Callback` objects, called in this order.
+
+    Returns:
+      ``(status, message)``: ``("done", ...)`` unless a callback stopped the run.
+
+    Examples:
+      >>> loop = rnn_jax.callbacks.Loop(state=0, carry=None, start=0, steps=3, files=None, stopper=None,
+      ...                               history=[], t_begin=0.0)
+      >>> rnn_jax.train.run_loop(loop, lambda s, step, c: (s + 1, {}, c), []), loop.state
+      (('done', 'trained 3 steps'), 3)
+    """
+    stop = _first_stop(cb.on_start(loop) for cb in callbacks)
+    for step in range(loop.start, loop.steps) if stop is None else ():
+        loop.state, metrics, loop.carry = one_update(loop.state, step, loop.carry)
+        for cb in callbacks:
+            stop = cb.on_step(loop, step + 1, metrics)
+            if stop is not None:
+                break
+        if stop is not None:
+            break
+    status, message = stop if stop is not None else ("done", f"trained {loop.steps} steps")
+    for cb in callbacks:
+        cb.on_end(loop, status, message)
+    return status, message
+
+
+def _first_stop(stops):
+    return next((s for s in stops if s is not None), None)
+
+
+def _check_fit_inputs(loss_fn, params, seeds, seed_batches, key, carry, reset) -> None:
     _seed_axis(params, seeds)
     if seed_batches and seeds is None:
         raise ValueError("seed_batches=True needs seeds (the size of the leading seed axis)")
@@ -738,12 +800,16 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
                              f"{kw!r} argument; add one (def loss_fn(params, batch, {kw}): ...) or leave {kw} out")
     if reset is not None and (carry is None or not callable(reset)):
         raise ValueError("reset: expected a function step -> bool, with carry= (the state it resets to)")
-    if max_seconds is not None:
-        max_seconds = _checks.check_real(max_seconds, "max_seconds", minimum=0)
-    stopper = EarlyStopping(monitor, mode, patience, target=stop_at)
+
+
+def _begin(params, tx, steps, carry, seeds, run_dir, resume, mesh, stopper):
+    """The loop's starting point: a fresh state, or the checkpoint's with ``resume``. Returns ``(loop, carry0,
+    stopped)``: ``carry0`` the carry that ``reset`` restores, ``stopped`` the (status, message) of a run that
+    had ended for good, else None."""
+    from rnn_jax import distributed
+
     writer = jax.process_index() == 0
     files = RunFiles(run_dir, resume, writer)
-    update = _make_update(loss_fn, tx, seeds, seed_batches, key is not None, carry is not None)
     state = (jax.vmap(lambda p: init_state(p, tx)) if seeds is not None else (lambda p: init_state(p, tx)))(params)
     carry0 = None
     if carry is not None:
@@ -751,9 +817,6 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
         if seeds is not None:
             carry0 = jax.tree.map(lambda c: jnp.broadcast_to(c, (seeds,) + c.shape), carry0)
     cur = None if carry0 is None else jax.tree.map(jnp.array, carry0)  # a copy: the update reuses its buffers
-    get_batch = batch_fn if mesh is None else (lambda s: distributed.shard_batch(batch_fn(s), mesh))
-    if seed_batches:
-        _seed_axis(batch_fn(0), seeds, what="batch_fn(0)")  # before tracing: one batch per seed
     history, start, stopped, spent = [], 0, None, 0.0
     if resume and files.has_checkpoint():
         host = jax.tree.map(distributed.to_host, state)
@@ -769,119 +832,8 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
         files.rows(0)  # nothing to resume from: an old log without a checkpoint starts over
     if mesh is not None:
         state = distributed.place_state(state, mesh)
-    if stopped:
-        return FitResult(state, stopped[0], stopped[1], history, stopper.best, cur)
-
-    t_begin = time.perf_counter() - spent  # the loop's clock, continued across resumes
-
-    def log(row):
-        history.append(row)
-        files.log(row)
-
-    def save(step, stopped=None):
-        files.save(state if carry is None else (state, cur),
-                   {"step": step, "best": stopper.best, "bad_evals": stopper.bad_evals, "stopped": stopped,
-                    "train_s": time.perf_counter() - t_begin})
-
-    def checked_eval(params):
-        out = eval_fn(params)
-        if not isinstance(out, dict) or not all(isinstance(k, str) for k in out):
-            raise ValueError(f"eval_fn: expected it to return a dict of named metrics, got {describe(out)}")
-        for k, v in out.items():
-            try:
-                numeric = np.asarray(jax.device_get(v)).dtype.kind in "biuf"
-            except (TypeError, ValueError):
-                numeric = False
-            if not numeric:
-                raise ValueError(f"eval_fn: expected every metric to be a number (or numbers), got {k}={v!r:.200}")
-        return out
-
-    def evaluate(step):
-        if seeds is None or eval_stacked:
-            row = {k: _to_py(v) for k, v in checked_eval(state.params).items()}
-        else:  # one call per seed, on that seed's params
-            outs = [checked_eval(jax.tree.map(lambda a, i=i: a[i], state.params)) for i in range(seeds)]
-            if any(set(o) != set(outs[0]) for o in outs):
-                raise ValueError(f"eval_fn: returned different keys for different seeds: {[sorted(o) for o in outs]}")
-            row = {k: [_to_py(o[k]) for o in outs] for k in outs[0]}
-        row.update(step=step, kind="eval", wall_s=time.perf_counter() - t_begin)
-        log(row)
-        if stopper.update(row):
-            files.save(state, {"step": step, "best": stopper.best}, "best.msgpack")
-
-    def step_key(step):
-        if key is None:
-            return None
-        k = jax.random.fold_in(key, step)
-        return k if seeds is None else jax.random.split(k, seeds)
-
-    bar = _progress_bar(progress, steps, start, desc) if progress and writer else None
-    status, message, since, first_step_s = "done", f"trained {steps} steps", 0, None
-    t_last = time.perf_counter()
-    for step in range(start, steps):
-        if max_seconds is not None and time.perf_counter() - t_begin >= max_seconds:
-            status, message = "budget", f"the wall-clock budget of {max_seconds:g} s was spent after {step} steps"
-            save(step)
-            break
-        flag = bool(reset(step)) if reset is not None else False
-        if step == start:  # the first call traces the user's functions: say which one failed, and on what
-            batch = _check_batch(get_batch(step), step)
-            try:
-                state, m, cur = update(state, batch, step_key(step), cur, flag, carry0)
-            except (TypeError, IndexError, KeyError, AttributeError) as e:
-                raise ValueError(f"loss_fn: calling it on batch_fn({step}) = {describe(batch)} raised "
-                                 f"{type(e).__name__}: {e}") from e
-        else:
-            state, m, cur = update(state, get_batch(step), step_key(step), cur, flag, carry0)
-        if not bool(np.all(distributed.to_host(m["finite"]))):  # the one value fetched every step
-            m = {k: distributed.to_host(v) for k, v in m.items()}
-            status = "diverged"
-            message = (f"step {step}: loss or gradient is not finite (loss={_to_py(m['loss'])}, "
-                       f"grad_norm={_to_py(m['grad_norm'])}); stopped, the last good checkpoint is kept")
-            log({"step": step + 1, "kind": "diverged", **{k: _to_py(v) for k, v in m.items()}})
-            save(step + 1)  # the last good params and optimiser state; the count of batches consumed
-            break
-        done = step + 1
-        if step == start:  # the first update of this process holds the compilation: timed on its own
-            now = time.perf_counter()
-            first_step_s, t_last = now - t_last, now
-        else:
-            since += 1
-        if done % log_every == 0 or done == steps:
-            now = time.perf_counter()
-            row = {k: _to_py(distributed.to_host(v)) for k, v in m.items() if k != "finite"}
-            row.update(step=done, kind="train", wall_s=now - t_begin)
-            if since:
-                row["steps_per_s"] = since / (now - t_last)
-                if tokens_per_batch:
-                    row["tokens_per_s"] = since * tokens_per_batch / (now - t_last)
-            if first_step_s is not None:
-                row["first_step_s"], first_step_s = first_step_s, None
-            log(row)
-            t_last, since = now, 0
-            if bar is not None:
-                post = {"loss": f"{np.mean(row['loss']):.4f}"}
-                if "tokens_per_s" in row:
-                    post["tok/s"] = f"{row['tokens_per_s']:.0f}"
-                bar.set_postfix(post)
-        if eval_fn is not None and (done % eval_every == 0 or done == steps):
-            evaluate(done)
-            if stopper.stop:
-                status, message = (("reached", f"{monitor} reached {stop_at} after {done} steps") if stopper.reached
-                                   else ("early_stopped", f"no improvement of {monitor} in {patience} evaluations"))
-                save(done, (status, message))
-                if bar is not None:
-                    bar.update(1)
-                break
-        if done % checkpoint_every == 0 or done == steps:
-            save(done)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    if status == "diverged":
-        print(f"[rnn_jax] {message}", file=sys.stderr)
-    return FitResult(state, status, message, history, stopper.best, cur)
+    loop = _cb.Loop(state, cur, start, steps, files, stopper, history, time.perf_counter() - spent, seeds, writer)
+    return loop, carry0, stopped
 
 
 # ---------------------------------------------------------------------------------------------

@@ -120,7 +120,7 @@ def test_init_refuses_every_key_that_is_no_key(key):
 
 def test_fit_prints_plain_progress_lines_when_stderr_is_not_a_terminal(setup, capsys, monkeypatch):
     m, p, xs, ys, tx = setup
-    monkeypatch.setattr(train, "PLAIN_PROGRESS_EVERY_S", 0.0)  # a line at every update
+    monkeypatch.setattr(rj.callbacks, "PLAIN_PROGRESS_EVERY_S", 0.0)  # a line at every update
     train.fit(lambda p, b: (_mse(m)(p, b), {}), p, tx, lambda s: (xs, ys), 4, log_every=2)
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[-1].startswith("train: step 4/4 (100 %), loss ")

@@ -92,3 +92,18 @@ def test_learns_a_long_stream(key):
     res = tbptt.train(model, params, optax.adam(3e-2), jnp.tile(xs, (1, 10, 1)), jnp.tile(ys, (1, 10)), 20, 20,
                       loss_fn)
     assert res.losses[0] > 0.6 and res.losses[-20:].mean() < 0.1, (res.losses[0], res.losses[-20:].mean())
+
+
+def test_a_window_whose_loss_is_not_finite_changes_nothing(key):
+    # every window is one rnn_jax.train.update, fit's step: its finite check holds here too
+    model, params, xs, ys, _ = _setup(key)
+    second = lambda y: jnp.all(y == ys[:, 4:8])  # noqa: E731
+    nan_second = lambda out, y: jnp.where(second(y), jnp.nan, jnp.mean(out ** 2))  # noqa: E731
+    zero_second = lambda out, y: jnp.where(second(y), 0.0, 1.0) * jnp.mean(out ** 2)  # noqa: E731
+    res = tbptt.train(model, params, optax.sgd(0.1), xs, ys, 4, 4, nan_second)
+    assert np.isnan(res.losses[1]) and np.isfinite(res.losses[[0, 2]]).all()
+    # skipping the window equals a window with zero gradient (plain SGD): the other two updates stand
+    ref = tbptt.train(model, params, optax.sgd(0.1), xs, ys, 4, 4, zero_second)
+    for a, b in zip(jax.tree.leaves(res.params), jax.tree.leaves(ref.params)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+    assert not np.allclose(res.params["rnn"]["W_h"], params["rnn"]["W_h"])

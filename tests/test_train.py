@@ -401,3 +401,29 @@ def test_sweep_takes_a_number_of_seeds_as_fit_does(key):
     assert [r["seed"] for r in rows] == [0, 1]
     with pytest.raises(ValueError, match="seeds: expected the number of seeds"):
         train.sweep(loss_fn, model.init, optax.adam, [{"learning_rate": 1e-2}], [0, 1], batch_fn, 3)
+
+
+def test_callbacks_of_ones_own_see_every_update_and_can_stop_the_run(key, tmp_path):
+    model, loss_fn, batch_fn = _setup(key)
+    seen = []
+
+    class Watch(rj.callbacks.Callback):
+        def on_start(self, loop):
+            seen.append(("start", loop.start))
+
+        def on_step(self, loop, step, metrics):
+            seen.append(step)
+            if step == 7:
+                loop.save(step)
+                return rj.callbacks.Stop("custom", "stopped at 7")
+
+        def on_end(self, loop, status, message):
+            seen.append((status, int(loop.state.step), len(loop.history)))
+
+    res = train.fit(loss_fn, model.init(key), train.optimizer("adam", 1e-2), batch_fn, 20, log_every=5,
+                    run_dir=str(tmp_path), progress=False, callbacks=[Watch()])
+    assert seen == [("start", 0), 1, 2, 3, 4, 5, 6, 7, ("custom", 7, 1)]
+    assert (res.status, res.message, int(res.state.step)) == ("custom", "stopped at 7", 7)
+    assert train.checkpoint_info(str(tmp_path / "checkpoint.msgpack"))["step"] == 7
+    with pytest.raises(ValueError, match=r"callbacks\[0\]: expected an rnn_jax.callbacks.Callback, got builtin_function_or_method; write class"):
+        train.fit(loss_fn, model.init(key), train.optimizer("adam", 1e-2), batch_fn, 2, callbacks=[print])
