@@ -5,11 +5,13 @@ Values (lengths, token ids, class targets) are checked when they are concrete, i
 inside ``jit`` they are traced values, and :func:`checked` adds the same checks as
 ``jax.experimental.checkify`` checks.
 """
+
 from __future__ import annotations
 
 import contextvars
 import functools
 import math
+from typing import Optional, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -56,8 +58,12 @@ def value_check(ok, message: str, values=None) -> None:
         first = jnp.argmax(~ok.reshape(-1))  # the first offending element, in row-major order
         index = jnp.unravel_index(first, ok.shape)
         where = "(" + ", ".join(["{}"] * len(index)) + ("," if len(index) == 1 else "") + ")"
-        checkify.check(jnp.all(ok), message.replace("{", "{{").replace("}", "}}") + ", got {} at index " + where,
-                       jnp.asarray(values).reshape(-1)[first], *index)
+        checkify.check(
+            jnp.all(ok),
+            message.replace("{", "{{").replace("}", "}}") + ", got {} at index " + where,
+            jnp.asarray(values).reshape(-1)[first],
+            *index,
+        )
 
 
 def takes_keyword(fn, name: str) -> bool:
@@ -83,7 +89,7 @@ def concrete_scalar(value, argname: str, *, kind: str = "number", want: str | No
     if isinstance(value, (bool, np.bool_)) or value is None or isinstance(value, (str, bytes)):
         raise ValueError(f"{argname}: expected {want}, got {value!r}")
     shape = getattr(value, "shape", None)
-    dtype = getattr(value, "dtype", None)
+    dtype = getattr(value, "dtype", np.dtype(type(value)) if isinstance(value, (int, float)) else np.dtype(object))
     if shape is not None:
         if tuple(shape) != ():
             raise ValueError(f"{argname}: expected {want} (a scalar), got an array of shape {shape_str(shape)}")
@@ -152,17 +158,18 @@ def check_params(expected, params, argname: str = "params") -> None:
     (a pytree of ``jax.ShapeDtypeStruct`` from ``jax.eval_shape(init, ...)``)."""
     exp_leaves, exp_def = jax.tree_util.tree_flatten_with_path(expected)
     try:
-        got_leaves = exp_def.flatten_up_to(params)
+        got_leaves = exp_def.flatten_up_to(params)  # type: ignore[attr-defined]
     except (ValueError, TypeError) as e:
         got_def = jax.tree_util.tree_structure(params)
-        raise ValueError(f"{argname}: do not match the cell/layer: expected structure {exp_def}, "
-                         f"got {got_def}") from e
+        raise ValueError(f"{argname}: do not match the cell/layer: expected structure {exp_def}, got {got_def}") from e
     dtypes = set()
     for (path, exp), got in zip(exp_leaves, got_leaves):
         gshape = getattr(got, "shape", None)
         if gshape is None or tuple(gshape) != tuple(exp.shape):
-            raise ValueError(f"{argname}{jax.tree_util.keystr(path)}: expected shape {shape_str(exp.shape)}, "
-                             f"got {shape_str(gshape) if gshape is not None else type(got).__name__}")
+            raise ValueError(
+                f"{argname}{jax.tree_util.keystr(path)}: expected shape {shape_str(exp.shape)}, "
+                f"got {shape_str(gshape) if gshape is not None else type(got).__name__}"
+            )
         dtypes.add(jnp.dtype(got.dtype))
     if len(dtypes) > 1:
         raise ValueError(f"{argname}: mixed dtypes {sorted(str(d) for d in dtypes)}; cast all params to one dtype")
@@ -171,12 +178,15 @@ def check_params(expected, params, argname: str = "params") -> None:
 def check_same_dtype(xs, params, argname: str = "xs") -> None:
     leaves = jax.tree_util.tree_leaves(params)
     if leaves and jnp.dtype(xs.dtype) != jnp.dtype(leaves[0].dtype):
-        raise ValueError(f"{argname}: dtype {xs.dtype} does not match the params' dtype {leaves[0].dtype}; "
-                         f"cast one of them (mixed dtypes)")
+        raise ValueError(
+            f"{argname}: dtype {xs.dtype} does not match the params' dtype {leaves[0].dtype}; "
+            f"cast one of them (mixed dtypes)"
+        )
 
 
 # ------------------------------------------------------------------------------------------------
 # The batch-first edge: (*batch, T, I) inputs with lengths of shape batch.
+
 
 def check_batch(xs, input_size: int | None, argname: str = "xs", tokens: bool = False) -> tuple[tuple, int]:
     """``xs`` must be ``(*batch, T, I)`` floats (``tokens``: ``(*batch, T)`` integers). Returns ``(batch, T)``."""
@@ -215,8 +225,9 @@ def check_batch_lengths(lengths, batch: tuple, T: int, argname: str = "lengths")
     if shape is None:
         raise ValueError(f"{argname}: expected integers of shape {shape_str(batch)}, got {type(lengths).__name__}")
     if tuple(shape) != tuple(batch):
-        raise ValueError(f"{argname}: expected shape {shape_str(batch)} (the batch dimensions of xs), "
-                         f"got {shape_str(shape)}")
+        raise ValueError(
+            f"{argname}: expected shape {shape_str(batch)} (the batch dimensions of xs), got {shape_str(shape)}"
+        )
     if not jnp.issubdtype(lengths.dtype, jnp.integer):
         raise ValueError(f"{argname}: expected an integer dtype, got {lengths.dtype}")
     if is_traced(lengths):
@@ -229,8 +240,10 @@ def check_batch_lengths(lengths, batch: tuple, T: int, argname: str = "lengths")
         bad = np.nonzero((arr < 0) | (arr > T))[0]
         if bad.size:
             where = np.unravel_index(int(bad[0]), batch) if batch else ()
-            raise ValueError(f"{argname}: expected values in [0, T] = [0, {T}], got {int(arr[bad[0]])}"
-                             + (f" at index {tuple(int(i) for i in where)}" if batch else ""))
+            raise ValueError(
+                f"{argname}: expected values in [0, T] = [0, {T}], got {int(arr[bad[0]])}"
+                + (f" at index {tuple(int(i) for i in where)}" if batch else "")
+            )
     return jnp.asarray(lengths).reshape(-1).astype(jnp.int32)
 
 
@@ -239,16 +252,30 @@ def check_batch_state(state, template, batch: tuple, dtype, argname: str = "init
     and the template's dtype (the cell's initial state for the input's dtype: complex for a complex state)."""
     exp_leaves, exp_def = jax.tree_util.tree_flatten_with_path(template)
     try:
-        got = exp_def.flatten_up_to(state)
+        got = exp_def.flatten_up_to(state)  # type: ignore[attr-defined]
     except (ValueError, TypeError):
-        raise ValueError(f"{argname}: expected the structure {exp_def} with leaves of shape "
-                         f"{shape_str(batch)} + (...,), got {jax.tree_util.tree_structure(state)}") from None
+        raise ValueError(
+            f"{argname}: expected the structure {exp_def} with leaves of shape "
+            f"{shape_str(batch)} + (...,), got {jax.tree_util.tree_structure(state)}"
+        ) from None
     for (path, exp), g in zip(exp_leaves, got):
         want = tuple(batch) + tuple(exp.shape)
         gshape = getattr(g, "shape", None)
         if gshape is None or tuple(gshape) != want:
-            raise ValueError(f"{argname}{jax.tree_util.keystr(path)}: expected shape {shape_str(want)}, got "
-                             f"{shape_str(gshape) if gshape is not None else type(g).__name__}")
+            raise ValueError(
+                f"{argname}{jax.tree_util.keystr(path)}: expected shape {shape_str(want)}, got "
+                f"{shape_str(gshape) if gshape is not None else type(g).__name__}"
+            )
         want_dtype = jnp.dtype(getattr(exp, "dtype", dtype))
         if jnp.dtype(g.dtype) != want_dtype:
             raise ValueError(f"{argname}{jax.tree_util.keystr(path)}: expected dtype {want_dtype}, got {g.dtype}")
+
+
+T = TypeVar("T")
+
+
+def require(value: Optional[T], message: str) -> T:
+    """``value``, known not to be None (checked earlier, at the edge); a ValueError with ``message`` if it is."""
+    if value is None:
+        raise ValueError(message)
+    return value

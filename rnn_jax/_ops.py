@@ -4,6 +4,7 @@ Inside the library sequences are time-major, ``(T, B, ...)``: one scan over time
 batch, and no transposes between stacked layers. The public functions take batch-first
 ``(*batch, T, ...)`` arrays and convert once, at the edge (:func:`to_time_major`).
 """
+
 import math
 
 import jax
@@ -20,7 +21,7 @@ def affine(x: jax.Array, W: jax.Array, b: jax.Array) -> jax.Array:
 
 def shift_down(S: jax.Array, first: jax.Array) -> jax.Array:
     """The previous row of every row of a time-major ``S``: ``first`` then ``S[:-1]`` (``s_{t-1}``)."""
-    return jnp.concatenate([first[None], S[:-1]], 0)[:S.shape[0]]  # T = 0 stays empty
+    return jnp.concatenate([first[None], S[:-1]], 0)[: S.shape[0]]  # T = 0 stays empty
 
 
 def to_time_major(xs: jax.Array, batch_shape: tuple) -> jax.Array:
@@ -104,12 +105,13 @@ def start_state(initial_state, xs: jax.Array, state=None):
     return varying_like(state, xs)
 
 
-def valid_steps(lengths, T: int) -> jax.Array:
+def valid_steps(lengths, T: int, xp=jnp):
     """The one mask builder: ``(*batch, T)`` booleans, True for the valid steps ``t < lengths`` (``lengths``
     of any shape ``batch``). :func:`time_mask`, :func:`rnn_jax.sequence_mask` and
-    :func:`rnn_jax.losses.step_mask` are views of it."""
-    lengths = jnp.asarray(lengths)
-    return jnp.arange(T).reshape((1,) * lengths.ndim + (T,)) < lengths[..., None]
+    :func:`rnn_jax.losses.step_mask` are views of it. ``xp=numpy`` builds it on the host, for checks and
+    data preparation on concrete values."""
+    lengths = xp.asarray(lengths)
+    return xp.arange(T).reshape((1,) * lengths.ndim + (T,)) < lengths[..., None]
 
 
 def time_mask(lengths, T: int):

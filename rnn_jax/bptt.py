@@ -12,8 +12,8 @@ and BPTT gives (rows are timesteps, so ``S`` is ``(T, H)``; ``W = W_h^T``, ``U =
     \\delta^o_t &= p_t - \\mathrm{onehot}(y_t) \\quad (0 \\text{ for } t \\ge L) \\\\
     \\delta^s_t &= V^T \\delta^o_t + W^T \\delta^a_{t+1}, \\qquad \\delta^a_t = \\delta^s_t \\odot g'(a_t) \\\\
     \\partial E/\\partial V &= \\sum_t \\delta^o_t s_t^T, \\quad \\partial E/\\partial c = \\sum_t \\delta^o_t, \\\\
-    \\partial E/\\partial W &= \\sum_t \\delta^a_t s_{t-1}^T, \\quad \\partial E/\\partial U = \\sum_t \\delta^a_t x_t^T,
-    \\quad \\partial E/\\partial b = \\sum_t \\delta^a_t
+    \\partial E/\\partial W &= \\sum_t \\delta^a_t s_{t-1}^T,
+    \\quad \\partial E/\\partial U = \\sum_t \\delta^a_t x_t^T, \\quad \\partial E/\\partial b = \\sum_t \\delta^a_t
 
 which is the seeds' :math:`\\partial E_t/\\partial W = \\sum_{k \\le t} \\frac{\\partial E_t}{\\partial \\hat y_t}
 \\frac{\\partial \\hat y_t}{\\partial s_t}\\frac{\\partial s_t}{\\partial s_k}\\frac{\\partial s_k}{\\partial W}`
@@ -24,13 +24,14 @@ The LSTM and GRU versions follow the same plan with their gate derivatives. Para
 of ``rnn_jax.many_to_many(rnn_jax.rnn(cell), O, input_size=I)``: ``{"embed": {}, "rnn": cell params,
 "head": {"W", "b"}}``, so ``jax.grad`` of that model's loss is the reference.
 """
+
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rnn_jax._ops import shift_down
+from rnn_jax._ops import shift_down, valid_steps
 
 __all__ = ["elman_bptt", "lstm_bptt", "gru_bptt", "softmax_loss_and_delta"]
 
@@ -52,7 +53,7 @@ def softmax_loss_and_delta(logits, targets, length):
       (2.7726, [-0.75, 0.25, 0.25, 0.25], True)
     """
     T, V = logits.shape
-    mask = (jnp.arange(T) < (T if length is None else length)).astype(logits.dtype)  # (T,)
+    mask = valid_steps(T if length is None else length, T).astype(logits.dtype)  # (T,)
     logp = jax.nn.log_softmax(logits)
     onehot = jax.nn.one_hot(targets, V, dtype=logits.dtype)
     loss = -jnp.sum(jnp.sum(onehot * logp, -1) * mask)
@@ -114,7 +115,7 @@ def elman_bptt(params, xs, targets, length=None, activation: str = "tanh"):
     _, S = lax.scan(fwd, s0, A_x)  # (T, H)
     loss, dO, head = _head_grads(params, S, xs, targets, length)
     dS_out = dO @ params["head"]["W"].T  # (T, H): V^T delta^o_t
-    gprime = _DERIV[activation](S)       # (T, H)
+    gprime = _DERIV[activation](S)  # (T, H)
 
     def bwd(da_next, inp):
         ds_out, gp = inp
@@ -123,8 +124,7 @@ def elman_bptt(params, xs, targets, length=None, activation: str = "tanh"):
 
     _, dA = lax.scan(bwd, jnp.zeros((H,), xs.dtype), (dS_out, gprime), reverse=True)  # (T, H)
     S_prev = shift_down(S, s0)
-    grads = {"embed": {}, "head": head,
-             "rnn": {"W_i": xs.T @ dA, "W_h": S_prev.T @ dA, "b_i": dA.sum(0)}}
+    grads = {"embed": {}, "head": head, "rnn": {"W_i": xs.T @ dA, "W_h": S_prev.T @ dA, "b_i": dA.sum(0)}}
     return loss, grads
 
 
@@ -157,7 +157,12 @@ def lstm_bptt(params, xs, targets, length=None):
     def fwd(carry, zx):
         h, c = carry
         z = zx + h @ p["W_h"]
-        i, f, gg, o = jax.nn.sigmoid(z[:H]), jax.nn.sigmoid(z[H:2 * H]), jnp.tanh(z[2 * H:3 * H]), jax.nn.sigmoid(z[3 * H:])
+        i, f, gg, o = (
+            jax.nn.sigmoid(z[:H]),
+            jax.nn.sigmoid(z[H : 2 * H]),
+            jnp.tanh(z[2 * H : 3 * H]),
+            jax.nn.sigmoid(z[3 * H :]),
+        )
         c_new = f * c + i * gg
         h_new = o * jnp.tanh(c_new)
         return (h_new, c_new), (h_new, c_new, i, f, gg, o)
@@ -174,16 +179,16 @@ def lstm_bptt(params, xs, targets, length=None):
         dh = dh_out + dz_next @ p["W_h"].T
         tc = jnp.tanh(c)
         dc = dh * o * (1 - tc * tc) + dc_next * f_next
-        dz = jnp.concatenate([dc * gg * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - gg * gg),
-                              dh * tc * o * (1 - o)])
+        dz = jnp.concatenate(
+            [dc * gg * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - gg * gg), dh * tc * o * (1 - o)]
+        )
         return (dz, dc, f), dz
 
     init = (jnp.zeros((4 * H,), xs.dtype), zero, zero)
     _, dZ = lax.scan(bwd, init, (dH_out, Cs, C_prev, I_, F, G, O_), reverse=True)  # (T, 4H)
     H_prev = shift_down(Hs, zero)
     db = dZ.sum(0)
-    grads = {"embed": {}, "head": head,
-             "rnn": {"W_i": xs.T @ dZ, "W_h": H_prev.T @ dZ, "b_i": db, "b_h": db}}
+    grads = {"embed": {}, "head": head, "rnn": {"W_i": xs.T @ dZ, "W_h": H_prev.T @ dZ, "b_i": db, "b_h": db}}
     return loss, grads
 
 
@@ -216,10 +221,10 @@ def gru_bptt(params, xs, targets, length=None):
     def fwd(h, gx):
         gh = h @ p["W_h"] + p["b_h"]
         r = jax.nn.sigmoid(gx[:H] + gh[:H])
-        z = jax.nn.sigmoid(gx[H:2 * H] + gh[H:2 * H])
-        n = jnp.tanh(gx[2 * H:] + r * gh[2 * H:])
+        z = jax.nn.sigmoid(gx[H : 2 * H] + gh[H : 2 * H])
+        n = jnp.tanh(gx[2 * H :] + r * gh[2 * H :])
         h_new = (1 - z) * n + z * h
-        return h_new, (h_new, r, z, n, gh[2 * H:])
+        return h_new, (h_new, r, z, n, gh[2 * H :])
 
     zero = jnp.zeros((H,), xs.dtype)
     _, (Hs, R, Z, N, HN) = lax.scan(fwd, zero, GX)
@@ -241,6 +246,9 @@ def gru_bptt(params, xs, targets, length=None):
 
     init = (jnp.zeros((3 * H,), xs.dtype), zero)
     _, (DGX, DGH) = lax.scan(bwd, init, (dH_out, H_prev, R, Z, N, HN), reverse=True)
-    grads = {"embed": {}, "head": head,
-             "rnn": {"W_i": xs.T @ DGX, "W_h": H_prev.T @ DGH, "b_i": DGX.sum(0), "b_h": DGH.sum(0)}}
+    grads = {
+        "embed": {},
+        "head": head,
+        "rnn": {"W_i": xs.T @ DGX, "W_h": H_prev.T @ DGH, "b_i": DGX.sum(0), "b_h": DGH.sum(0)},
+    }
     return loss, grads

@@ -31,6 +31,7 @@ Examples:
   >>> res.status, res.message, int(res.state.step)
   ('reached', 'loss below 1e-3 at update 22', 22)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,8 +44,22 @@ import numpy as np
 
 from rnn_jax import distributed
 
-__all__ = ["Callback", "Stop", "Loop", "Diverged", "TrainLog", "Evaluate", "Checkpoint", "Budget", "Progress",
-           "PlainProgress", "PLAIN_PROGRESS_EVERY_S", "to_py"]
+__all__ = [
+    "Callback",
+    "Stop",
+    "Loop",
+    "Diverged",
+    "TrainLog",
+    "Evaluate",
+    "Checkpoint",
+    "Budget",
+    "Progress",
+    "PlainProgress",
+    "PLAIN_PROGRESS_EVERY_S",
+    "to_py",
+    "standard",
+    "checked_list",
+]
 
 
 class Stop(NamedTuple):
@@ -78,7 +93,7 @@ class Loop:
       t_begin: ``time.perf_counter()`` at the loop's start, less the seconds spent before a resume.
       seeds: the size of the state's leading seed axis, or None.
       writer: whether this process writes files and progress (process 0).
-    
+
     Examples:
       >>> import optax
       >>> class Peek(rnn_jax.callbacks.Callback):
@@ -112,9 +127,16 @@ class Loop:
     def save(self, step: int, stopped: Optional[Stop] = None) -> None:
         """Checkpoint the state (and carry) as of update ``step``, with the evaluations' record; ``stopped``
         marks a run that ended for good (a resume returns at once)."""
-        self.files.save(self.state if self.carry is None else (self.state, self.carry),
-                        {"step": step, "best": self.stopper.best, "bad_evals": self.stopper.bad_evals,
-                         "stopped": None if stopped is None else list(stopped), "train_s": self.wall_s()})
+        self.files.save(
+            self.state if self.carry is None else (self.state, self.carry),
+            {
+                "step": step,
+                "best": self.stopper.best,
+                "bad_evals": self.stopper.bad_evals,
+                "stopped": None if stopped is None else list(stopped),
+                "train_s": self.wall_s(),
+            },
+        )
 
 
 class Callback:
@@ -189,8 +211,11 @@ class Diverged(Callback):
         m = {k: to_py(v) for k, v in metrics.items()}
         loop.log({"step": step, "kind": "diverged", **m})
         loop.save(step)  # the last good params and optimiser state; the count of batches consumed
-        return Stop("diverged", f"step {step - 1}: loss or gradient is not finite (loss={m['loss']}, "
-                                f"grad_norm={m['grad_norm']}); stopped, the last good checkpoint is kept")
+        return Stop(
+            "diverged",
+            f"step {step - 1}: loss or gradient is not finite (loss={m['loss']}, "
+            f"grad_norm={m['grad_norm']}); stopped, the last good checkpoint is kept",
+        )
 
     def on_end(self, loop, status, message):
         if status == "diverged":
@@ -301,8 +326,11 @@ class Evaluate(Callback):
             loop.files.save(loop.state, {"step": step, "best": stopper.best}, "best.msgpack")
         if not stopper.stop:
             return None
-        stop = (Stop("reached", f"{stopper.monitor} reached {stopper.target} after {step} steps") if stopper.reached
-                else Stop("early_stopped", f"no improvement of {stopper.monitor} in {stopper.patience} evaluations"))
+        stop = (
+            Stop("reached", f"{stopper.monitor} reached {stopper.target} after {step} steps")
+            if stopper.reached
+            else Stop("early_stopped", f"no improvement of {stopper.monitor} in {stopper.patience} evaluations")
+        )
         loop.save(step, stop)
         return stop
 
@@ -385,8 +413,7 @@ class PlainProgress:
       demo: step 10/10 (100 %), ...
     """
 
-    def __init__(self, total: int, initial: int = 0, desc: str = "train", every_s: Optional[float] = None,
-                 file=None):
+    def __init__(self, total: int, initial: int = 0, desc: str = "train", every_s: Optional[float] = None, file=None):
         self.total, self.n, self.desc, self.file = total, initial, desc, file
         self.every_s = PLAIN_PROGRESS_EVERY_S if every_s is None else every_s
         self.post: dict = {}
@@ -409,8 +436,12 @@ class PlainProgress:
         parts += [f"{k} {v}" for k, v in self.post.items()]
         if rate > 0:
             left = (self.total - self.n) / rate
-            parts += [f"{rate:.3g} steps/s", f"ETA {int(left // 3600)} h {int(left % 3600 // 60)} min" if left >= 3600
-                      else f"ETA {int(left // 60)} min {int(left % 60)} s"]
+            parts += [
+                f"{rate:.3g} steps/s",
+                f"ETA {int(left // 3600)} h {int(left % 3600 // 60)} min"
+                if left >= 3600
+                else f"ETA {int(left // 60)} min {int(left % 60)} s",
+            ]
         print(", ".join(parts), file=self.file or sys.stderr, flush=True)
 
     def close(self):
@@ -469,3 +500,73 @@ class Progress(Callback):
     def on_end(self, loop, status, message):
         if self.bar is not None:
             self.bar.close()
+
+
+def standard(
+    log_every: int,
+    tokens_per_batch,
+    eval_fn,
+    eval_every: int,
+    eval_stacked: bool,
+    checkpoint_every: int,
+    max_seconds,
+    progress,
+    desc: str,
+) -> list:
+    """The callbacks :func:`rnn_jax.train.fit` builds from its arguments, in their order.
+
+    Args:
+      log_every: :class:`TrainLog`'s ``every``.
+      tokens_per_batch: :class:`TrainLog`'s ``tokens_per_batch``.
+      eval_fn: :class:`Evaluate`'s function, or None (no evaluation).
+      eval_every: :class:`Evaluate`'s ``every``.
+      eval_stacked: :class:`Evaluate`'s ``stacked``.
+      checkpoint_every: :class:`Checkpoint`'s ``every``.
+      max_seconds: :class:`Budget`'s budget, or None (none).
+      progress: :class:`Progress`'s setting, or False (none).
+      desc: the progress bar's label.
+
+    Returns:
+      ``[Diverged(), TrainLog(...), Evaluate(...)?, Checkpoint(...), Budget(...)?, Progress(...)?]``.
+
+    Examples:
+      >>> [type(cb).__name__ for cb in rnn_jax.callbacks.standard(10, None, None, 100, False, 100, 60.0, False, "")]
+      ['Diverged', 'TrainLog', 'Checkpoint', 'Budget']
+    """
+    train_log = TrainLog(log_every, tokens_per_batch)
+    parts: list[Callback] = [Diverged(), train_log]
+    if eval_fn is not None:
+        parts.append(Evaluate(eval_fn, eval_every, eval_stacked))
+    parts.append(Checkpoint(checkpoint_every))
+    if max_seconds is not None:
+        parts.append(Budget(max_seconds))
+    if progress:
+        parts.append(Progress(progress, desc, train_log))
+    return parts
+
+
+def checked_list(callbacks) -> list:
+    """``fit(callbacks=...)`` as a list, each one a :class:`Callback` (else a ValueError that says what to write).
+
+    Args:
+      callbacks: a sequence of callbacks.
+
+    Returns:
+      The list.
+
+    Examples:
+      >>> rnn_jax.callbacks.checked_list([print])  # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      ...
+      ValueError: callbacks[0]: expected an rnn_jax.callbacks.Callback, got builtin_function_or_method; write ...
+    """
+    out = list(callbacks)
+    for i, cb in enumerate(out):
+        if not isinstance(cb, Callback):
+            raise ValueError(
+                f"callbacks[{i}]: expected an rnn_jax.callbacks.Callback, got {type(cb).__name__}; "
+                f"write class MyCallback(rnn_jax.callbacks.Callback) with the hooks it needs "
+                f"(on_step(self, loop, step, metrics), on_start(self, loop), on_end(self, loop, status, "
+                f"message)) and pass callbacks=[MyCallback()]"
+            )
+    return out

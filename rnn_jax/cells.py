@@ -16,6 +16,7 @@ sequence for a batch at once with a hand-written backward pass (:mod:`rnn_jax.fu
 its parameter names and hands the kernel the matrices it needs; layers call it on batches
 (``rnn_jax.rnn``). It computes exactly what a loop of ``step`` computes (tested to 1e-10).
 """
+
 from __future__ import annotations
 
 import functools
@@ -33,14 +34,33 @@ from rnn_jax._ops import affine, with_static
 Params = dict
 Activation = Union[str, Callable[[jax.Array], jax.Array]]
 
-__all__ = ["Cell", "LSTMState", "JordanState", "elman", "jordan", "lstm", "gru", "orthogonal_rnn", "modrelu",
-           "prepared", "resolve_activation", "check_cell", "input_size_of", "min_gru", "min_lstm", "indrnn", "lru",
-           "layer_norm", "layer_norm_lstm", "layer_norm_gru"]
+__all__ = [
+    "Cell",
+    "LSTMState",
+    "JordanState",
+    "elman",
+    "jordan",
+    "lstm",
+    "gru",
+    "orthogonal_rnn",
+    "modrelu",
+    "prepared",
+    "resolve_activation",
+    "check_cell",
+    "input_size_of",
+    "min_gru",
+    "min_lstm",
+    "indrnn",
+    "lru",
+    "layer_norm",
+    "layer_norm_lstm",
+    "layer_norm_gru",
+]
 
 # g' as a function of the output s = g(a), for the activations whose derivative needs only s: the
 # fused Elman recurrence then keeps only the states. Keyed by the function itself, so a callable
 # given directly (jnp.tanh, or Flax's nn.tanh, which is the same object) is recognised too.
-OUTPUT_DERIVATIVES = {
+OUTPUT_DERIVATIVES: dict[Any, Callable] = {
     jnp.tanh: lambda s: 1.0 - s * s,
     jax.nn.relu: lambda s: (s > 0).astype(s.dtype),
     jax.nn.sigmoid: lambda s: s * (1.0 - s),
@@ -137,8 +157,12 @@ def _input_axes(init, dtype) -> tuple:
     leaf's size along ``axis`` equal to ``a * input_size + b`` (read from two abstract calls, no
     computation)."""
     one, two = (jax.tree_util.tree_leaves(_checks.expected_params(init, n, dtype)) for n in (1, 2))
-    return tuple((i, ax, d2 - d1, 2 * d1 - d2) for i, (s1, s2) in enumerate(zip(one, two))
-                 for ax, (d1, d2) in enumerate(zip(s1.shape, s2.shape)) if d1 != d2)
+    return tuple(
+        (i, ax, d2 - d1, 2 * d1 - d2)
+        for i, (s1, s2) in enumerate(zip(one, two))
+        for ax, (d1, d2) in enumerate(zip(s1.shape, s2.shape))
+        if d1 != d2
+    )
 
 
 def input_size_of(init: Callable[..., Params], params: Params) -> Optional[int]:
@@ -167,8 +191,9 @@ def input_size_of(init: Callable[..., Params], params: Params) -> Optional[int]:
     return None
 
 
-def check_cell(cell: Cell, input_size: Optional[int] = None, dtype=jnp.float32,
-               params: Optional[Params] = None) -> None:
+def check_cell(
+    cell: Cell, input_size: Optional[int] = None, dtype=jnp.float32, params: Optional[Params] = None
+) -> None:
     """Check that ``cell``'s fields agree with its ``step``, and raise ``ValueError`` naming the field
     that does not.
 
@@ -245,38 +270,55 @@ def _step_agrees(cell: Cell, input_size: int, dtype) -> None:
     try:
         state, y = jax.eval_shape(lambda p, s, x: cell.step(prepared(cell, p), s, x), params, state0, x)
     except Exception as e:  # noqa: BLE001
+
         def shapes(tree):
-            return ", ".join(f"{jax.tree_util.keystr(k) or 'state'} {_checks.shape_str(v.shape)}"
-                             for k, v in jax.tree_util.tree_flatten_with_path(tree)[0])
-        raise ValueError(f"{name}: step(params, initial_state(), x ({input_size},)) failed, so init's params "
-                         f"({shapes(params)}) or initial_state ({shapes(state0)}) do not agree with step: "
-                         f"{type(e).__name__}: {e}") from e
+            return ", ".join(
+                f"{jax.tree_util.keystr(k) or 'state'} {_checks.shape_str(v.shape)}"
+                for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]
+            )
+
+        raise ValueError(
+            f"{name}: step(params, initial_state(), x ({input_size},)) failed, so init's params "
+            f"({shapes(params)}) or initial_state ({shapes(state0)}) do not agree with step: "
+            f"{type(e).__name__}: {e}"
+        ) from e
     want, got = jax.tree_util.tree_structure(state0), jax.tree_util.tree_structure(state)
-    if want != got:
-        raise ValueError(f"{name}: initial_state: step returns a state of structure {got}, initial_state "
-                         f"gives {want}")
+    if want != got:  # type: ignore[operator]
+        raise ValueError(f"{name}: initial_state: step returns a state of structure {got}, initial_state gives {want}")
     for (path, s0), s1 in zip(jax.tree_util.tree_flatten_with_path(state0)[0], jax.tree_util.tree_leaves(state)):
         if (s0.shape, s0.dtype) != (s1.shape, s1.dtype):
-            raise ValueError(f"{name}: initial_state{jax.tree_util.keystr(path)}: shape {_checks.shape_str(s0.shape)} "
-                             f"{s0.dtype}, but step returns a state of shape {_checks.shape_str(s1.shape)} {s1.dtype} "
-                             f"there")
+            raise ValueError(
+                f"{name}: initial_state{jax.tree_util.keystr(path)}: shape {_checks.shape_str(s0.shape)} "
+                f"{s0.dtype}, but step returns a state of shape {_checks.shape_str(s1.shape)} {s1.dtype} "
+                f"there"
+            )
     if getattr(y, "shape", None) != (cell.output_size,):
-        raise ValueError(f"{name}: output_size is {cell.output_size}, but step returns an output of shape "
-                         f"{_checks.shape_str(getattr(y, 'shape', None))}; expected ({cell.output_size},)")
+        raise ValueError(
+            f"{name}: output_size is {cell.output_size}, but step returns an output of shape "
+            f"{_checks.shape_str(getattr(y, 'shape', None))}; expected ({cell.output_size},)"
+        )
     if y.dtype != dtype:
         raise ValueError(f"{name}: step returns a {y.dtype} output for {dtype.name} params and inputs")
     if cell.linear is not None:
         if not isinstance(state0, jax.ShapeDtypeStruct):
-            raise ValueError(f"{name}: linear: a diagonal linear recurrence has one state array; initial_state "
-                             f"gives {jax.tree_util.tree_structure(state0)}")
+            raise ValueError(
+                f"{name}: linear: a diagonal linear recurrence has one state array; initial_state "
+                f"gives {jax.tree_util.tree_structure(state0)}"
+            )
+        linear = cell.linear
         try:
-            ab = jax.eval_shape(lambda p, x: cell.linear(prepared(cell, p), x), params, x)
+            ab = jax.eval_shape(lambda p, x: linear(prepared(cell, p), x), params, x)
         except Exception as e:  # noqa: BLE001
             raise ValueError(f"{name}: linear(params, x ({input_size},)) failed: {type(e).__name__}: {e}") from e
-        if (not isinstance(ab, tuple) or len(ab) != 2
-                or any(getattr(v, "shape", None) != state0.shape or v.dtype != state0.dtype for v in ab)):
-            raise ValueError(f"{name}: linear must return (a, b), two {state0.dtype} arrays of the state's shape "
-                             f"{_checks.shape_str(state0.shape)}, got {ab}")
+        if (
+            not isinstance(ab, tuple)
+            or len(ab) != 2
+            or any(getattr(v, "shape", None) != state0.shape or v.dtype != state0.dtype for v in ab)
+        ):
+            raise ValueError(
+                f"{name}: linear must return (a, b), two {state0.dtype} arrays of the state's shape "
+                f"{_checks.shape_str(state0.shape)}, got {ab}"
+            )
 
 
 def prepared(cell: Cell, params: Params) -> Params:
@@ -363,8 +405,9 @@ def resolve_activation(spec: Activation, argname: str = "activation") -> Callabl
     try:
         return _ACTIVATIONS[spec]
     except (KeyError, TypeError):
-        raise ValueError(f"{argname}: unknown activation {spec!r}; expected a callable or one of "
-                         f"{sorted(_ACTIVATIONS)}") from None
+        raise ValueError(
+            f"{argname}: unknown activation {spec!r}; expected a callable or one of {sorted(_ACTIVATIONS)}"
+        ) from None
 
 
 def _check_size(name: str, value: int) -> int:
@@ -389,8 +432,9 @@ def _make_step(project, step_projected):
     return step
 
 
-def _recurrent_cell(name, hidden_size, n_gates, init_fn, step_projected, *, state_fn=None,
-                    output_size=None, fused=None):
+def _recurrent_cell(
+    name, hidden_size, n_gates, init_fn, step_projected, *, state_fn=None, output_size=None, fused=None
+):
     """Assemble a Cell whose input projection is ``x @ W_i + b_i`` over ``n_gates`` fused blocks."""
 
     def project(params, x):
@@ -399,8 +443,14 @@ def _recurrent_cell(name, hidden_size, n_gates, init_fn, step_projected, *, stat
     def initial_state(dtype=jnp.float32):
         return state_fn(dtype) if state_fn else jnp.zeros((hidden_size,), dtype)
 
-    return Cell(init=init_fn, initial_state=initial_state, step=_make_step(project, step_projected),
-                output_size=output_size or hidden_size, name=name, fused=fused)
+    return Cell(
+        init=init_fn,
+        initial_state=initial_state,
+        step=_make_step(project, step_projected),
+        output_size=output_size or hidden_size,
+        name=name,
+        fused=fused,
+    )
 
 
 def _gated_init(hidden_size, n_gates, kernel_init, recurrent_init, bias_init, bias_fix=None):
@@ -414,17 +464,23 @@ def _gated_init(hidden_size, n_gates, kernel_init, recurrent_init, bias_init, bi
         k1, k2, k3, k4 = jax.random.split(key, 4)
         params = {
             "W_i": inits.blocks(k_init, k1, (input_size, H), n_gates, dtype),  # (I, G*H)
-            "W_h": inits.blocks(r_init, k2, (H, H), n_gates, dtype),           # (H, G*H)
-            "b_i": b_init(k3, (n_gates * H,), dtype),                          # (G*H,)
-            "b_h": b_init(k4, (n_gates * H,), dtype),                          # (G*H,)
+            "W_h": inits.blocks(r_init, k2, (H, H), n_gates, dtype),  # (H, G*H)
+            "b_i": b_init(k3, (n_gates * H,), dtype),  # (G*H,)
+            "b_h": b_init(k4, (n_gates * H,), dtype),  # (G*H,)
         }
         return bias_fix(params) if bias_fix else params
 
     return init
 
 
-def elman(hidden_size: int, activation: Activation = "tanh", *, kernel_init="glorot_uniform",
-          recurrent_init="orthogonal", bias_init="zeros") -> Cell:
+def elman(
+    hidden_size: int,
+    activation: Activation = "tanh",
+    *,
+    kernel_init="glorot_uniform",
+    recurrent_init="orthogonal",
+    bias_init="zeros",
+) -> Cell:
     """Elman (simple) recurrent cell.
 
     .. math::  h_t = g(x_t W_i + b_i + h_{t-1} W_h)
@@ -465,9 +521,11 @@ def elman(hidden_size: int, activation: Activation = "tanh", *, kernel_init="glo
     def init(key, input_size, dtype=jnp.float32):
         _check_size("input_size", input_size)
         k1, k2, k3 = jax.random.split(key, 3)
-        return {"W_i": k_init(k1, (input_size, H), dtype),  # (I, H)
-                "W_h": r_init(k2, (H, H), dtype),           # (H, H)
-                "b_i": b_init(k3, (H,), dtype)}             # (H,)
+        return {
+            "W_i": k_init(k1, (input_size, H), dtype),  # (I, H)
+            "W_h": r_init(k2, (H, H), dtype),  # (H, H)
+            "b_i": b_init(k3, (H,), dtype),
+        }  # (H,)
 
     def step_projected(params, h, gx):
         h = g(gx + h @ params["W_h"])  # (H,)
@@ -477,15 +535,32 @@ def elman(hidden_size: int, activation: Activation = "tanh", *, kernel_init="glo
 
     def fused(params, xs, h0, mask, *, unroll=1, hoist="auto", rule="vjp", static=None, pack=_fused.PACK_MIN_BATCH):
         W_i, b = _static_bias(params["W_i"], params["b_i"], static)
-        return _fused.run(kernel, _fused.ElmanWeights(W_i, params["W_h"]), b, xs, h0, mask, unroll=unroll,
-                          hoist=hoist, rule=rule, pack=pack)
+        return _fused.run(
+            kernel,
+            _fused.ElmanWeights(W_i, params["W_h"]),
+            b,
+            xs,
+            h0,
+            mask,
+            unroll=unroll,
+            hoist=hoist,
+            rule=rule,
+            pack=pack,
+        )
 
     return _recurrent_cell("elman", H, 1, init, step_projected, fused=fused)
 
 
-def jordan(hidden_size: int, output_size: int, activation: Activation = "tanh",
-           output_activation: Activation = "tanh", *, kernel_init="glorot_uniform",
-           recurrent_init="glorot_uniform", bias_init="zeros") -> Cell:
+def jordan(
+    hidden_size: int,
+    output_size: int,
+    activation: Activation = "tanh",
+    output_activation: Activation = "tanh",
+    *,
+    kernel_init="glorot_uniform",
+    recurrent_init="glorot_uniform",
+    bias_init="zeros",
+) -> Cell:
     """Jordan recurrent cell (Jordan 1986): the recurrence feeds back the previous *output*.
 
     .. math::
@@ -526,23 +601,33 @@ def jordan(hidden_size: int, output_size: int, activation: Activation = "tanh",
     def init(key, input_size, dtype=jnp.float32):
         _check_size("input_size", input_size)
         k1, k2, k3, k4, k5 = jax.random.split(key, 5)
-        return {"W_i": k_init(k1, (input_size, H), dtype),  # (I, H)
-                "b_i": b_init(k2, (H,), dtype),             # (H,)
-                "W_y": r_init(k3, (O, H), dtype),           # (O, H)
-                "W_o": k_init(k4, (H, O), dtype),           # (H, O)
-                "b_o": b_init(k5, (O,), dtype)}             # (O,)
+        return {
+            "W_i": k_init(k1, (input_size, H), dtype),  # (I, H)
+            "b_i": b_init(k2, (H,), dtype),  # (H,)
+            "W_y": r_init(k3, (O, H), dtype),  # (O, H)
+            "W_o": k_init(k4, (H, O), dtype),  # (H, O)
+            "b_o": b_init(k5, (O,), dtype),
+        }  # (O,)
 
     def step_projected(params, state, gx):
-        h = g(gx + state.y @ params["W_y"])           # (H,)
-        y = g_o(h @ params["W_o"] + params["b_o"])    # (O,)
+        h = g(gx + state.y @ params["W_y"])  # (H,)
+        y = g_o(h @ params["W_o"] + params["b_o"])  # (O,)
         return JordanState(y), y
 
-    return _recurrent_cell("jordan", H, 1, init, step_projected, output_size=O,
-                           state_fn=lambda dtype: JordanState(jnp.zeros((O,), dtype)))
+    return _recurrent_cell(
+        "jordan", H, 1, init, step_projected, output_size=O, state_fn=lambda dtype: JordanState(jnp.zeros((O,), dtype))
+    )
 
 
-def lstm(hidden_size: int, forget_bias: float = 1.0, *, kernel_init="glorot_uniform",
-         recurrent_init="orthogonal", bias_init="zeros", chrono: Optional[int] = None) -> Cell:
+def lstm(
+    hidden_size: int,
+    forget_bias: float = 1.0,
+    *,
+    kernel_init="glorot_uniform",
+    recurrent_init="orthogonal",
+    bias_init="zeros",
+    chrono: Optional[int] = None,
+) -> Cell:
     """Long short-term memory cell, PyTorch / cuDNN convention.
 
     .. math::
@@ -585,7 +670,7 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, *, kernel_init="glorot_unif
         chrono = _checks.check_int(chrono, "chrono", 3, "None or an int T_max >= 3 (the longest dependency)")
 
     def bias_fix(params):
-        params["b_i"] = params["b_i"].at[H:2 * H].set(forget_bias)
+        params["b_i"] = params["b_i"].at[H : 2 * H].set(forget_bias)
         return params
 
     base = _gated_init(H, 4, kernel_init, recurrent_init, bias_init, bias_fix if forget_bias else None)
@@ -594,7 +679,7 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, *, kernel_init="glorot_unif
         params = base(key, input_size, dtype)
         if chrono is not None:
             u = jax.random.uniform(jax.random.fold_in(key, 7), (H,), dtype, 1.0, chrono - 1.0)
-            params["b_i"] = params["b_i"].at[H:2 * H].set(jnp.log(u)).at[:H].set(-jnp.log(u))
+            params["b_i"] = params["b_i"].at[H : 2 * H].set(jnp.log(u)).at[:H].set(-jnp.log(u))
         return params
 
     def step_projected(params, state, gx):
@@ -606,17 +691,32 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, *, kernel_init="glorot_unif
 
     def fused(params, xs, state, mask, *, unroll=1, hoist="auto", rule="vjp", static=None, pack=_fused.PACK_MIN_BATCH):
         W_i, b = _static_bias(params["W_i"], params["b_i"] + params["b_h"], static)
-        ys, (h, c) = _fused.run(_fused.LSTM, _fused.LSTMWeights(W_i, params["W_h"]), b, xs, tuple(state), mask,
-                                unroll=unroll, hoist=hoist, rule=rule, pack=pack)
+        ys, (h, c) = _fused.run(
+            _fused.LSTM,
+            _fused.LSTMWeights(W_i, params["W_h"]),
+            b,
+            xs,
+            tuple(state),
+            mask,
+            unroll=unroll,
+            hoist=hoist,
+            rule=rule,
+            pack=pack,
+        )
         return ys, LSTMState(h, c)
 
-    return _recurrent_cell("lstm", H, 4, init, step_projected,
-                           state_fn=lambda dtype: LSTMState(jnp.zeros((H,), dtype), jnp.zeros((H,), dtype)),
-                           fused=fused)
+    return _recurrent_cell(
+        "lstm",
+        H,
+        4,
+        init,
+        step_projected,
+        state_fn=lambda dtype: LSTMState(jnp.zeros((H,), dtype), jnp.zeros((H,), dtype)),
+        fused=fused,
+    )
 
 
-def gru(hidden_size: int, *, kernel_init="glorot_uniform", recurrent_init="orthogonal",
-        bias_init="zeros") -> Cell:
+def gru(hidden_size: int, *, kernel_init="glorot_uniform", recurrent_init="orthogonal", bias_init="zeros") -> Cell:
     """Gated recurrent unit, PyTorch / cuDNN convention (reset applied *after* the recurrent product).
 
     .. math::
@@ -663,8 +763,18 @@ def gru(hidden_size: int, *, kernel_init="glorot_uniform", recurrent_init="ortho
 
     def fused(params, xs, h0, mask, *, unroll=1, hoist="auto", rule="vjp", static=None, pack=_fused.PACK_MIN_BATCH):
         W_i, b_i = _static_bias(params["W_i"], params["b_i"], static)
-        return _fused.run(_fused.GRU, _fused.GRUWeights(W_i, params["W_h"], params["b_h"]), b_i, xs, h0, mask,
-                          unroll=unroll, hoist=hoist, rule=rule, pack=pack)
+        return _fused.run(
+            _fused.GRU,
+            _fused.GRUWeights(W_i, params["W_h"], params["b_h"]),
+            b_i,
+            xs,
+            h0,
+            mask,
+            unroll=unroll,
+            hoist=hoist,
+            rule=rule,
+            pack=pack,
+        )
 
     return _recurrent_cell("gru", H, 3, init, step_projected, fused=fused)
 
@@ -674,8 +784,10 @@ def _check_eps(eps) -> float:
     is 0, is divided by 0: every output NaN)."""
     eps = _checks.check_real(eps, "eps", minimum=0)
     if eps == 0:
-        raise ValueError("eps: expected a finite number > 0 (the zero initial state has variance 0, and "
-                         "eps = 0 divides it by 0: every output NaN), got 0.0; the usual value is 1e-5")
+        raise ValueError(
+            "eps: expected a finite number > 0 (the zero initial state has variance 0, and "
+            "eps = 0 divides it by 0: every output NaN), got 0.0; the usual value is 1e-5"
+        )
     return eps
 
 
@@ -706,6 +818,7 @@ def layer_norm(z: jax.Array, gain: jax.Array, bias=None, eps: float = 1e-5) -> j
 def _layer_norm_init(base, gains):
     """``base``'s params plus layer-norm gains (ones) and shifts (zeros): ``gains`` maps a name to
     ``(size_in_units_of_H, "gain" | "shift")``."""
+
     def init(key, input_size, dtype=jnp.float32):
         params = base(key, input_size, dtype)
         for name, (n, kind) in gains.items():
@@ -715,8 +828,14 @@ def _layer_norm_init(base, gains):
     return init
 
 
-def layer_norm_lstm(hidden_size: int, forget_bias: float = 1.0, *, kernel_init="glorot_uniform",
-                    recurrent_init="orthogonal", eps: float = 1e-5) -> Cell:
+def layer_norm_lstm(
+    hidden_size: int,
+    forget_bias: float = 1.0,
+    *,
+    kernel_init="glorot_uniform",
+    recurrent_init="orthogonal",
+    eps: float = 1e-5,
+) -> Cell:
     r"""Layer-normalised LSTM (Ba, Kiros & Hinton 2016, "Layer normalization", section 3.1).
 
     .. math::
@@ -754,27 +873,36 @@ def layer_norm_lstm(hidden_size: int, forget_bias: float = 1.0, *, kernel_init="
     def init_base(key, input_size, dtype=jnp.float32):
         params = base(key, input_size, dtype)
         del params["b_h"]
-        params["b"] = params.pop("b_i").at[H:2 * H].set(forget_bias)
+        params["b"] = params.pop("b_i").at[H : 2 * H].set(forget_bias)
         return params
 
-    init = _layer_norm_init(init_base, {"g_i": (4 * H, "gain"), "g_h": (4 * H, "gain"), "g_c": (H, "gain"),
-                                        "b_c": (H, "shift")})
+    init = _layer_norm_init(
+        init_base, {"g_i": (4 * H, "gain"), "g_h": (4 * H, "gain"), "g_c": (H, "gain"), "b_c": (H, "shift")}
+    )
 
     def step(params, state, x):
-        z = (layer_norm(x @ params["W_i"], params["g_i"], eps=eps)
-             + layer_norm(state.h @ params["W_h"], params["g_h"], eps=eps) + params["b"])  # (4H,)
+        z = (
+            layer_norm(x @ params["W_i"], params["g_i"], eps=eps)
+            + layer_norm(state.h @ params["W_h"], params["g_h"], eps=eps)
+            + params["b"]
+        )  # (4H,)
         i, f, g, o = jnp.split(z, 4)
         c = jax.nn.sigmoid(f) * state.c + jax.nn.sigmoid(i) * jnp.tanh(g)
         h = jax.nn.sigmoid(o) * jnp.tanh(layer_norm(c, params["g_c"], params["b_c"], eps=eps))
         return LSTMState(h, c), h
 
-    return Cell(init=init, initial_state=lambda dtype=jnp.float32: LSTMState(jnp.zeros((H,), dtype),
-                                                                             jnp.zeros((H,), dtype)),
-                step=step, output_size=H, name="layer_norm_lstm")
+    return Cell(
+        init=init,
+        initial_state=lambda dtype=jnp.float32: LSTMState(jnp.zeros((H,), dtype), jnp.zeros((H,), dtype)),
+        step=step,
+        output_size=H,
+        name="layer_norm_lstm",
+    )
 
 
-def layer_norm_gru(hidden_size: int, *, kernel_init="glorot_uniform", recurrent_init="orthogonal",
-                   eps: float = 1e-5) -> Cell:
+def layer_norm_gru(
+    hidden_size: int, *, kernel_init="glorot_uniform", recurrent_init="orthogonal", eps: float = 1e-5
+) -> Cell:
     r"""Layer-normalised GRU (Ba et al. 2016), the :func:`gru`'s convention (reset after the product).
 
     .. math::
@@ -802,8 +930,9 @@ def layer_norm_gru(hidden_size: int, *, kernel_init="glorot_uniform", recurrent_
     """
     H = _check_size("hidden_size", hidden_size)
     eps = _check_eps(eps)
-    init = _layer_norm_init(_gated_init(H, 3, kernel_init, recurrent_init, "zeros"),
-                            {"g_i": (3 * H, "gain"), "g_h": (3 * H, "gain")})
+    init = _layer_norm_init(
+        _gated_init(H, 3, kernel_init, recurrent_init, "zeros"), {"g_i": (3 * H, "gain"), "g_h": (3 * H, "gain")}
+    )
 
     def step(params, h, x):
         gx = layer_norm(x @ params["W_i"], params["g_i"], eps=eps) + params["b_i"]
@@ -814,8 +943,13 @@ def layer_norm_gru(hidden_size: int, *, kernel_init="glorot_uniform", recurrent_
         h = (1.0 - z) * jnp.tanh(xn + r * hn) + z * h
         return h, h
 
-    return Cell(init=init, initial_state=lambda dtype=jnp.float32: jnp.zeros((H,), dtype), step=step,
-                output_size=H, name="layer_norm_gru")
+    return Cell(
+        init=init,
+        initial_state=lambda dtype=jnp.float32: jnp.zeros((H,), dtype),
+        step=step,
+        output_size=H,
+        name="layer_norm_gru",
+    )
 
 
 def _minimal_cell(name: str, hidden_size: int, n_gates: int, kernel_init, coefficients) -> Cell:
@@ -826,8 +960,10 @@ def _minimal_cell(name: str, hidden_size: int, n_gates: int, kernel_init, coeffi
 
     def init(key, input_size, dtype=jnp.float32):
         _check_size("input_size", input_size)
-        return {"W_i": inits.blocks(k_init, key, (input_size, H), n_gates, dtype),  # (I, G*H)
-                "b_i": jnp.zeros((n_gates * H,), dtype)}                          # (G*H,)
+        return {
+            "W_i": inits.blocks(k_init, key, (input_size, H), n_gates, dtype),  # (I, G*H)
+            "b_i": jnp.zeros((n_gates * H,), dtype),
+        }  # (G*H,)
 
     def linear(params, x):
         return coefficients(jnp.split(affine(x, params["W_i"], params["b_i"]), n_gates, axis=-1))
@@ -837,8 +973,14 @@ def _minimal_cell(name: str, hidden_size: int, n_gates: int, kernel_init, coeffi
         h = a * h + b
         return h, h
 
-    return Cell(init=init, initial_state=lambda dtype=jnp.float32: jnp.zeros((H,), dtype), step=step,
-                output_size=H, name=name, linear=linear)
+    return Cell(
+        init=init,
+        initial_state=lambda dtype=jnp.float32: jnp.zeros((H,), dtype),
+        step=step,
+        output_size=H,
+        name=name,
+        linear=linear,
+    )
 
 
 def min_gru(hidden_size: int, *, kernel_init="glorot_uniform") -> Cell:
@@ -866,8 +1008,9 @@ def min_gru(hidden_size: int, *, kernel_init="glorot_uniform") -> Cell:
       >>> ys.shape
       (2, 50, 8)
     """
-    return _minimal_cell("min_gru", hidden_size, 2, kernel_init,
-                         lambda g: (1 - jax.nn.sigmoid(g[0]), jax.nn.sigmoid(g[0]) * g[1]))
+    return _minimal_cell(
+        "min_gru", hidden_size, 2, kernel_init, lambda g: (1 - jax.nn.sigmoid(g[0]), jax.nn.sigmoid(g[0]) * g[1])
+    )
 
 
 def min_lstm(hidden_size: int, *, kernel_init="glorot_uniform") -> Cell:
@@ -896,6 +1039,7 @@ def min_lstm(hidden_size: int, *, kernel_init="glorot_uniform") -> Cell:
       >>> bool(jnp.all((a > 0) & (a < 1))), b.shape
       (True, (8,))
     """
+
     def coefficients(g):
         f, i = jax.nn.sigmoid(g[0]), jax.nn.sigmoid(g[1])
         return f / (f + i), i / (f + i) * g[2]
@@ -903,8 +1047,15 @@ def min_lstm(hidden_size: int, *, kernel_init="glorot_uniform") -> Cell:
     return _minimal_cell("min_lstm", hidden_size, 3, kernel_init, coefficients)
 
 
-def indrnn(hidden_size: int, activation: Activation = "relu", *, kernel_init="glorot_uniform",
-           recurrent_init=None, recurrent_max: Optional[float] = None, bias_init="zeros") -> Cell:
+def indrnn(
+    hidden_size: int,
+    activation: Activation = "relu",
+    *,
+    kernel_init="glorot_uniform",
+    recurrent_init=None,
+    recurrent_max: Optional[float] = None,
+    bias_init="zeros",
+) -> Cell:
     r"""Independently recurrent cell, IndRNN (Li et al. 2018): each unit reads only its own past, through
     one recurrent weight.
 
@@ -947,16 +1098,21 @@ def indrnn(hidden_size: int, activation: Activation = "relu", *, kernel_init="gl
         if recurrent_max == 0 or not recurrent_max < float("inf"):
             raise ValueError(f"recurrent_max: expected a finite bound > 0 or None, got {recurrent_max}")
     k_init = inits.get(kernel_init, H, argname="kernel_init")
-    u_init = (inits.uniform_range(0.0, 1.0 if recurrent_max is None else recurrent_max) if recurrent_init is None
-              else inits.get(recurrent_init, H, argname="recurrent_init"))
+    u_init = (
+        inits.uniform_range(0.0, 1.0 if recurrent_max is None else recurrent_max)
+        if recurrent_init is None
+        else inits.get(recurrent_init, H, argname="recurrent_init")
+    )
     b_init = inits.get(bias_init, H, argname="bias_init")
 
     def init(key, input_size, dtype=jnp.float32):
         _check_size("input_size", input_size)
         k1, k2, k3 = jax.random.split(key, 3)
-        return {"W_i": k_init(k1, (input_size, H), dtype),  # (I, H)
-                "u": u_init(k2, (H,), dtype),              # (H,)
-                "b": b_init(k3, (H,), dtype)}              # (H,)
+        return {
+            "W_i": k_init(k1, (input_size, H), dtype),  # (I, H)
+            "u": u_init(k2, (H,), dtype),  # (H,)
+            "b": b_init(k3, (H,), dtype),
+        }  # (H,)
 
     def bounded(u):
         return u if recurrent_max is None else jnp.clip(u, -recurrent_max, recurrent_max)
@@ -969,19 +1125,43 @@ def indrnn(hidden_size: int, activation: Activation = "relu", *, kernel_init="gl
 
     def fused(params, xs, h0, mask, *, unroll=1, hoist="auto", rule="vjp", static=None, pack=_fused.PACK_MIN_BATCH):
         W_i, b = _static_bias(params["W_i"], params["b"], static)  # the bound's derivative: autodiff of the clip
-        return _fused.run(kernel, _fused.ElmanWeights(W_i, bounded(params["u"])), b, xs, h0, mask, unroll=unroll,
-                          hoist=hoist, rule=rule, pack=pack)
+        return _fused.run(
+            kernel,
+            _fused.ElmanWeights(W_i, bounded(params["u"])),
+            b,
+            xs,
+            h0,
+            mask,
+            unroll=unroll,
+            hoist=hoist,
+            rule=rule,
+            pack=pack,
+        )
 
-    return Cell(init=init, initial_state=lambda dtype=jnp.float32: jnp.zeros((H,), dtype), step=step,
-                output_size=H, name="indrnn", diagonal=True, fused=fused)
+    return Cell(
+        init=init,
+        initial_state=lambda dtype=jnp.float32: jnp.zeros((H,), dtype),
+        step=step,
+        output_size=H,
+        name="indrnn",
+        diagonal=True,
+        fused=fused,
+    )
 
 
 def _complex_dtype(dtype):
     return jnp.result_type(jnp.dtype(dtype), jnp.complex64)  # float32 -> complex64, float64 -> complex128
 
 
-def lru(hidden_size: int, output_size: Optional[int] = None, *, r_min: float = 0.0, r_max: float = 1.0,
-        max_phase: float = 2 * 3.141592653589793, activation: Optional[Activation] = None) -> Cell:
+def lru(
+    hidden_size: int,
+    output_size: Optional[int] = None,
+    *,
+    r_min: float = 0.0,
+    r_max: float = 1.0,
+    max_phase: float = 2 * 3.141592653589793,
+    activation: Optional[Activation] = None,
+) -> Cell:
     r"""Linear Recurrent Unit (Orvieto et al. 2023, "Resurrecting recurrent neural networks for long
     sequences"): a complex diagonal linear recurrence, read out linearly.
 
@@ -1041,16 +1221,20 @@ def lru(hidden_size: int, output_size: Optional[int] = None, *, r_min: float = 0
         u1 = jax.random.uniform(k[0], (N,), dtype)
         # |lambda| uniform by area on the ring: |lambda|^2 uniform in [r_min^2, r_max^2]; nu = log(-log|lambda|)
         # (clipped away from |lambda| = 1, where nu is -inf, and from 0, where it is +inf)
-        mod2 = jnp.clip(u1 * (r_max ** 2 - r_min ** 2) + r_min ** 2, 1e-12, 1 - 1e-6)
+        mod2 = jnp.clip(u1 * (r_max**2 - r_min**2) + r_min**2, 1e-12, 1 - 1e-6)
         nu_log = jnp.log(-0.5 * jnp.log(mod2))
         theta_log = jnp.log(max_phase * jax.random.uniform(k[1], (N,), dtype, 1e-6, 1.0))
         gamma_log = 0.5 * jnp.log1p(-mod2)  # log sqrt(1 - |lambda|^2)
-        return {"nu_log": nu_log, "theta_log": theta_log, "gamma_log": gamma_log,
-                "B_re": jax.random.normal(k[2], (I, N), dtype) / jnp.sqrt(2.0 * I).astype(dtype),
-                "B_im": jax.random.normal(k[3], (I, N), dtype) / jnp.sqrt(2.0 * I).astype(dtype),
-                "C_re": jax.random.normal(k[4], (N, O), dtype) / jnp.sqrt(1.0 * N).astype(dtype),
-                "C_im": jax.random.normal(k[5], (N, O), dtype) / jnp.sqrt(1.0 * N).astype(dtype),
-                "D": jax.random.normal(k[6], (I, O), dtype) / jnp.sqrt(1.0 * I).astype(dtype)}
+        return {
+            "nu_log": nu_log,
+            "theta_log": theta_log,
+            "gamma_log": gamma_log,
+            "B_re": jax.random.normal(k[2], (I, N), dtype) / jnp.sqrt(2.0 * I).astype(dtype),
+            "B_im": jax.random.normal(k[3], (I, N), dtype) / jnp.sqrt(2.0 * I).astype(dtype),
+            "C_re": jax.random.normal(k[4], (N, O), dtype) / jnp.sqrt(1.0 * N).astype(dtype),
+            "C_im": jax.random.normal(k[5], (N, O), dtype) / jnp.sqrt(1.0 * N).astype(dtype),
+            "D": jax.random.normal(k[6], (I, O), dtype) / jnp.sqrt(1.0 * I).astype(dtype),
+        }
 
     def linear(params, x):
         lam = jnp.exp(-jnp.exp(params["nu_log"]) + 1j * jnp.exp(params["theta_log"]))  # (N,)
@@ -1062,8 +1246,14 @@ def lru(hidden_size: int, output_size: Optional[int] = None, *, r_min: float = 0
         h = a * h + b
         return h, g(h.real @ params["C_re"] - h.imag @ params["C_im"] + x @ params["D"])
 
-    return Cell(init=init, initial_state=lambda dtype=jnp.float32: jnp.zeros((N,), _complex_dtype(dtype)),
-                step=step, output_size=O, name="lru", linear=linear)
+    return Cell(
+        init=init,
+        initial_state=lambda dtype=jnp.float32: jnp.zeros((N,), _complex_dtype(dtype)),
+        step=step,
+        output_size=O,
+        name="lru",
+        linear=linear,
+    )
 
 
 def modrelu(z: jax.Array, b: jax.Array) -> jax.Array:
@@ -1093,8 +1283,9 @@ def _henaff(key, H: int, dtype):
     return jnp.zeros((H, H), dtype).at[i, i + 1].set(theta)
 
 
-def orthogonal_rnn(hidden_size: int, *, recurrent_init: str = "henaff", kernel_init="he_normal",
-                   bias_bound: float = 0.01) -> Cell:
+def orthogonal_rnn(
+    hidden_size: int, *, recurrent_init: str = "henaff", kernel_init="he_normal", bias_bound: float = 0.01
+) -> Cell:
     r"""Orthogonal recurrent cell kept orthogonal by construction (expRNN, Lezcano-Casado & Martinez-Rubio 2019).
 
     .. math::
@@ -1143,9 +1334,11 @@ def orthogonal_rnn(hidden_size: int, *, recurrent_init: str = "henaff", kernel_i
         _check_size("input_size", input_size)
         k1, k2, k3 = jax.random.split(key, 3)
         A = _henaff(k2, H, dtype) if recurrent_init == "henaff" else jnp.zeros((H, H), dtype)
-        return {"W_i": k_init(k1, (input_size, H), dtype),                                # (I, H)
-                "A": A,                                                                  # (H, H)
-                "b": jax.random.uniform(k3, (H,), dtype, -bias_bound, bias_bound)}      # (H,)
+        return {
+            "W_i": k_init(k1, (input_size, H), dtype),  # (I, H)
+            "A": A,  # (H, H)
+            "b": jax.random.uniform(k3, (H,), dtype, -bias_bound, bias_bound),
+        }  # (H,)
 
     def recurrent(params):
         A = params["A"]
@@ -1179,6 +1372,12 @@ def orthogonal_rnn(hidden_size: int, *, recurrent_init: str = "henaff", kernel_i
         final, ys = jax.lax.scan(body, h0, (gx,) if mask is None else (gx, mask), unroll=unroll)
         return ys, final
 
-    return Cell(init=init, initial_state=lambda dtype=jnp.float32: jnp.zeros((H,), dtype),
-                step=_make_step(project, step_projected), output_size=H, name="orthogonal", fused=fused,
-                prepare=prepare)
+    return Cell(
+        init=init,
+        initial_state=lambda dtype=jnp.float32: jnp.zeros((H,), dtype),
+        step=_make_step(project, step_projected),
+        output_size=H,
+        name="orthogonal",
+        fused=fused,
+        prepare=prepare,
+    )

@@ -12,6 +12,7 @@
 
 All work on ONE sequence; the state of gated cells is flattened (for LSTM: ``[h, c]``).
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -24,7 +25,14 @@ from jax.flatten_util import ravel_pytree
 
 from rnn_jax.cells import Cell, prepared
 
-__all__ = ["error_reach", "jacobian_norms", "step_jacobian_singular_values", "recurrent_spectrum", "plot_reach", "plot_heatmap"]
+__all__ = [
+    "error_reach",
+    "jacobian_norms",
+    "step_jacobian_singular_values",
+    "recurrent_spectrum",
+    "plot_reach",
+    "plot_heatmap",
+]
 
 
 def _states(cell: Cell, params, xs, initial_state=None):
@@ -40,7 +48,9 @@ def _states(cell: Cell, params, xs, initial_state=None):
     return C, unravel, flat0
 
 
-def error_reach(cell: Cell, params, xs, loss_of_last: Callable[[jax.Array], jax.Array], initial_state=None) -> jax.Array:
+def error_reach(
+    cell: Cell, params, xs, loss_of_last: Callable[[jax.Array], jax.Array], initial_state=None
+) -> jax.Array:
     """``(T - 1,)`` norms ``||dE/dstate_k||`` for ``k = 0 .. T-2`` (the state after step k), where
     ``E = loss_of_last(y_{T-1})``.
 
@@ -169,8 +179,11 @@ def recurrent_spectrum(params, gates: int | None = None) -> dict:
     """
     W = params.get("W_h", params.get("W")) if isinstance(params, dict) else None
     if W is None or np.ndim(W) != 2:
-        raise ValueError("params: expected a recurrent matrix 'W_h' (H, G*H), or the prepared 'W' of the "
-                         f"orthogonal cell (rnn_jax.prepared(cell, params)); got keys {sorted(params) if isinstance(params, dict) else type(params).__name__}")
+        raise ValueError(
+            "params: expected a recurrent matrix 'W_h' (H, G*H), or the prepared 'W' of the "
+            f"orthogonal cell (rnn_jax.prepared(cell, params)); got keys "
+            f"{sorted(params) if isinstance(params, dict) else type(params).__name__}"
+        )
     W = np.asarray(W, np.float64)
     H = W.shape[0]
     if gates is None:
@@ -181,9 +194,12 @@ def recurrent_spectrum(params, gates: int | None = None) -> dict:
     for i, block in enumerate(np.split(W, gates, axis=1)):
         sv = np.linalg.svd(block, compute_uv=False)
         name = f"block{i}" if gates > 1 else "W_h"
-        out[name] = {"spectral_radius": float(np.abs(np.linalg.eigvals(block)).max()),
-                     "max_singular_value": float(sv[0]), "min_singular_value": float(sv[-1]),
-                     "singular_values": sv.tolist()}
+        out[name] = {
+            "spectral_radius": float(np.abs(np.linalg.eigvals(block)).max()),
+            "max_singular_value": float(sv[0]),
+            "min_singular_value": float(sv[-1]),
+            "singular_values": sv.tolist(),
+        }
     return out
 
 
@@ -215,8 +231,10 @@ def plot_reach(curves: dict, path: str, title: str = "", ylabel: str = "||dE_T /
     for name, v in curves.items():
         v = np.asarray(v, np.float64)
         zero = v <= 0  # exactly zero (dead units, or float underflow): not drawable on a log axis
-        label = f"{name} (0 beyond {int(np.argmax(~zero[::-1]) if zero.all() else len(v) - 1 - np.flatnonzero(zero).max())} steps)" \
-            if zero.any() else name
+        label = name
+        if zero.any():
+            beyond = int(np.argmax(~zero[::-1]) if zero.all() else len(v) - 1 - np.flatnonzero(zero).max())
+            label = f"{name} (0 beyond {beyond} steps)"
         ax.plot(np.arange(len(v)) - (len(v) - 1), np.where(zero, np.nan, v), label=label)
         if (~zero).any():
             smallest = min(smallest, v[~zero].min())
@@ -261,8 +279,9 @@ def plot_heatmap(rows, train_steps, path: str, title: str = "") -> str:
     R = np.log10(np.maximum(np.asarray(rows, np.float64), 1e-30))
     fig, ax = plt.subplots(figsize=(6.5, 4))
     T = R.shape[1]
-    im = ax.imshow(R, aspect="auto", origin="lower", cmap="viridis",
-                   extent=[-(T - 1) - 0.5, 0.5, train_steps[0], train_steps[-1]])
+    im = ax.imshow(
+        R, aspect="auto", origin="lower", cmap="viridis", extent=(-(T - 1) - 0.5, 0.5, train_steps[0], train_steps[-1])
+    )
     fig.colorbar(im, ax=ax, label="log10 ||dE_T / dh_k||")
     ax.set_xlabel("k - T (steps before the end)")
     ax.set_ylabel("training step")

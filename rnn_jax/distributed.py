@@ -12,6 +12,7 @@
 
 The same training code runs unchanged on one device: :func:`rnn_jax.train.fit` takes ``mesh=None``.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,10 +20,19 @@ from typing import Any, Optional
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-__all__ = ["make_mesh", "parse_mesh", "initialize", "process_slice", "shard_batch", "place_state", "to_host",
-           "state_spec"]
+__all__ = [
+    "make_mesh",
+    "parse_mesh",
+    "initialize",
+    "process_slice",
+    "shard_batch",
+    "place_state",
+    "to_host",
+    "state_spec",
+]
 
 
 def parse_mesh(spec: str) -> dict[str, int]:
@@ -71,14 +81,17 @@ def make_mesh(spec) -> Mesh:
     devices = jax.devices()
     if n > len(devices) or (jax.process_count() > 1 and n != len(devices)):
         need = "at most" if jax.process_count() == 1 else "exactly"
-        raise ValueError(f"mesh: {axes} needs {n} devices, this run has {len(devices)} "
-                         f"({jax.process_count()} process(es) x {jax.local_device_count()} local; {need} that many "
-                         f"can be used); on CPU use XLA_FLAGS=--xla_force_host_platform_device_count=N")
+        raise ValueError(
+            f"mesh: {axes} needs {n} devices, this run has {len(devices)} "
+            f"({jax.process_count()} process(es) x {jax.local_device_count()} local; {need} that many "
+            f"can be used); on CPU use XLA_FLAGS=--xla_force_host_platform_device_count=N"
+        )
     return Mesh(np.array(devices[:n]).reshape(tuple(axes.values())), tuple(axes))
 
 
-def initialize(coordinator: Optional[str] = None, num_processes: Optional[int] = None,
-               process_id: Optional[int] = None) -> bool:
+def initialize(
+    coordinator: Optional[str] = None, num_processes: Optional[int] = None, process_id: Optional[int] = None
+) -> bool:
     """Join a multi-process run; returns False (and does nothing) for a single process.
 
     Args:
@@ -100,8 +113,9 @@ def initialize(coordinator: Optional[str] = None, num_processes: Optional[int] =
     if num_processes <= 1:
         return False
     if not coordinator:
-        raise ValueError("coordinator: a multi-process run needs the coordinator's host:port "
-                         "(argument or RNN_JAX_COORDINATOR)")
+        raise ValueError(
+            "coordinator: a multi-process run needs the coordinator's host:port (argument or RNN_JAX_COORDINATOR)"
+        )
     if not 0 <= process_id < num_processes:
         raise ValueError(f"process_id: expected a value in [0, {num_processes}), got {process_id}")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # used only by CPU devices
@@ -152,8 +166,10 @@ def shard_batch(batch, mesh: Mesh):
         a = np.asarray(a)
         local_devices = len(mesh.local_devices)
         if a.shape[0] % local_devices:
-            raise ValueError(f"batch: {a.shape[0]} examples on this process do not split over its "
-                             f"{local_devices} devices of the mesh")
+            raise ValueError(
+                f"batch: {a.shape[0]} examples on this process do not split over its "
+                f"{local_devices} devices of the mesh"
+            )
         return jax.make_array_from_process_local_data(sharding, a)
 
     return jax.tree.map(one, batch)
@@ -195,6 +211,7 @@ def place_state(state, mesh: Mesh):
       >>> p["W"].sharding.spec
       P()
     """
+
     def one(a):
         sharding = NamedSharding(mesh, state_spec(a, mesh))
         a = np.asarray(to_host(a))

@@ -74,6 +74,7 @@ final state is the last valid one. Padding is inert: values past a length reach 
 any gradient (masked steps compute on zeros). Tests check values and gradients against the generic
 unroller to 1e-10 in float64.
 """
+
 from __future__ import annotations
 
 import functools
@@ -88,9 +89,26 @@ from jax.custom_derivatives import SymbolicZero
 
 from rnn_jax._ops import local_batch, select, shift_down, varying_like, zero_invalid
 
-__all__ = ["Kernel", "Platform", "platform", "run", "run_step", "packed_scan", "Products", "Residuals", "elman", "lstm", "gru",
-           "elman_kernel", "LSTM", "GRU", "ElmanWeights", "ElmanKept", "LSTMWeights", "LSTMKept", "GRUWeights", "GRUKept",
-           "PACK_MIN_BATCH"]
+__all__ = [
+    "Kernel",
+    "Platform",
+    "platform",
+    "run",
+    "run_step",
+    "packed_scan",
+    "Products",
+    "Residuals",
+    "elman_kernel",
+    "LSTM",
+    "GRU",
+    "ElmanWeights",
+    "ElmanKept",
+    "LSTMWeights",
+    "LSTMKept",
+    "GRUWeights",
+    "GRUKept",
+    "PACK_MIN_BATCH",
+]
 
 Hoist = Union[bool, str]
 PACK_MIN_BATCH = 16  # the default of ``pack``: smaller batches run every row at every step
@@ -190,8 +208,8 @@ class _Config(NamedTuple):
     """The driver's static options for one call (hashable: a ``nondiff_argnum``)."""
 
     unroll: int
-    hoist: tuple          # (inference, training)
-    pack: Optional[int]   # the smallest batch that packs, or None
+    hoist: tuple  # (inference, training)
+    pack: Optional[int]  # the smallest batch that packs, or None
     devices: int
 
 
@@ -215,8 +233,18 @@ def _mask_levels(mask, pack: Optional[int], devices: int):
     return None if mask is None or not local_batch(mask, devices) else _levels(mask.shape[1], pack)
 
 
-def packed_scan(step, carry, xs, mask, *, reverse: bool = False, unroll: int = 1, pack: Optional[int] = PACK_MIN_BATCH,
-                devices: Optional[int] = None, shared=None):
+def packed_scan(
+    step,
+    carry,
+    xs,
+    mask,
+    *,
+    reverse: bool = False,
+    unroll: int = 1,
+    pack: Optional[int] = PACK_MIN_BATCH,
+    devices: Optional[int] = None,
+    shared=None,
+):
     """``lax.scan(step, carry, xs, reverse=reverse)``, each step run on the leading rows only: as
     many as the last row valid at that step or at any later one, rounded up to a level of
     ``_levels``. Those counts fall with time, so each level is one loop over a range of steps on its
@@ -260,6 +288,7 @@ def _no_shared(step):
     def with_shared(c, s, x):
         c, y = step(c, x)
         return c, s, y
+
     return with_shared
 
 
@@ -268,6 +297,7 @@ def _packed(step, carry, shared, xs, mask, reverse, unroll, pack, devices):
     have the batch axis, ``shared``'s have not."""
     levels = None if unroll != 1 else _mask_levels(mask, pack, devices)
     if levels is None or mask.shape[0] == 0:
+
         def plain(cs, x):
             c, s, y = step(cs[0], cs[1], x)
             return (c, s), y
@@ -293,7 +323,7 @@ def _packed(step, carry, shared, xs, mask, reverse, unroll, pack, devices):
         c, shared, ys = lax.fori_loop(lo, hi, body, (jax.tree.map(lambda a: a[:k], carry), shared, ys))
         return jax.tree.map(lambda a, top: jnp.concatenate([top, a[k:]]) if k < B else top, carry, c), shared, ys
 
-    for k, lo, hi in (spans if reverse else spans[::-1]):
+    for k, lo, hi in spans if reverse else spans[::-1]:
         carry, shared, ys = level(k, lo, hi, carry, shared, ys)
     return carry, shared, ys
 
@@ -326,8 +356,12 @@ def _by_length(rule: str, cfg: _Config, call, xs, state0, mask, b):
     permute = _permute if rule == "vjp" else (lambda a, order, axis: jnp.take(a, order, axis=axis))
     order = jnp.argsort(-jnp.sum(mask[..., 0], axis=0), stable=True)
     undo = jnp.argsort(order)
-    ys, final = call(permute(xs, order, 1), jax.tree.map(lambda a: permute(a, order, 0), state0),
-                     jnp.take(mask, order, axis=1), b if b is None or b.ndim == 1 else permute(b, order, 0))
+    ys, final = call(
+        permute(xs, order, 1),
+        jax.tree.map(lambda a: permute(a, order, 0), state0),
+        jnp.take(mask, order, axis=1),
+        b if b is None or b.ndim == 1 else permute(b, order, 0),
+    )
     return permute(ys, undo, 1), jax.tree.map(lambda a: permute(a, undo, 0), final)
 
 
@@ -338,7 +372,7 @@ def _by_length(rule: str, cfg: _Config, call, xs, state0, mask, b):
 def bias(b, shape):
     """An input bias for a step on ``shape = (k, G*H)``: shared ``(G*H,)``, or one per row ``(B, G*H)``
     of which a packed step takes the leading ``k``."""
-    return jnp.broadcast_to(b if b.ndim == 1 else b[:shape[0]], shape)
+    return jnp.broadcast_to(b if b.ndim == 1 else b[: shape[0]], shape)
 
 
 def _checked_bias(b, xs):
@@ -524,8 +558,9 @@ def _vjp_bwd(kernel, cfg, saved, cts):
 
     per_step = kernel.backward_inputs(w, res.states, res.kept, state0)
     wb = w if kernel.backward_weights is None else kernel.backward_weights(w)  # once, not at every step
-    dstate0, emitted = packed_scan(step, dfinal, (dys, per_step, mask), mask, reverse=True, unroll=cfg.unroll,
-                                   pack=cfg.pack, devices=cfg.devices)
+    dstate0, emitted = packed_scan(
+        step, dfinal, (dys, per_step, mask), mask, reverse=True, unroll=cfg.unroll, pack=cfg.pack, devices=cfg.devices
+    )
     dw, db, dxs = kernel.gradients(w, b, xs, state0, res.states, res.kept, emitted, Products(cfg.devices > 1))
     return dw, db, dxs, dstate0, None
 
@@ -558,8 +593,20 @@ def _jvp_rule(kernel, cfg, primals, tangents):
 _jvp_kernel.defjvp(_jvp_rule, symbolic_zeros=True)
 
 
-def run(kernel: Kernel, w, b, xs, state0, mask=None, *, unroll: int = 1, hoist: Hoist = "auto", rule: str = "vjp",
-        pack: Optional[int] = PACK_MIN_BATCH, platform: Optional[Platform] = None):
+def run(
+    kernel: Kernel,
+    w,
+    b,
+    xs,
+    state0,
+    mask=None,
+    *,
+    unroll: int = 1,
+    hoist: Hoist = "auto",
+    rule: str = "vjp",
+    pack: Optional[int] = PACK_MIN_BATCH,
+    platform: Optional[Platform] = None,
+):
     """Run a cell's :class:`Kernel` over a time-major batch, with the derivative rule asked for.
 
     Args:
@@ -596,8 +643,9 @@ def run(kernel: Kernel, w, b, xs, state0, mask=None, *, unroll: int = 1, hoist: 
     plat = _read_platform() if platform is None else platform
     cfg = _Config(unroll, _hoist(hoist, kernel.cpu_hoist(xs.shape[0]), plat.backend), pack, plat.devices)
     fn = _vjp_kernel if rule == "vjp" else _jvp_kernel
-    return _by_length(rule, cfg, lambda xs, s0, mask, b: fn(kernel, cfg, w, b, xs, s0, mask), xs, state0, mask,
-                      _checked_bias(b, xs))
+    return _by_length(
+        rule, cfg, lambda xs, s0, mask, b: fn(kernel, cfg, w, b, xs, s0, mask), xs, state0, mask, _checked_bias(b, xs)
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -613,8 +661,9 @@ def _generic_forward(cell, cfg, params, xs, state0, mask):
         new = select(m_t, new, s)
         return new, (new, zero_invalid(m_t, y))
 
-    final, (states, ys) = packed_scan(step, state0, (xs, mask), mask, unroll=cfg.unroll, pack=cfg.pack,
-                                      devices=cfg.devices)
+    final, (states, ys) = packed_scan(
+        step, state0, (xs, mask), mask, unroll=cfg.unroll, pack=cfg.pack, devices=cfg.devices
+    )
     return (ys, final), states
 
 
@@ -642,16 +691,34 @@ def _generic_bwd(cell, cfg, res, cts):
         return dstate, jax.tree.map(operator.add, dparams, dp), dx
 
     zeros = jax.tree.map(jnp.zeros_like, params)
-    dstate0, dparams, dxs = packed_scan(step, dfinal, (prev, xs, dys, mask), mask, reverse=True, unroll=cfg.unroll,
-                                        pack=cfg.pack, devices=cfg.devices, shared=zeros)
+    dstate0, dparams, dxs = packed_scan(
+        step,
+        dfinal,
+        (prev, xs, dys, mask),
+        mask,
+        reverse=True,
+        unroll=cfg.unroll,
+        pack=cfg.pack,
+        devices=cfg.devices,
+        shared=zeros,
+    )
     return dparams, dxs, dstate0, None
 
 
 _generic.defvjp(_generic_fwd, _generic_bwd)
 
 
-def run_step(cell, params, xs, state0, mask, *, unroll: int = 1, pack: Optional[int] = PACK_MIN_BATCH,
-             platform: Optional[Platform] = None):
+def run_step(
+    cell,
+    params,
+    xs,
+    state0,
+    mask,
+    *,
+    unroll: int = 1,
+    pack: Optional[int] = PACK_MIN_BATCH,
+    platform: Optional[Platform] = None,
+):
     """Any cell's ``step`` over a time-major batch with packed steps, differentiated in reverse mode by a
     backward loop of the step's own VJP (packed too): what ``rnn(cell, pack="always")`` runs for a cell
     without a kernel (or with ``fused=False``). Reverse mode only (``jax.jvp`` raises JAX's custom-VJP
@@ -682,8 +749,9 @@ def run_step(cell, params, xs, state0, mask, *, unroll: int = 1, pack: Optional[
     """
     plat = _read_platform() if platform is None else platform
     cfg = _Config(unroll, (False, False), pack, plat.devices)
-    return _by_length("vjp", cfg, lambda xs, s0, mask, b: _generic(cell, cfg, params, xs, s0, mask), xs, state0, mask,
-                      None)
+    return _by_length(
+        "vjp", cfg, lambda xs, s0, mask, b: _generic(cell, cfg, params, xs, s0, mask), xs, state0, mask, None
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -718,7 +786,7 @@ class ElmanKept(NamedTuple):
       True
     """
 
-    a: Any = None   # (B, H) pre-activations, kept only when g' is not written from g's output
+    a: Any = None  # (B, H) pre-activations, kept only when g' is not written from g's output
 
 
 def _recurrent_transpose(w):
@@ -797,43 +865,17 @@ def elman_kernel(activation: Callable, derivative: Optional[Callable] = None, *,
         da = u + recur(dh, w.W_h)
         return k * da if derivative is not None else jax.jvp(g, (k,), (da,))[1]
 
-    return Kernel("indrnn" if diagonal else "elman", step, backward_inputs, backward, gradients, tangent_inputs,
-                  tangent, lambda T: (True, True), (lambda w: w.W_h) if diagonal else _recurrent_transpose)
-
-
-def elman(W_i, W_h, b, xs, h0, mask=None, *, activation: Callable, derivative: Optional[Callable] = None,
-          unroll: int = 1, hoist: Hoist = "auto", rule: str = "vjp", pack: Optional[int] = PACK_MIN_BATCH):
-    """Elman recurrence ``h_t = g(x_t W_i + b + h_{t-1} W_h)`` over ``xs (T, B, I)``: :func:`run` with
-    :func:`elman_kernel` (build the kernel once and call :func:`run` in a loop of your own).
-
-    Args:
-      W_i: ``(I, H)``.
-      W_h: ``(H, H)``.
-      b: ``(H,)`` or ``(B, H)``.
-      xs: ``(T, B, I)``, time-major.
-      h0: ``(B, H)``.
-      mask: ``(T, B, 1)`` (1 for valid steps) or None.
-      activation: ``g``.
-      derivative: ``g'`` as a function of ``g``'s output, or None.
-      unroll: steps per iteration of the compiled loop.
-      hoist: take all input products before the loop (True, False or ``"auto"``).
-      rule: ``"vjp"`` or ``"jvp"``.
-      pack: the smallest batch that packs, or None.
-
-    Returns:
-      ``(ys (T, B, H), h_T (B, H))``.
-
-    Examples:
-      >>> cell = rnn_jax.elman(4)
-      >>> p = cell.init(jax.random.key(0), 3)
-      >>> xs = jax.random.normal(jax.random.key(1), (6, 2, 3))
-      >>> ys, h = rnn_jax.fused.elman(p["W_i"], p["W_h"], p["b_i"], xs, jnp.zeros((2, 4)), activation=jnp.tanh,
-      ...                             derivative=lambda s: 1 - s * s)
-      >>> bool(jnp.allclose(ys, rnn_jax.unroll(cell, p, xs.swapaxes(0, 1))[0].swapaxes(0, 1), atol=1e-6))
-      True
-    """
-    return run(elman_kernel(activation, derivative), ElmanWeights(W_i, W_h), b, xs, h0, mask, unroll=unroll,
-               hoist=hoist, rule=rule, pack=pack)
+    return Kernel(
+        "indrnn" if diagonal else "elman",
+        step,
+        backward_inputs,
+        backward,
+        gradients,
+        tangent_inputs,
+        tangent,
+        lambda T: (True, True),
+        (lambda w: w.W_h) if diagonal else _recurrent_transpose,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -884,9 +926,9 @@ def _lstm_step(w, state, gx, b):
     H = h.shape[-1]
     z = gx + h @ w.W_h + b  # (B, 4H)
     i = jax.nn.sigmoid(z[:, :H])
-    f = jax.nn.sigmoid(z[:, H:2 * H])
-    g = jnp.tanh(z[:, 2 * H:3 * H])
-    o = jax.nn.sigmoid(z[:, 3 * H:])
+    f = jax.nn.sigmoid(z[:, H : 2 * H])
+    g = jnp.tanh(z[:, 2 * H : 3 * H])
+    o = jax.nn.sigmoid(z[:, 3 * H :])
     c_new = f * c + i * g
     return (o * jnp.tanh(c_new), c_new), LSTMKept(i, f, g, o)
 
@@ -901,8 +943,9 @@ def _lstm_backward(W_hT, dnew, per_step):
     c, c_prev, (i, f, g, o) = per_step
     tc = jnp.tanh(c)
     dc = dc + dh * o * (1.0 - tc * tc)
-    dz = jnp.concatenate([dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
-                          dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o)], axis=1)
+    dz = jnp.concatenate(
+        [dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f), dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o)], axis=1
+    )
     return (dz @ W_hT, dc * f), dz
 
 
@@ -932,42 +975,18 @@ def _lstm_tangent(w, tstate, inp):
     return p * dz_o + q * dc_new, dc_new
 
 
-LSTM = Kernel("lstm", _lstm_step, _lstm_backward_inputs, _lstm_backward, _lstm_gradients, _lstm_tangent_inputs,
-              _lstm_tangent, lambda T: (False, T <= 100), _recurrent_transpose)
+LSTM = Kernel(
+    "lstm",
+    _lstm_step,
+    _lstm_backward_inputs,
+    _lstm_backward,
+    _lstm_gradients,
+    _lstm_tangent_inputs,
+    _lstm_tangent,
+    lambda T: (False, T <= 100),
+    _recurrent_transpose,
+)
 """The LSTM's spec (gates ``i, f, g, o``; one input bias, the sum of PyTorch's two)."""
-
-
-def lstm(W_i, W_h, b, xs, state0, mask=None, *, unroll: int = 1, hoist: Hoist = "auto", rule: str = "vjp",
-         pack: Optional[int] = PACK_MIN_BATCH):
-    """LSTM recurrence (gates ``i, f, g, o`` along the last axis) over ``xs (T, B, I)`` with one bias
-    ``b`` (the sum of both of PyTorch's): :func:`run` with :data:`LSTM`.
-
-    Args:
-      W_i: ``(I, 4H)``.
-      W_h: ``(H, 4H)``.
-      b: ``(4H,)`` or ``(B, 4H)``.
-      xs: ``(T, B, I)``, time-major.
-      state0: ``(h0, c0)``, each ``(B, H)``.
-      mask: ``(T, B, 1)`` (1 for valid steps) or None.
-      unroll: steps per iteration of the compiled loop.
-      hoist: take all input products before the loop (True, False or ``"auto"``).
-      rule: ``"vjp"`` or ``"jvp"``.
-      pack: the smallest batch that packs, or None.
-
-    Returns:
-      ``(ys (T, B, H), (h_T, c_T))``.
-
-    Examples:
-      >>> cell = rnn_jax.lstm(4)
-      >>> p = cell.init(jax.random.key(0), 3)
-      >>> xs = jax.random.normal(jax.random.key(1), (6, 2, 3))
-      >>> z = jnp.zeros((2, 4))
-      >>> ys, (h, c) = rnn_jax.fused.lstm(p["W_i"], p["W_h"], p["b_i"] + p["b_h"], xs, (z, z))
-      >>> bool(jnp.allclose(ys, rnn_jax.unroll(cell, p, xs.swapaxes(0, 1))[0].swapaxes(0, 1), atol=1e-6))
-      True
-    """
-    return run(LSTM, LSTMWeights(W_i, W_h), b, xs, tuple(state0), mask, unroll=unroll, hoist=hoist, rule=rule,
-               pack=pack)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1007,9 +1026,9 @@ class GRUKept(NamedTuple):
       ('c', 'z', 'a')
     """
 
-    c: jax.Array    # (B, 3H): d h' / d gh, the r, z, n blocks
-    z: jax.Array    # (B, H)
-    a: jax.Array    # (B, H): d h' / d a_n = (1 - z)(1 - n^2)
+    c: jax.Array  # (B, 3H): d h' / d gh, the r, z, n blocks
+    z: jax.Array  # (B, H)
+    a: jax.Array  # (B, H): d h' / d a_n = (1 - z)(1 - n^2)
 
 
 def _gru_step(w, h, gx, b_i):
@@ -1017,9 +1036,9 @@ def _gru_step(w, h, gx, b_i):
     gx = gx + b_i
     gh = h @ w.W_h + jnp.broadcast_to(w.b_h, gx.shape)
     r = jax.nn.sigmoid(gx[:, :H] + gh[:, :H])
-    z = jax.nn.sigmoid(gx[:, H:2 * H] + gh[:, H:2 * H])
-    hn = gh[:, 2 * H:]
-    n = jnp.tanh(gx[:, 2 * H:] + r * hn)
+    z = jax.nn.sigmoid(gx[:, H : 2 * H] + gh[:, H : 2 * H])
+    hn = gh[:, 2 * H :]
+    n = jnp.tanh(gx[:, 2 * H :] + r * hn)
     # What the derivative rules need of this step, formed here while its operands are at hand:
     # d h'/d a_n = (1 - z)(1 - n^2) =: a and the factors c = d h' / d gh (r, z, n blocks), so that
     # d gh = dh' * c. Formed after the loop from kept r, z, n, gh_n, they took four passes over
@@ -1051,10 +1070,10 @@ def _gru_gradients(w, b_i, xs, h0, Hs, kept, dH, products):
     # The input's gate cotangents are dGH's but for the n block, dH * a against dGH's dH * a * r: the
     # difference E is one (T, B, H) array, not a second (T, B, 3H) one (the GRU classifier's step:
     # 0.94-0.98x, three runs; the encoder-decoder's, whose inputs need their gradient, 0.98-1.03x).
-    E = dH * (A - C[..., 2 * H:])
+    E = dH * (A - C[..., 2 * H :])
     (dW_i, db_i), (dW_e, db_e) = products.weight_bias(xs, dGH, b_i), products.weight_bias(xs, E, b_i)
-    dW_i, db_i = dW_i.at[:, 2 * H:].add(dW_e), db_i.at[..., 2 * H:].add(db_e)
-    dxs = dGH @ w.W_i.T + E @ w.W_i[:, 2 * H:].T
+    dW_i, db_i = dW_i.at[:, 2 * H :].add(dW_e), db_i.at[..., 2 * H :].add(db_e)
+    dxs = dGH @ w.W_i.T + E @ w.W_i[:, 2 * H :].T
     dW_h, db_h = products.weight_bias(shift_down(Hs, h0), dGH, w.b_h)
     return GRUWeights(dW_i, dW_h, db_h), db_i, dxs
 
@@ -1062,8 +1081,8 @@ def _gru_gradients(w, b_i, xs, h0, Hs, kept, dH, products):
 def _gru_tangent_inputs(w, tw, b_i, tb_i, xs, txs, h0, Hs, kept):
     C, Z, A = kept
     shape = C.shape
-    TGX = linear(shape, Hs.dtype, (xs, tw.W_i), (txs, w.W_i), (tb_i,))                   # tangent of x W_i + b_i
-    V = linear(shape, Hs.dtype, (shift_down(Hs, h0), tw.W_h), (tw.b_h,))                # ... of h W_h + b_h but dh
+    TGX = linear(shape, Hs.dtype, (xs, tw.W_i), (txs, w.W_i), (tb_i,))  # tangent of x W_i + b_i
+    V = linear(shape, Hs.dtype, (shift_down(Hs, h0), tw.W_h), (tw.b_h,))  # ... of h W_h + b_h but dh
     # dh' = (1 - z) dn + (h - n) dz + z dh = sum over blocks of C (gx_r + gh_r, gx_z + gh_z, gh_n)
     # + A gx_n + z dh, with the backward pass's factors C; all but C (dh W_h) + z dh is known now.
     gx_r, gx_z, gx_n = blocks(TGX, 3)
@@ -1076,40 +1095,15 @@ def _gru_tangent(w, dh, inp):
     return sum(blocks(c * (dh @ w.W_h), 3)) + z * dh + e
 
 
-GRU = Kernel("gru", _gru_step, _gru_backward_inputs, _gru_backward, _gru_gradients, _gru_tangent_inputs,
-             _gru_tangent, lambda T: (False, False), _recurrent_transpose)
+GRU = Kernel(
+    "gru",
+    _gru_step,
+    _gru_backward_inputs,
+    _gru_backward,
+    _gru_gradients,
+    _gru_tangent_inputs,
+    _gru_tangent,
+    lambda T: (False, False),
+    _recurrent_transpose,
+)
 """The GRU's spec (gates ``r, z, n``, reset after the recurrent product; ``b_h`` among the weights)."""
-
-
-def gru(W_i, W_h, b_i, b_h, xs, h0, mask=None, *, unroll: int = 1, hoist: Hoist = "auto", rule: str = "vjp",
-        pack: Optional[int] = PACK_MIN_BATCH):
-    """GRU recurrence (gates ``r, z, n``, reset after the recurrent product) over ``xs (T, B, I)``
-    with the input and recurrent biases: :func:`run` with :data:`GRU`.
-
-    Args:
-      W_i: ``(I, 3H)``.
-      W_h: ``(H, 3H)``.
-      b_i: ``(3H,)`` or ``(B, 3H)``.
-      b_h: ``(3H,)``.
-      xs: ``(T, B, I)``, time-major.
-      h0: ``(B, H)``.
-      mask: ``(T, B, 1)`` (1 for valid steps) or None.
-      unroll: steps per iteration of the compiled loop.
-      hoist: take all input products before the loop (True, False or ``"auto"``).
-      rule: ``"vjp"`` or ``"jvp"``.
-      pack: the smallest batch that packs, or None.
-
-    Returns:
-      ``(ys (T, B, H), h_T (B, H))``.
-
-    Examples:
-      >>> cell = rnn_jax.gru(4)
-      >>> p = cell.init(jax.random.key(0), 3)
-      >>> xs = jax.random.normal(jax.random.key(1), (6, 2, 3))
-      >>> ys, h = rnn_jax.fused.gru(p["W_i"], p["W_h"], p["b_i"], p["b_h"], xs, jnp.zeros((2, 4)))
-      >>> bool(jnp.allclose(ys, rnn_jax.unroll(cell, p, xs.swapaxes(0, 1))[0].swapaxes(0, 1), atol=1e-6))
-      True
-    """
-    if jnp.ndim(b_h) != 1:
-        raise ValueError(f"b_h: expected shape (3H,), got {jnp.shape(b_h)}")
-    return run(GRU, GRUWeights(W_i, W_h, b_h), b_i, xs, h0, mask, unroll=unroll, hoist=hoist, rule=rule, pack=pack)

@@ -13,6 +13,7 @@ From the command line, on any cell or architecture with random params and data::
 
     python -m rnn_jax.gradcheck --cell lstm --arch bidirectional --length 5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -125,8 +126,9 @@ def relative_errors(g_a, g_b, floor: float = 1e-8) -> dict[str, float]:
     return out
 
 
-def check(loss: Callable[[Any], jax.Array], params, *, eps: float = 1e-6, tol: float = 1e-6,
-          grad: Callable | None = None) -> Report:
+def check(
+    loss: Callable[[Any], jax.Array], params, *, eps: float = 1e-6, tol: float = 1e-6, grad: Callable | None = None
+) -> Report:
     """Compare ``grad(params)`` (default ``jax.grad(loss)``) with central differences of ``loss``.
 
     Needs float64 (``jax.config.update("jax_enable_x64", True)``); ``params`` are cast to it.
@@ -172,8 +174,10 @@ def user_cell(spec: str, hidden: int):
 
     module, sep, name = spec.partition(":")
     if not sep or not module or not name:
-        raise ValueError(f"--cell: expected one of {', '.join(CLI_CELLS)} or module:function (a factory "
-                         f"hidden -> Cell, e.g. mycells:rg_lru), got {spec!r}")
+        raise ValueError(
+            f"--cell: expected one of {', '.join(CLI_CELLS)} or module:function (a factory "
+            f"hidden -> Cell, e.g. mycells:rg_lru), got {spec!r}"
+        )
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
@@ -182,8 +186,9 @@ def user_cell(spec: str, hidden: int):
         raise ValueError(f"--cell {spec}: cannot import {name} from {module}: {e}") from e
     cell = factory(hidden)
     if not isinstance(cell, Cell):
-        raise ValueError(f"--cell {spec}: expected {name}({hidden}) to return an rnn_jax Cell, got "
-                         f"{type(cell).__name__}")
+        raise ValueError(
+            f"--cell {spec}: expected {name}({hidden}) to return an rnn_jax Cell, got {type(cell).__name__}"
+        )
     return cell
 
 
@@ -195,11 +200,20 @@ def _build(args):
         make_cell = lambda: cell  # noqa: E731
     else:
         make_cell = None
-    make_cell = make_cell or {"elman": lambda: rj.elman(args.hidden, args.activation), "jordan": lambda: rj.jordan(args.hidden, 3),
-                 "lstm": lambda: rj.lstm(args.hidden), "gru": lambda: rj.gru(args.hidden),
-                 "orthogonal": lambda: rj.orthogonal_rnn(args.hidden), "min_gru": lambda: rj.min_gru(args.hidden),
-                 "min_lstm": lambda: rj.min_lstm(args.hidden), "indrnn": lambda: rj.indrnn(args.hidden),
-                 "lru": lambda: rj.lru(args.hidden)}[args.cell]
+    make_cell = (
+        make_cell
+        or {
+            "elman": lambda: rj.elman(args.hidden, args.activation),
+            "jordan": lambda: rj.jordan(args.hidden, 3),
+            "lstm": lambda: rj.lstm(args.hidden),
+            "gru": lambda: rj.gru(args.hidden),
+            "orthogonal": lambda: rj.orthogonal_rnn(args.hidden),
+            "min_gru": lambda: rj.min_gru(args.hidden),
+            "min_lstm": lambda: rj.min_lstm(args.hidden),
+            "indrnn": lambda: rj.indrnn(args.hidden),
+            "lru": lambda: rj.lru(args.hidden),
+        }[args.cell]
+    )
     one = lambda **kw: rj.rnn(make_cell(), **kw)  # noqa: E731
     archs = {
         "rnn": lambda: one(),
@@ -211,10 +225,16 @@ def _build(args):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rnn_jax.gradcheck",
-                                description="Check autodiff gradients of an rnn_jax layer against finite differences.")
-    p.add_argument("--cell", default="lstm", help=f"{', '.join(CLI_CELLS)}, or module:function for your own "
-                                                  "cell (a factory hidden -> Cell, imported from the working directory)")
+    p = argparse.ArgumentParser(
+        prog="python -m rnn_jax.gradcheck",
+        description="Check autodiff gradients of an rnn_jax layer against finite differences.",
+    )
+    p.add_argument(
+        "--cell",
+        default="lstm",
+        help=f"{', '.join(CLI_CELLS)}, or module:function for your own "
+        "cell (a factory hidden -> Cell, imported from the working directory)",
+    )
     p.add_argument("--activation", default=None, help="Elman activation: tanh (default), relu, sigmoid")
     p.add_argument("--arch", choices=["rnn", "reverse", "bidirectional", "stack"], default="rnn")
     p.add_argument("--skip", choices=["none", "residual", "highway"], default="none")
@@ -245,9 +265,13 @@ def main(argv=None) -> int:
         p.error(str(e))
     k1, k2, k3 = jax.random.split(jax.random.key(args.seed), 3)
     params = layer.init(k1, args.input, jnp.float64)
-    params = jax.tree.map(lambda a, k: a + 0.3 * jax.random.normal(k, a.shape, a.dtype), params,
-                          jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params),
-                                                       list(jax.random.split(k2, len(jax.tree_util.tree_leaves(params))))))
+    params = jax.tree.map(
+        lambda a, k: a + 0.3 * jax.random.normal(k, a.shape, a.dtype),
+        params,
+        jax.tree_util.tree_unflatten(
+            jax.tree_util.tree_structure(params), list(jax.random.split(k2, len(jax.tree_util.tree_leaves(params))))
+        ),
+    )
     xs = jax.random.normal(k3, (2, args.steps, args.input), jnp.float64)  # a batch: the fused path
     lengths = jnp.array([args.steps, args.steps if args.length is None else args.length])
     target = jnp.sin(jnp.arange(2 * args.steps * layer.output_size, dtype=jnp.float64)).reshape(2, args.steps, -1)

@@ -23,6 +23,7 @@ call it at start (``--host_memory=default`` turns it off). Where the C library i
 Windows, musl), it does nothing and returns False. The same effect without code, for any program:
 ``MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=2147483647 MALLOC_TOP_PAD_=268435456``.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -33,7 +34,7 @@ __all__ = ["reuse_host_memory", "host_memory_state", "use_policy", "POLICIES"]
 # mallopt parameter numbers (glibc <malloc.h>)
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 _MMAP_THRESHOLDS = (1 << 30, 1 << 25)  # glibc builds that cap the threshold accept 32 MiB
-_TRIM_THRESHOLD = 2 ** 31 - 1  # mallopt takes an int
+_TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int
 _TOP_PAD = 1 << 28
 
 _state: dict = {"reuse": False, "mmap_threshold": None}

@@ -21,6 +21,7 @@ Names accepted by :func:`get`:
 Gated cells initialise every gate's block on its own (an ``(I, H)`` block per gate), so that
 ``orthogonal`` and ``identity`` mean what they say for each gate's recurrent matrix.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Union
@@ -32,9 +33,22 @@ Initializer = Callable[..., jax.Array]
 InitSpec = Union[str, Initializer]
 
 __all__ = [
-    "Initializer", "get", "identity", "orthogonal", "uniform", "uniform_range", "constant", "pytorch_uniform",
-    "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform", "lecun_normal",
-    "zeros", "ones",
+    "Initializer",
+    "get",
+    "identity",
+    "orthogonal",
+    "uniform",
+    "uniform_range",
+    "constant",
+    "pytorch_uniform",
+    "glorot_uniform",
+    "glorot_normal",
+    "he_uniform",
+    "he_normal",
+    "lecun_uniform",
+    "lecun_normal",
+    "zeros",
+    "ones",
 ]
 
 glorot_uniform = jax.nn.initializers.glorot_uniform()
@@ -170,16 +184,24 @@ def pytorch_uniform(hidden_size: int) -> Initializer:
       >>> bool(jnp.abs(w).max() <= 0.1)
       True
     """
-    return uniform(1.0 / hidden_size ** 0.5)
+    return uniform(1.0 / hidden_size**0.5)
 
 
 _BY_NAME = {
-    "glorot_uniform": glorot_uniform, "xavier_uniform": glorot_uniform,
-    "glorot_normal": glorot_normal, "xavier_normal": glorot_normal,
-    "he_uniform": he_uniform, "kaiming_uniform": he_uniform,
-    "he_normal": he_normal, "kaiming_normal": he_normal,
-    "lecun_uniform": lecun_uniform, "lecun_normal": lecun_normal,
-    "orthogonal": orthogonal(), "identity": identity(), "zeros": zeros, "ones": ones,
+    "glorot_uniform": glorot_uniform,
+    "xavier_uniform": glorot_uniform,
+    "glorot_normal": glorot_normal,
+    "xavier_normal": glorot_normal,
+    "he_uniform": he_uniform,
+    "kaiming_uniform": he_uniform,
+    "he_normal": he_normal,
+    "kaiming_normal": he_normal,
+    "lecun_uniform": lecun_uniform,
+    "lecun_normal": lecun_normal,
+    "orthogonal": orthogonal(),
+    "identity": identity(),
+    "zeros": zeros,
+    "ones": ones,
 }
 NAMES = tuple(sorted(_BY_NAME)) + ("pytorch",)
 

@@ -19,6 +19,7 @@ rule: a custom backward pass under ``jax.vmap`` would build one weight gradient 
 the transpose of a custom JVP forms each as one product over the mapped examples. Batched calls are
 the fast path; ``jax.vmap`` over single-sequence calls comes close to it.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple, Optional, Union
@@ -26,17 +27,14 @@ from typing import Any, Callable, NamedTuple, Optional, Union
 import jax
 import jax.numpy as jnp
 
-from rnn_jax import _checks, _ops
-from rnn_jax import fused as _fused
+from rnn_jax import _checks, _ops, runs
 from rnn_jax import parallel as _parallel
 from rnn_jax import regularization as _reg
 from rnn_jax._ops import affine, with_static
-from rnn_jax.cells import Cell, check_cell, prepared
-from rnn_jax.unroll import check_inputs, check_knobs, scan
-from rnn_jax.unroll import _zone as zone
+from rnn_jax.cells import Cell, check_cell
+from rnn_jax.unroll import check_inputs
 
-__all__ = ["Layer", "rnn", "bidirectional", "stack", "stream_init", "stream_step",
-           "run_layer", "MERGES", "SKIPS"]
+__all__ = ["Layer", "rnn", "bidirectional", "stack", "stream_init", "stream_step", "run_layer", "MERGES", "SKIPS"]
 
 
 class Layer(NamedTuple):
@@ -69,6 +67,8 @@ class Layer(NamedTuple):
         :class:`rnn_jax.parallel.DeerInfo` of shape ``batch``: per sequence the iterations run, whether
         they converged (False: ``apply`` returned the sequential scan's result there) and the residual.
         None for every other layer.
+      how: for an :func:`rnn` layer, the way it runs (:mod:`rnn_jax.runs`: ``Scan``, ``Fused``, ``Linear`` or
+        ``Newton``), checked against its cell; None for combinators.
 
     Examples:
       >>> layer = rnn_jax.rnn(rnn_jax.lstm(8))
@@ -87,6 +87,7 @@ class Layer(NamedTuple):
     name: str
     reads_backward: bool = False
     parallel_info: Optional[Callable[..., Any]] = None
+    how: Any = None
 
 
 def _layer(init, run, output_size, initial_state, step, name, reads_backward=False, cell=None) -> Layer:
@@ -101,9 +102,12 @@ def _layer(init, run, output_size, initial_state, step, name, reads_backward=Fal
         return _ops.from_time_major(ys, batch), _ops.unflatten_batch(final, batch)
 
     initial_state_fn = initial_state
-    apply.__doc__ = (f"{name}: ``(params, xs (*batch, T, I), lengths=None, initial_state=None, *, key=None) -> "
-                     f"(ys (*batch, T, {output_size}), final_state)``; ``key``: dropout and zoneout masks "
-                     f"(training), None: none (evaluation).")
+    apply.__doc__ = (
+        f"{name}: ``(params, xs (*batch, T, I), lengths=None, initial_state=None, *, key=None) -> "
+        f"(ys (*batch, T, {output_size}), final_state)``; ``key``: dropout and zoneout masks "
+        f"(training), None: none (evaluation)."
+    )
+
     def checked_init(key, input_size, dtype=jnp.float32):
         _reg.init_key(key)
         if cell is not None:
@@ -111,8 +115,16 @@ def _layer(init, run, output_size, initial_state, step, name, reads_backward=Fal
         return init(key, input_size, dtype)
 
     checked_init.__doc__ = f"{name}: ``(key, input_size, dtype=float32) -> params``."
-    layer = Layer(init=checked_init, apply=apply, run=run, output_size=output_size,
-                  initial_state=initial_state, step=step, name=name, reads_backward=reads_backward)
+    layer = Layer(
+        init=checked_init,
+        apply=apply,
+        run=run,
+        output_size=output_size,
+        initial_state=initial_state,
+        step=step,
+        name=name,
+        reads_backward=reads_backward,
+    )
     return layer
 
 
@@ -144,44 +156,40 @@ def run_layer(layer: Layer, params, xs, lengths=None, state=None, batched=True, 
     return layer.run(params, xs, lengths, state, batched, key=key)
 
 
-def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool, int] = False,
-        hoist_input: Union[bool, str] = "auto", fused: Optional[bool] = None,
-        parallel: Optional[str] = None, tol: Optional[float] = None, max_iters: int = 100,
-        linear_solver: str = "auto", dropout: float = 0.0, recurrent_dropout: float = 0.0,
-        zoneout: float = 0.0, pack: Union[bool, str] = True) -> Layer:
-    """A layer that runs ``cell`` over the sequence.
+def rnn(
+    cell: Cell,
+    how: Optional[runs.How] = None,
+    *,
+    reverse: bool = False,
+    dropout: float = 0.0,
+    recurrent_dropout: float = 0.0,
+    zoneout: float = 0.0,
+    **options: Any,
+) -> Layer:
+    """A layer that runs ``cell`` over the sequence, the way ``how`` says.
 
-    Calls run ``cell.fused``, the cell's fast recurrence with hand-written derivatives (Elman, LSTM,
-    GRU), when it has one and ``fused`` is not False; otherwise the generic scan
-    :func:`rnn_jax.unroll.scan`, autodiff through ``lax.scan``. Batched calls take the recurrence's
-    hand-written backward pass; calls without batch dimensions take its hand-written tangent
-    recurrence, which JAX transposes, so that ``jax.vmap`` over them still forms each weight gradient
-    as one product (:mod:`rnn_jax.fused`). All compute the same values and gradients (tested to
-    1e-10 in float64).
+    ``how`` is one value (:mod:`rnn_jax.runs`), checked against the cell here: ``Fused(unroll, hoist, pack)``
+    runs the cell's kernel, its fast recurrence with hand-written derivatives (Elman, LSTM, GRU, IndRNN, the
+    orthogonal cell; the default of every cell that has one); ``Scan(unroll, remat, pack)`` the generic
+    scan :func:`rnn_jax.unroll.scan`, autodiff through ``lax.scan`` (the default of the others);
+    ``Linear(solver)`` a diagonal linear recurrence solved for all steps at once; ``Newton(diagonal, tol,
+    max_iters)`` any cell solved in parallel over time. All compute the same values and gradients (tested
+    to 1e-10 in float64). Batched calls of a kernel take its hand-written backward pass; calls without
+    batch dimensions its tangent recurrence, which JAX transposes, so that ``jax.vmap`` over them still
+    forms each weight gradient as one product (:mod:`rnn_jax.fused`).
+
+    The keyword options of earlier versions spell the same values and stay accepted (not together with
+    ``how``): ``unroll``, ``remat``, ``fused`` (None, True: ``Fused``, False: ``Scan``), ``hoist_input``,
+    ``pack`` (True, False, ``"always"``: ``Scan(pack=True)``), ``parallel`` (``"linear"``: ``Linear``,
+    ``"newton"`` / ``"diagonal"``: ``Newton``), ``linear_solver``, ``tol``, ``max_iters``
+    (:func:`rnn_jax.runs.from_keywords`). ``layer.how`` is the value a layer runs by.
 
     Args:
+      cell: the cell.
+      how: :class:`rnn_jax.Scan`, :class:`rnn_jax.Fused`, :class:`rnn_jax.Linear`, :class:`rnn_jax.Newton`,
+        or None (the cell's default: ``Fused()`` with a kernel, else ``Scan()``).
       reverse: read the valid prefix backwards (outputs stay aligned with their inputs).
-      unroll: the ``lax.scan`` unroll factor.
-      remat: False, True or a chunk size: rematerialise in the backward pass (generic scan only).
-      hoist_input: for a cell with a kernel (``Cell.fused``), take the input product of all timesteps
-        before the loop: True, False or ``"auto"`` (the kernels decide from measurements). The generic
-        scan takes them inside the loop whatever this says (hoisting measured 1.05-1.43x slower there,
-        ``python -m benchmarks.generic_hoist``); values are the same either way.
-      fused: None (use the cell's fused recurrence when it has one and ``remat`` is off), True
-        (require it) or False (never).
-      parallel: ``"newton"`` or ``"diagonal"`` evaluates the sequence in parallel over time with
-        :func:`rnn_jax.parallel.deer` (falling back to the scan when it does not converge); ``"linear"``
-        takes a cell's diagonal linear recurrence (``Cell.linear``: minGRU, minLSTM, LRU): its
-        coefficients and outputs for all steps at once, the recurrence ``h = a h + b`` alone in between
-        (``linear_solver``), exactly; None: the scan of ``step``.
-      linear_solver: for ``parallel="linear"``: ``"associative"`` (``lax.associative_scan``, O(log T)
-        depth), ``"scan"`` (a sequential scan of the elementwise update) or ``"auto"``: ``"scan"`` on
-        CPU, where it was measured faster, ``"associative"`` elsewhere
-        (:func:`rnn_jax.parallel.linear_solver`).
-      tol: Newton's stopping rule for ``parallel="newton" | "diagonal"``: ``max |S_new - S| <= tol``
-        (default 1e-5 in float32, 1e-10 in float64) within ``max_iters`` iterations, else the scan's
-        result. ``layer.parallel_info(params, xs, lengths)`` reports what the solve did.
-      max_iters: the most Newton iterations (``parallel="newton" | "diagonal"``).
+      **options: the keyword spelling of ``how`` (above).
       dropout: variational dropout of the inputs: with a ``key``, each sequence's input features are
         dropped with this probability, one mask for all its steps (Gal & Ghahramani 2016).
       recurrent_dropout: variational dropout of the hidden vector entering every step (the state, or its
@@ -190,13 +198,10 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
       zoneout: with a ``key``, each unit of the state keeps its previous value with this probability at
         every step (Krueger et al. 2017); without one, the state is the expectation ``p h_prev + (1 - p)
         h_new``. The outputs are the step's.
-      pack: packed steps (:mod:`rnn_jax.fused`): a batch of 16 or more rows with lengths skips the rows
-        whose sequences have ended (same values). True: a cell's kernel packs; ``"always"``: the generic
-        scan too (:func:`rnn_jax.fused.run_step`: its batched calls then take a backward pass of the step's
-        own VJP, reverse mode only; without ``remat``); False: every row at every step.
 
     ``recurrent_dropout`` and ``zoneout`` act inside the step, so they run the generic scan
-    (:mod:`rnn_jax.regularization`): ``recurrent_dropout`` only in calls with a key, ``zoneout`` always.
+    (:mod:`rnn_jax.regularization`): ``recurrent_dropout`` only in calls with a key, ``zoneout`` always;
+    with any ``how`` but ``Scan`` they are refused.
 
     Returns:
       A :class:`Layer`: ``apply(params, xs (*batch, T, I), lengths=None, initial_state=None, *, key=None)
@@ -208,115 +213,53 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat: Union[bool
       >>> ys, h = layer.apply(params, jnp.ones((4, 10, 3)), jnp.array([10, 7, 3, 0]))
       >>> ys.shape, h.shape
       ((4, 10, 16), (4, 16))
+      >>> rnn_jax.rnn(rnn_jax.min_gru(16), how=rnn_jax.Linear()).how       # solved for all steps at once
+      Linear(solver='scan')
     """
     check_cell(cell)
     dropout = _reg.check_rate(dropout, "dropout")
     recurrent_dropout = _reg.check_rate(recurrent_dropout, "recurrent_dropout")
     zoneout = _reg.check_rate(zoneout, "zoneout", allow_one=False)
-    if (recurrent_dropout or zoneout) and (fused or parallel):
-        raise ValueError(f"recurrent_dropout, zoneout: act inside the step, with the generic scan only "
-                         f"(fused={fused!r}, parallel={parallel!r})")
-    if fused not in (None, True, False):
-        raise ValueError(f"fused: expected None, True or False, got {fused!r}")
-    if fused and cell.fused is None:
-        raise ValueError(f"fused=True: cell {cell.name!r} has no fused recurrence (Elman, LSTM and GRU have)")
-    if pack not in (True, False, "always"):
-        raise ValueError(f"pack: expected True, False or 'always', got {pack!r}")
-    if pack == "always" and remat:
-        raise ValueError("pack='always' with remat: packed steps keep every step's state; choose one")
-    if hoist_input not in (True, False, "auto"):
-        raise ValueError(f"hoist_input: expected True, False or 'auto', got {hoist_input!r}")
-    unroll, remat = check_knobs(unroll, remat)
-    if parallel is not None and parallel not in _parallel.METHODS + ("linear",):
-        raise ValueError(f"parallel: expected None or one of {_parallel.METHODS + ('linear',)}, got {parallel!r}")
-    if parallel == "linear" and cell.linear is None:
-        raise ValueError(f"parallel='linear': cell {cell.name!r} declares no linear recurrence (Cell.linear; "
-                         f"min_gru, min_lstm and lru do); 'newton' or 'diagonal' solve any cell")
-    if tol is not None:
-        tol = _checks.check_real(tol, "tol", minimum=0)
-    max_iters = _checks.check_int(max_iters, "max_iters", want="an int >= 1")
-    if (tol is not None or max_iters != 100) and parallel not in _parallel.METHODS:
-        raise ValueError(f"tol, max_iters: Newton's stopping rule, for parallel='newton' or 'diagonal' only "
-                         f"(parallel={parallel!r})")
-    solver = _parallel.linear_solver(linear_solver)
-    if linear_solver != "auto" and parallel != "linear":
-        raise ValueError(f"linear_solver={linear_solver!r}: the solver of parallel='linear' only (parallel="
-                         f"{parallel!r}); drop it, or pass parallel='linear'")
-    if parallel == "linear" and remat:
-        raise ValueError("parallel='linear' with remat: the parallel form keeps every step's coefficients")
-    if fused and parallel:
-        raise ValueError("fused=True with parallel: choose one evaluation of the recurrence")
-    if fused and remat:
-        raise ValueError("fused=True with remat: the fused recurrence keeps every step's gates; "
-                         "use remat with fused=False")
-    use_fused = cell.fused is not None and fused is not False and not remat and not parallel and not zoneout
-    n_unroll = unroll
-
-    def regularisers(key, xs, state):
-        """``(xs, hidden_mask, zoneout)``: the inputs dropped, the masks for the scan (or None)."""
-        if key is None:
-            return xs, None, ((zoneout, None) if zoneout else None)
-        k_in, k_h, k_z = (jax.random.fold_in(key, i) for i in range(3))
-        if dropout:
-            xs = _reg.dropout(k_in, xs, dropout, shared_axes=(0,))  # one mask per sequence
-        hidden_mask = zone = None
-        if recurrent_dropout:
-            h = jax.tree.leaves(_ops.start_state(cell.initial_state, xs, state))[0]  # (B, ...)
-            hidden_mask = _reg.dropout(k_h, jnp.ones(h.shape, h.dtype), recurrent_dropout)
-        if zoneout:
-            leaves, tree = jax.tree.flatten(cell.initial_state(xs.dtype))
-            keep = [jax.random.bernoulli(jax.random.fold_in(k_z, i), zoneout, xs.shape[:2] + a.shape)
-                    for i, a in enumerate(leaves)]
-            zone = (zoneout, jax.tree.unflatten(tree, keep))
-        return xs, hidden_mask, zone
+    how = runs.resolve(cell, how, options, inside_step=bool(recurrent_dropout or zoneout), zoneout=bool(zoneout))
+    regularise = _reg.layer_regularisers(cell, dropout, recurrent_dropout, zoneout)
+    scan_how = how if isinstance(how, runs.Scan) else runs.Scan(getattr(how, "unroll", 1))
 
     def run(params, xs, lengths=None, state=None, batched=True, static=None, key=None):
-        # static (B, C): inputs every step reads after x_t (Cell.fused); a decoder's context
-        xs, hidden_mask, zone = regularisers(key, xs, state)
-        if parallel or not use_fused or hidden_mask is not None:
-            xs, static = with_static(xs, static), None
-        if hidden_mask is not None or zone is not None:
-            return scan(cell, params, xs, lengths, state, reverse=reverse, unroll=n_unroll, remat=remat,
-                        hidden_mask=hidden_mask, zoneout=zone)
-        if parallel == "linear":
-            return _parallel.linear_batch(cell, params, xs, lengths, state, reverse=reverse, solver=solver)
-        if parallel:
-            return _parallel.solve_batch(cell, params, xs, lengths, state, reverse=reverse, method=parallel,
-                                         max_iters=max_iters, tol=tol)[:2]
-        packed_step = not use_fused and pack == "always" and batched and lengths is not None  # fused.run_step
-        if not use_fused and not packed_step:
-            return scan(cell, params, xs, lengths, state, reverse=reverse, unroll=n_unroll, remat=remat)
-        state = _ops.start_state(cell.initial_state, xs, state)
-        # inside shard_map: weights shared by every device enter the per-device recurrence marked as
-        # varying, so that autodiff sums their per-device gradients (the custom rules return those)
-        params = _ops.varying_like(params, xs)
-        if reverse:
-            xs = _ops.flip_valid(xs, lengths)
-        mask = _ops.time_mask(lengths, xs.shape[0])
-        if packed_step:
-            ys, final = _fused.run_step(cell, prepared(cell, params), xs, state, mask, unroll=n_unroll)
-        else:
-            # pack=False reaches a kernel that takes ``pack``; one of one's own without it runs as it is
-            # (packing skips padded steps: the values are the same either way)
-            options = {} if pack or not _checks.takes_keyword(cell.fused, "pack") else {"pack": None}
-            ys, final = cell.fused(params, xs, state, mask, unroll=n_unroll, hoist=hoist_input,
-                                   rule="vjp" if batched else "jvp", static=static, **options)
-            _check_kernel_outputs(cell, xs, state, ys, final)
-        return (_ops.flip_valid(ys, lengths) if reverse else ys), final
+        xs, inside_step = regularise(key, xs, state)
+        if inside_step:  # recurrent dropout (with a key) and zoneout act inside the step: the scan
+            return scan_how.run(cell, params, with_static(xs, static), lengths, state, reverse, batched, **inside_step)
+        if isinstance(how, runs.Fused):
+            return how.run(cell, params, xs, lengths, state, reverse, batched, static=static)
+        return how.run(cell, params, with_static(xs, static), lengths, state, reverse, batched)
 
     step = None if reverse else jax.vmap(cell.step, in_axes=(None, 0, 0))
     if step is not None and zoneout:  # online use is evaluation: zoneout's expectation, as apply without a key
-        plain_step = step
+        step = _reg.zoneout_expectation(step, zoneout)
+    layer = _layer(
+        cell.init,
+        run,
+        cell.output_size,
+        cell.initial_state,
+        step,
+        ("reversed " if reverse else "") + cell.name,
+        reads_backward=reverse,
+        cell=cell,
+    )
+    layer = layer._replace(how=how)
+    if isinstance(how, runs.Newton):
 
-        def step(params, state, x):
-            new, y = plain_step(params, state, x)
-            return zone(new, state, zoneout, None), y
-    layer = _layer(cell.init, run, cell.output_size, cell.initial_state, step,
-                   ("reversed " if reverse else "") + cell.name, reads_backward=reverse, cell=cell)
-    if parallel in _parallel.METHODS:
         def parallel_info(params, xs, lengths=None, initial_state=None):
-            return _parallel.deer(cell, params, xs, lengths, initial_state, reverse=reverse, method=parallel,
-                                  max_iters=max_iters, tol=tol)[2]
+            return _parallel.deer(
+                cell,
+                params,
+                xs,
+                lengths,
+                initial_state,
+                reverse=reverse,
+                method=how.method,
+                max_iters=how.max_iters,
+                tol=how.tol,
+            )[2]
 
         layer = layer._replace(parallel_info=parallel_info)
     return layer
@@ -360,10 +303,12 @@ def bidirectional(fwd: Layer, bwd: Layer, merge: Union[str, Callable] = "concat"
         if not isinstance(layer, Layer):
             raise ValueError(f"{name}: expected an rnn_jax Layer (e.g. rnn_jax.rnn(cell)), got {type(layer).__name__}")
     if bwd.reads_backward:  # it would read the reversed sequence backwards: forwards again, with no error
-        raise ValueError(f"bwd: bidirectional reverses each sequence for bwd itself, and {bwd.name} already reads "
-                         f"backwards (built with reverse=True, or bidirectional): the pair would read forwards "
-                         f"twice. Write rnn_jax.bidirectional(rnn_jax.rnn(cell), rnn_jax.rnn(cell)) (bwd without "
-                         f"reverse=True)")
+        raise ValueError(
+            f"bwd: bidirectional reverses each sequence for bwd itself, and {bwd.name} already reads "
+            f"backwards (built with reverse=True, or bidirectional): the pair would read forwards "
+            f"twice. Write rnn_jax.bidirectional(rnn_jax.rnn(cell), rnn_jax.rnn(cell)) (bwd without "
+            f"reverse=True)"
+        )
     if callable(merge):
         merge_fn, out = merge, fwd.output_size
     elif merge in MERGES:
@@ -371,8 +316,9 @@ def bidirectional(fwd: Layer, bwd: Layer, merge: Union[str, Callable] = "concat"
         if merge == "concat":
             out = fwd.output_size + bwd.output_size
         elif fwd.output_size != bwd.output_size:
-            raise ValueError(f"merge={merge!r}: fwd and bwd output sizes must match, got "
-                             f"{fwd.output_size} and {bwd.output_size}")
+            raise ValueError(
+                f"merge={merge!r}: fwd and bwd output sizes must match, got {fwd.output_size} and {bwd.output_size}"
+            )
         else:
             out = fwd.output_size
     else:
@@ -388,26 +334,11 @@ def bidirectional(fwd: Layer, bwd: Layer, merge: Union[str, Callable] = "concat"
     def run(params, xs, lengths=None, state=None, batched=True, key=None):
         s_f, s_b = (None, None) if state is None else state
         k_f, k_b = (None, None) if key is None else (jax.random.fold_in(key, 0), jax.random.fold_in(key, 1))
-        ys_f, fin_f = run_layer(fwd, params["fwd"], xs, lengths, s_f, batched, k_f)                # (T, B, O_f)
+        ys_f, fin_f = run_layer(fwd, params["fwd"], xs, lengths, s_f, batched, k_f)  # (T, B, O_f)
         ys_b, fin_b = run_layer(bwd, params["bwd"], _ops.flip_valid(xs, lengths), lengths, s_b, batched, k_b)
         return merge_fn(ys_f, _ops.flip_valid(ys_b, lengths)), (fin_f, fin_b)  # bwd outputs aligned
 
-    return _layer(init, run, out, initial_state, None, f"bidirectional({fwd.name}, {bwd.name})",
-                  reads_backward=True)
-
-
-def _check_kernel_outputs(cell, xs, state, ys, final) -> None:
-    """A cell's ``fused`` must return ``ys (T, B, output_size)`` and a final state shaped as the state it
-    was given: a kernel of one's own that does not is refused, naming what it returned."""
-    want = xs.shape[:2] + (cell.output_size,)
-    if getattr(ys, "shape", None) != want:
-        raise ValueError(f"{cell.name}: its fused kernel returned outputs of shape "
-                         f"{_checks.shape_str(ys.shape) if hasattr(ys, 'shape') else type(ys).__name__}, expected "
-                         f"(T, B, output_size) = {_checks.shape_str(want)}")
-    shapes = lambda t: jax.tree.map(lambda a: tuple(jnp.shape(a)), t)  # noqa: E731
-    if jax.tree.structure(final) != jax.tree.structure(state) or shapes(final) != shapes(state):
-        raise ValueError(f"{cell.name}: its fused kernel returned a final state {shapes(final)}, expected the "
-                         f"structure and shapes of the state it was given, {shapes(state)}")
+    return _layer(init, run, out, initial_state, None, f"bidirectional({fwd.name}, {bwd.name})", reads_backward=True)
 
 
 SKIPS = (None, "residual", "highway")
@@ -461,8 +392,10 @@ def stack(*layers: Layer, skip: Optional[str] = None, highway_bias: float = -1.0
     if skip is not None:
         for i in range(1, len(layers)):
             if layers[i].output_size != layers[i - 1].output_size:
-                raise ValueError(f"skip={skip!r}: layers[{i}] output size {layers[i].output_size} must equal "
-                                 f"its input size {layers[i - 1].output_size}")
+                raise ValueError(
+                    f"skip={skip!r}: layers[{i}] output size {layers[i].output_size} must equal "
+                    f"its input size {layers[i - 1].output_size}"
+                )
 
     def init(key, input_size, dtype=jnp.float32):
         keys = jax.random.split(key, 2 * len(layers))
@@ -472,9 +405,13 @@ def stack(*layers: Layer, skip: Optional[str] = None, highway_bias: float = -1.0
             size = layer.output_size
         gates = ()
         if skip == "highway":
-            gates = tuple({"W": jax.nn.initializers.glorot_uniform()(k, (l.output_size, l.output_size), dtype),
-                           "b": jnp.full((l.output_size,), highway_bias, dtype)}
-                          for k, l in zip(keys[len(layers) + 1:], layers[1:]))
+            gates = tuple(
+                {
+                    "W": jax.nn.initializers.glorot_uniform()(k, (l.output_size, l.output_size), dtype),
+                    "b": jnp.full((l.output_size,), highway_bias, dtype),
+                }
+                for k, l in zip(keys[len(layers) + 1 :], layers[1:])
+            )
         return {"layers": tuple(ps), "gates": gates}
 
     def initial_state(dtype=jnp.float32):
@@ -503,6 +440,7 @@ def stack(*layers: Layer, skip: Optional[str] = None, highway_bias: float = -1.0
 
     step = None
     if all(layer.step is not None for layer in layers):
+
         def step(params, state, x):
             new_states, h = [], x
             for i, (layer, p, s) in enumerate(zip(layers, params["layers"], state)):
@@ -512,8 +450,9 @@ def stack(*layers: Layer, skip: Optional[str] = None, highway_bias: float = -1.0
             return tuple(new_states), h
 
     name = f"stack[{', '.join(l.name for l in layers)}]" + (f"/{skip}" if skip else "")
-    return _layer(init, run, layers[-1].output_size, initial_state, step, name,
-                  reads_backward=layers[-1].reads_backward)
+    return _layer(
+        init, run, layers[-1].output_size, initial_state, step, name, reads_backward=layers[-1].reads_backward
+    )
 
 
 def _online(layer: Layer) -> Layer:
@@ -572,8 +511,9 @@ def stream_step(layer: Layer, params, state, x: jax.Array):
     _online(layer)
     shape = getattr(x, "shape", None)
     if shape is None or len(shape) < 1:
-        raise ValueError(f"x: expected shape (*batch, I), got "
-                         f"{_checks.shape_str(shape) if shape is not None else type(x).__name__}")
+        raise ValueError(
+            f"x: expected shape (*batch, I), got {_checks.shape_str(shape) if shape is not None else type(x).__name__}"
+        )
     batch = tuple(shape[:-1])
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"x: expected a floating dtype, got {x.dtype}")
@@ -584,10 +524,12 @@ def stream_step(layer: Layer, params, state, x: jax.Array):
     except (KeyError, IndexError, TypeError, AttributeError, ValueError):
         I = None  # malformed params: check_params names what is wrong below
     if I is not None and shape[-1] != I:  # the input is what is wrong, not the params it does not fit
-        raise ValueError(f"x: expected shape (*batch, {I}) (feature size {I}, from params), got "
-                         f"{_checks.shape_str(shape)}")
+        raise ValueError(
+            f"x: expected shape (*batch, {I}) (feature size {I}, from params), got {_checks.shape_str(shape)}"
+        )
     _checks.check_params(_checks.expected_params(layer.init, shape[-1], x.dtype), params)
     _checks.check_same_dtype(x, params, "x")
     _checks.check_batch_state(state, layer.initial_state(x.dtype), batch, x.dtype, "state")
-    new, y = layer.step(params, _ops.flatten_batch(state, batch), x.reshape((-1, shape[-1])))
+    step = _checks.require(layer.step, f"{layer.name}: no step")
+    new, y = step(params, _ops.flatten_batch(state, batch), x.reshape((-1, shape[-1])))
     return _ops.unflatten_batch(new, batch), y.reshape(batch + y.shape[1:])

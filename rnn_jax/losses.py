@@ -13,6 +13,7 @@ with ``targets (*batch,)`` and no lengths. Reductions:
 Padding is inert: whatever the logits hold past a length (NaN, inf) reaches neither the loss nor
 its gradient.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,9 +25,16 @@ import optax
 
 from rnn_jax import _checks, _ops
 
-__all__ = ["softmax_cross_entropy", "bits_per_char", "accuracy", "mse", "masked_reduce", "step_mask",
-           "accumulation_dtype",
-           "REDUCTIONS"]
+__all__ = [
+    "softmax_cross_entropy",
+    "bits_per_char",
+    "accuracy",
+    "mse",
+    "masked_reduce",
+    "step_mask",
+    "accumulation_dtype",
+    "REDUCTIONS",
+]
 
 LN2 = math.log(2.0)
 REDUCTIONS = ("sum", "mean", "sequence_mean", "none")
@@ -112,12 +120,16 @@ def _check(logits, targets, lengths, argname="targets", classes=True):
         raise ValueError(f"{argname}: expected arrays, got {type(logits).__name__} and {type(targets).__name__}")
     want = tuple(lshape[:-1]) if classes else tuple(lshape)
     if tuple(tshape) != want:
-        raise ValueError(f"{argname}: expected shape {want} for {'logits' if classes else 'preds'} of shape "
-                         f"{tuple(lshape)}, got {tuple(tshape)}")
+        raise ValueError(
+            f"{argname}: expected shape {want} for {'logits' if classes else 'preds'} of shape "
+            f"{tuple(lshape)}, got {tuple(tshape)}"
+        )
     steps = tuple(lshape[:-1])  # (*batch, T)
     if lengths is not None:
         if len(steps) < 1:
-            raise ValueError(f"lengths: a single prediction per example has no time axis; expected None, got {lengths!r}")
+            raise ValueError(
+                f"lengths: a single prediction per example has no time axis; expected None, got {lengths!r}"
+            )
         _checks.check_batch_lengths(lengths, steps[:-1], steps[-1])
     if classes:
         if not jnp.issubdtype(targets.dtype, jnp.integer):

@@ -24,6 +24,7 @@ before tracing, a traced one inside :func:`rnn_jax.checked`, and otherwise an in
 Empty axes work everywhere: a batch of 0 gives empty outputs, and an empty sequence (T = 0) reads
 like a sequence of length 0 (every readout of it is zeros).
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple, Optional
@@ -39,8 +40,7 @@ from rnn_jax.cells import Cell
 from rnn_jax.layers import Layer, rnn, run_layer
 from rnn_jax.regularization import check_key, init_key
 
-__all__ = ["Model", "dense_init", "dense", "many_to_one", "many_to_many", "encoder_decoder",
-           "one_to_many", "READOUTS"]
+__all__ = ["Model", "dense_init", "dense", "many_to_one", "many_to_many", "encoder_decoder", "one_to_many", "READOUTS"]
 
 
 class Model(NamedTuple):
@@ -85,8 +85,7 @@ def dense_init(key, fan_in: int, fan_out: int, dtype=jnp.float32) -> dict:
       >>> p["W"].shape, p["b"].tolist()
       ((3, 2), [0.0, 0.0])
     """
-    return {"W": jax.nn.initializers.glorot_uniform()(key, (fan_in, fan_out), dtype),
-            "b": jnp.zeros((fan_out,), dtype)}
+    return {"W": jax.nn.initializers.glorot_uniform()(key, (fan_in, fan_out), dtype), "b": jnp.zeros((fan_out,), dtype)}
 
 
 def dense(params, x):
@@ -128,14 +127,13 @@ def check_token_values(tokens, vocab_size: int, argname: str, lengths=None) -> N
     if isinstance(tokens, jax.core.Tracer) or isinstance(lengths, jax.core.Tracer):
         ok = (tokens >= 0) & (tokens < vocab_size)
         if lengths is not None:
-            t = jnp.arange(tokens.shape[-1]).reshape((1,) * (tokens.ndim - 1) + (tokens.shape[-1],))
-            ok = ok | ~(t < lengths.reshape(tokens.shape[:-1] + (1,)))
+            ok = ok | ~_ops.valid_steps(lengths.reshape(tokens.shape[:-1]), tokens.shape[-1])
         _checks.value_check(ok, f"{argname}: expected token ids in [0, {vocab_size})", tokens)
         return
     arr = np.asarray(tokens)
     invalid = (arr < 0) | (arr >= vocab_size)
     if lengths is not None:
-        invalid &= np.arange(arr.shape[-1]) < np.asarray(lengths).reshape(arr.shape[:-1] + (1,))
+        invalid &= _ops.valid_steps(np.asarray(lengths).reshape(arr.shape[:-1]), arr.shape[-1], np)
     bad = np.nonzero(invalid)
     if bad[0].size:
         idx = tuple(int(b[0]) for b in bad)
@@ -157,7 +155,7 @@ class _Inputs:
     def init(self, key, dtype):
         if self.vocab is None or self.embed is None:
             return {}
-        return {"E": jax.random.normal(key, (self.vocab, self.embed), dtype) * self.embed ** -0.5}
+        return {"E": jax.random.normal(key, (self.vocab, self.embed), dtype) * self.embed**-0.5}
 
     def encode(self, p, xs, dtype):
         """``(..., T)`` ids or ``(..., T, I)`` features -> ``(..., T, size)`` floats."""
@@ -171,8 +169,9 @@ class _Inputs:
         """Edge checks; returns ``(xs_tm (T, B, ...) raw, lengths (B,) | None, batch, T)``."""
         tokens = self.vocab is not None
         batch, T = _checks.check_batch(xs, None if tokens else self.size, self.argname, tokens=tokens)
-        lengths = _checks.check_batch_lengths(lengths, batch, T, "lengths" if self.argname == "xs"
-                                              else f"{self.argname}_lengths")
+        lengths = _checks.check_batch_lengths(
+            lengths, batch, T, "lengths" if self.argname == "xs" else f"{self.argname}_lengths"
+        )
         if tokens:
             check_token_values(xs, self.vocab, self.argname, lengths)
         else:
@@ -187,6 +186,7 @@ class _Inputs:
 
 
 # Readouts of a layer's time-major outputs ys (T, B, H) with lengths (B,) | None -> (B, F).
+
 
 def _last(ys, lengths):
     if lengths is None:
@@ -213,9 +213,9 @@ def _masked_max(ys, lengths):
 
 READOUTS: dict[str, tuple[Callable, int]] = {
     # name: (fn(ys (T, B, H), lengths) -> (B, F), F as a multiple of the layer's output size)
-    "last": (_last, 1),          # the last valid output: the final state of a forward RNN
-    "mean": (_masked_mean, 1),   # mean over valid steps
-    "max": (_masked_max, 1),     # max over valid steps
+    "last": (_last, 1),  # the last valid output: the final state of a forward RNN
+    "mean": (_masked_mean, 1),  # mean over valid steps
+    "max": (_masked_max, 1),  # max over valid steps
     # last and first valid outputs: holds the final states of both directions of a bidirectional layer
     "ends": (lambda ys, L: jnp.concatenate([_last(ys, L), ys[0]], axis=-1), 2),
 }
@@ -229,9 +229,11 @@ def _readout(readout, layer: Layer):
     if readout is None:
         readout = "ends" if layer.reads_backward else "last"
     if readout == "last" and layer.reads_backward:
-        raise ValueError(f"readout='last': the outputs of {layer.name} at each sequence's last valid step come "
-                         f"from a backward direction that has read only that step; use readout='ends' (the last "
-                         f"and first valid outputs: both directions' final states), 'mean' or 'max'")
+        raise ValueError(
+            f"readout='last': the outputs of {layer.name} at each sequence's last valid step come "
+            f"from a backward direction that has read only that step; use readout='ends' (the last "
+            f"and first valid outputs: both directions' final states), 'mean' or 'max'"
+        )
     if readout not in READOUTS:
         raise ValueError(f"readout: expected one of {sorted(READOUTS)}, got {readout!r}")
     fn, mult = READOUTS[readout]
@@ -249,8 +251,15 @@ def _check_layer(layer):
         raise ValueError(f"layer: expected an rnn_jax Layer (e.g. rnn_jax.rnn(cell)), got {type(layer).__name__}")
 
 
-def many_to_one(layer: Layer, output_size: int, *, readout: Optional[str] = None, vocab_size: Optional[int] = None,
-                embed_size: Optional[int] = None, input_size: Optional[int] = None) -> Model:
+def many_to_one(
+    layer: Layer,
+    output_size: int,
+    *,
+    readout: Optional[str] = None,
+    vocab_size: Optional[int] = None,
+    embed_size: Optional[int] = None,
+    input_size: Optional[int] = None,
+) -> Model:
     """Sequence in, one output out: ``apply(params, xs, lengths=None, *, key=None) -> (*batch, O)`` logits
     or values.
 
@@ -288,15 +297,18 @@ def many_to_one(layer: Layer, output_size: int, *, readout: Optional[str] = None
     def init(key, dtype=jnp.float32):
         init_key(key)
         k1, k2, k3 = jax.random.split(key, 3)
-        return {"embed": inputs.init(k1, dtype), "rnn": layer.init(k2, inputs.size, dtype),
-                "head": dense_init(k3, mult * layer.output_size, output_size, dtype)}
+        return {
+            "embed": inputs.init(k1, dtype),
+            "rnn": layer.init(k2, inputs.size, dtype),
+            "head": dense_init(k3, mult * layer.output_size, output_size, dtype),
+        }
 
     def apply(params, xs, lengths=None, *, key=None):
         key = check_key(key)
         dtype = _check_model_params(init, params)
-        h, lengths, batch = inputs(params["embed"], xs, lengths, dtype)       # (T, B, I)
+        h, lengths, batch = inputs(params["embed"], xs, lengths, dtype)  # (T, B, I)
         ys, _ = run_layer(layer, params["rnn"], h, lengths, None, bool(batch), key)  # (T, B, H)
-        out = dense(params["head"], read(ys, lengths))                        # (B, O)
+        out = dense(params["head"], read(ys, lengths))  # (B, O)
         return out.reshape(batch + out.shape[1:])
 
     return Model(init, apply)
@@ -349,9 +361,15 @@ def _sample_loop(step, state, first_logits, max_len, key, temperature, eos):
     return toks, jnp.sum(~was_done, axis=0).astype(jnp.int32)
 
 
-def many_to_many(layer: Layer, output_size: int, *, vocab_size: Optional[int] = None,
-                 embed_size: Optional[int] = None, input_size: Optional[int] = None,
-                 eos: Optional[int] = None) -> Model:
+def many_to_many(
+    layer: Layer,
+    output_size: int,
+    *,
+    vocab_size: Optional[int] = None,
+    embed_size: Optional[int] = None,
+    input_size: Optional[int] = None,
+    eos: Optional[int] = None,
+) -> Model:
     """One output per step: ``apply(params, xs, lengths=None, initial_state=None, *, key=None) ->
     ((*batch, T, O), final_state)``.
 
@@ -391,8 +409,11 @@ def many_to_many(layer: Layer, output_size: int, *, vocab_size: Optional[int] = 
     def init(key, dtype=jnp.float32):
         init_key(key)
         k1, k2, k3 = jax.random.split(key, 3)
-        return {"embed": inputs.init(k1, dtype), "rnn": layer.init(k2, inputs.size, dtype),
-                "head": dense_init(k3, layer.output_size, output_size, dtype)}
+        return {
+            "embed": inputs.init(k1, dtype),
+            "rnn": layer.init(k2, inputs.size, dtype),
+            "head": dense_init(k3, layer.output_size, output_size, dtype),
+        }
 
     def check_state(state, batch, dtype):
         if state is None:
@@ -403,14 +424,16 @@ def many_to_many(layer: Layer, output_size: int, *, vocab_size: Optional[int] = 
     def apply(params, xs, lengths=None, initial_state=None, *, key=None):
         key = check_key(key)
         dtype = _check_model_params(init, params)
-        h, lengths, batch = inputs(params["embed"], xs, lengths, dtype)                      # (T, B, I)
-        ys, final = run_layer(layer, params["rnn"], h, lengths, check_state(initial_state, batch, dtype),
-                              bool(batch), key)
-        logits = dense(params["head"], ys)                                                   # (T, B, O)
+        h, lengths, batch = inputs(params["embed"], xs, lengths, dtype)  # (T, B, I)
+        ys, final = run_layer(
+            layer, params["rnn"], h, lengths, check_state(initial_state, batch, dtype), bool(batch), key
+        )
+        logits = dense(params["head"], ys)  # (T, B, O)
         return _ops.from_time_major(logits, batch), _ops.unflatten_batch(final, batch)
 
     generate = None
     if vocab_size is not None and vocab_size == output_size and layer.step is not None:
+
         def generate(params, prompt, prompt_lengths=None, *, max_len: int, key=None, temperature: float = 1.0):
             temperature = _check_generate(max_len, temperature, key)
             dtype = _check_model_params(init, params)
@@ -421,11 +444,13 @@ def many_to_many(layer: Layer, output_size: int, *, vocab_size: Optional[int] = 
             h, lengths, batch = inputs_p(params["embed"], prompt, prompt_lengths, dtype)
             if lengths is not None:
                 if _checks.is_traced(lengths):
-                    _checks.value_check(lengths >= 1, "prompt_lengths: expected every prompt to hold at least one token")
+                    _checks.value_check(
+                        lengths >= 1, "prompt_lengths: expected every prompt to hold at least one token"
+                    )
                 elif lengths.size and int(np.min(np.asarray(lengths))) < 1:  # concrete: numpy, also under jit
                     raise ValueError("prompt_lengths: expected every prompt to hold at least one token, got a 0")
             ys, state = layer.run(params["rnn"], h, lengths, None, bool(batch))
-            first = dense(params["head"], _last(ys, lengths))                                # (B, V)
+            first = dense(params["head"], _last(ys, lengths))  # (B, V)
 
             def step(state, tok):
                 state, y = layer.step(params["rnn"], state, inputs.encode(params["embed"], tok, dtype))
@@ -439,6 +464,7 @@ def many_to_many(layer: Layer, output_size: int, *, vocab_size: Optional[int] = 
 
 # ---------------------------------------------------------------------------------------------
 # Decoders: a cell that writes a token sequence given a context vector (shared by the two below).
+
 
 class _Decoder:
     """Decoder input at step t: ``[embed(y_{t-1}), context]`` (Cho et al. 2014). The initial state is a
@@ -460,32 +486,39 @@ class _Decoder:
 
     def init(self, key, dtype):
         ke, kc, kb, kh = jax.random.split(key, 4)
-        bridge = tuple(dense_init(k, self.context_size, leaf.shape[0], dtype)
-                       for k, leaf in zip(jax.random.split(kb, len(self.leaves)), self.leaves))
-        return {"E": jax.random.normal(ke, (self.vocab, self.embed), dtype) * self.embed ** -0.5,
-                "cell": self.layer.init(kc, self.embed + self.context_size, dtype), "bridge": bridge,
-                "head": dense_init(kh, self.cell.output_size, self.vocab, dtype)}
+        bridge = tuple(
+            dense_init(k, self.context_size, leaf.shape[0], dtype)
+            for k, leaf in zip(jax.random.split(kb, len(self.leaves)), self.leaves)
+        )
+        return {
+            "E": jax.random.normal(ke, (self.vocab, self.embed), dtype) * self.embed**-0.5,
+            "cell": self.layer.init(kc, self.embed + self.context_size, dtype),
+            "bridge": bridge,
+            "head": dense_init(kh, self.cell.output_size, self.vocab, dtype),
+        }
 
     def state0(self, p, context):
         """``context (B, C)`` -> the decoder's initial state, leaves ``(B, ...)``."""
         dtypes = [leaf.dtype for leaf in jax.tree_util.tree_leaves(self.cell.initial_state(context.dtype))]
         # a complex state (the LRU's) starts at the bridge's value on the real axis
-        return jax.tree_util.tree_unflatten(self.treedef, [jnp.tanh(dense(b, context)).astype(dt)
-                                                           for b, dt in zip(p["bridge"], dtypes)])
+        return jax.tree_util.tree_unflatten(
+            self.treedef, [jnp.tanh(dense(b, context)).astype(dt) for b, dt in zip(p["bridge"], dtypes)]
+        )
 
     def teacher(self, p, context, tgt_in, tgt_lengths, batch):
         """Teacher forcing: ``tgt_in`` ``(*batch, T)`` = [bos, y_0, ..., y_{T-2}] -> logits ``(*batch, T, V)``."""
         _, T = _checks.check_batch(tgt_in, None, "tgt_in", tokens=True)
         if tuple(tgt_in.shape[:-1]) != tuple(batch):
-            raise ValueError(f"tgt_in: expected batch dimensions {_checks.shape_str(batch)} like the source, got "
-                             f"shape {_checks.shape_str(tgt_in.shape)}")
+            raise ValueError(
+                f"tgt_in: expected batch dimensions {_checks.shape_str(batch)} like the source, got "
+                f"shape {_checks.shape_str(tgt_in.shape)}"
+            )
         lengths = _checks.check_batch_lengths(tgt_lengths, batch, T, "tgt_lengths")
         check_token_values(tgt_in, self.vocab, "tgt_in", lengths)
-        tok = _ops.to_time_major(tgt_in, batch)                                    # (T, B)
+        tok = _ops.to_time_major(tgt_in, batch)  # (T, B)
         # every step reads [embed(y_{t-1}), context]: the context's part of the input product is taken
         # once per sequence (static inputs, Cell.fused), not at every step
-        ys, _ = self.layer.run(p["cell"], p["E"][tok], lengths, self.state0(p, context), bool(batch),
-                               static=context)
+        ys, _ = self.layer.run(p["cell"], p["E"][tok], lengths, self.state0(p, context), bool(batch), static=context)
         return _ops.from_time_major(dense(p["head"], ys), batch)
 
     def decode(self, p, context, max_len, key, temperature, batch):
@@ -498,9 +531,19 @@ class _Decoder:
         return _ops.from_time_major(toks, batch), n.reshape(batch)
 
 
-def encoder_decoder(encoder: Layer, decoder: Cell, *, tgt_vocab: int, bos: int, eos: int,
-                    embed_size: int = 32, src_vocab: Optional[int] = None, src_embed_size: Optional[int] = 32,
-                    input_size: Optional[int] = None, readout: Optional[str] = None) -> Model:
+def encoder_decoder(
+    encoder: Layer,
+    decoder: Cell,
+    *,
+    tgt_vocab: int,
+    bos: int,
+    eos: int,
+    embed_size: int = 32,
+    src_vocab: Optional[int] = None,
+    src_embed_size: Optional[int] = 32,
+    input_size: Optional[int] = None,
+    readout: Optional[str] = None,
+) -> Model:
     """Sequence-to-sequence with separate encoder and decoder weights (Cho et al. 2014; Sutskever et al. 2014).
 
     The encoder reads the source; ``readout`` of its outputs (default: ``"ends"`` for an encoder that reads
@@ -508,7 +551,8 @@ def encoder_decoder(encoder: Layer, decoder: Cell, *, tgt_vocab: int, bos: int, 
     state is ``tanh(c W + b)`` and it reads ``[embed(y_{t-1}), c]`` at every step.
 
     * ``apply(params, src, src_lengths, tgt_in, tgt_lengths=None, *, key=None) -> logits (*batch, T_out,
-      V)``: teacher forcing (``key``: the encoder's dropout); ``src`` is ``(*batch, S)`` ids (``src_vocab`` set) or ``(*batch, S, I)`` features.
+      V)``: teacher forcing (``key``: the encoder's dropout); ``src`` is ``(*batch, S)`` ids (``src_vocab`` set)
+      or ``(*batch, S, I)`` features.
     * ``generate(params, src, src_lengths=None, *, max_len, key=None, temperature=1.0) -> (tokens, lengths)``:
       greedy with ``key=None``, else sampled; a sequence stops at ``eos``.
 
@@ -545,14 +589,17 @@ def encoder_decoder(encoder: Layer, decoder: Cell, *, tgt_vocab: int, bos: int, 
     def init(key, dtype=jnp.float32):
         init_key(key)
         k1, k2, k3 = jax.random.split(key, 3)
-        return {"embed": inputs.init(k1, dtype), "rnn": encoder.init(k2, inputs.size, dtype),
-                "decoder": dec.init(k3, dtype)}
+        return {
+            "embed": inputs.init(k1, dtype),
+            "rnn": encoder.init(k2, inputs.size, dtype),
+            "decoder": dec.init(k3, dtype),
+        }
 
     def context(params, src, src_lengths, key=None):
         dtype = _check_model_params(init, params)
         h, lengths, batch = inputs(params["embed"], src, src_lengths, dtype)
         ys, _ = run_layer(encoder, params["rnn"], h, lengths, None, bool(batch), key)
-        return read(ys, lengths), batch                                            # (B, C)
+        return read(ys, lengths), batch  # (B, C)
 
     def apply(params, src, src_lengths, tgt_in, tgt_lengths=None, *, key=None):
         c, batch = context(params, src, src_lengths, check_key(key))
@@ -566,8 +613,7 @@ def encoder_decoder(encoder: Layer, decoder: Cell, *, tgt_vocab: int, bos: int, 
     return Model(init, apply, generate)
 
 
-def one_to_many(decoder: Cell, input_size: int, *, vocab_size: int, bos: int, eos: int,
-                embed_size: int = 32) -> Model:
+def one_to_many(decoder: Cell, input_size: int, *, vocab_size: int, bos: int, eos: int, embed_size: int = 32) -> Model:
     """One input vector ``v (*batch, I)`` in, a token sequence out (generation).
 
     * ``apply(params, v, tgt_in, tgt_lengths=None) -> logits (*batch, T, V)``: teacher forcing.
@@ -606,8 +652,10 @@ def one_to_many(decoder: Cell, input_size: int, *, vocab_size: int, bos: int, eo
         dtype = _check_model_params(init, params)
         shape = getattr(v, "shape", None)
         if shape is None or len(shape) < 1 or shape[-1] != input_size:
-            raise ValueError(f"v: expected shape (*batch, {input_size}), got "
-                             f"{_checks.shape_str(shape) if shape is not None else type(v).__name__}")
+            raise ValueError(
+                f"v: expected shape (*batch, {input_size}), got "
+                f"{_checks.shape_str(shape) if shape is not None else type(v).__name__}"
+            )
         _checks.check_same_dtype(v, params, "v")
         batch = tuple(shape[:-1])
         return v.reshape((-1, input_size)).astype(dtype), batch

@@ -10,8 +10,8 @@ Witten-Bell (Witten & Bell 1991; Chen & Goodman 1998):
 with ``h'`` the context shortened by its oldest character and ``P_0 = 1 / V``. Counting and lookup
 are vectorised with numpy (n-grams encoded as base-V integers).
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 
@@ -22,7 +22,7 @@ def _codes(ids: np.ndarray, n: int, V: int) -> np.ndarray:
     """Base-V code of every n-gram ending at positions n-1 .. len-1."""
     out = np.zeros(len(ids) - n + 1, np.int64)
     for i in range(n):
-        out = out * V + ids[i: len(ids) - n + 1 + i]
+        out = out * V + ids[i : len(ids) - n + 1 + i]
     return out
 
 
@@ -48,10 +48,10 @@ class NGram:
     def __init__(self, order: int, vocab_size: int):
         if order < 1:
             raise ValueError(f"order: expected an int >= 1, got {order}")
-        if vocab_size ** order >= 2 ** 62:
+        if vocab_size**order >= 2**62:
             raise ValueError(f"order: {order} too large for a vocabulary of {vocab_size} (codes overflow int64)")
         self.order, self.V = order, vocab_size
-        self.tables = []
+        self.tables: list = []
 
     def fit(self, ids: np.ndarray) -> "NGram":
         """Count every n-gram of ``ids`` up to the order.

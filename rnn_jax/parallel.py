@@ -30,10 +30,11 @@ If the iterations have not converged after ``max_iters`` (``max |S_new - S| > to
 On a CPU the sequential scan is usually faster; the parallel form pays off on accelerators with long
 sequences and small states (see benchmarks/README.md).
 """
+
 from __future__ import annotations
 
 from functools import partial
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.flatten_util
@@ -176,7 +177,8 @@ def linear_batch(cell: Cell, params, xs, lengths, state, *, reverse: bool = Fals
     if reverse:
         xs = _ops.flip_valid(xs, lengths)
     both = lambda f: jax.vmap(jax.vmap(f, (None, 0, 0)), (None, 0, 0))  # noqa: E731 - over (T, B)
-    a, b = both(lambda p, _, x: cell.linear(p, x))(params, xs, xs)  # (T, B, H) each
+    linear = _checks.require(cell.linear, f"{cell.name}: no linear form (Cell.linear)")
+    a, b = both(lambda p, _, x: linear(p, x))(params, xs, xs)  # (T, B, H) each
     mask = _ops.time_mask(lengths, T)
     # the masking rule in the coefficients: past a length a = 1, b = 0 keep the state
     a, b = _ops.select(mask, a, jnp.ones_like(a)), _ops.zero_invalid(mask, b)
@@ -198,6 +200,7 @@ def _flat_step(cell, params, unravel):
         x, valid = inp
         new = jax.flatten_util.ravel_pytree(cell.step(params, unravel(s), x)[0])[0]
         return _ops.select(valid, new, s)
+
     return f
 
 
@@ -255,8 +258,12 @@ def _solve_fwd(make_f, params, s0, inputs, method, max_iters, tol, fallback, exa
     T = inputs[0].shape[0]
     if T == 0:  # nothing to solve
         zero = jnp.zeros((), jnp.real(s0).dtype)
-        return (jnp.zeros((0,) + s0.shape, s0.dtype), DeerInfo(jnp.array(0, jnp.int32), jnp.array(True), zero)), \
-            (params, s0, inputs, jnp.zeros((0,) + s0.shape, s0.dtype))
+        return (jnp.zeros((0,) + s0.shape, s0.dtype), DeerInfo(jnp.array(0, jnp.int32), jnp.array(True), zero)), (
+            params,
+            s0,
+            inputs,
+            jnp.zeros((0,) + s0.shape, s0.dtype),
+        )
     S, it, res = _newton(f, s0, inputs, T, method, max_iters, tol, exact)
     converged = res <= tol
     if fallback:
@@ -288,7 +295,7 @@ def _deer_one(cell, params, xs, length, state0, reverse, method, max_iters, tol,
     s0, unravel = jax.flatten_util.ravel_pytree(state0)
     if reverse:
         xs = _ops.flip_valid(xs[:, None], length[None])[:, 0]
-    valid = jnp.arange(T) < length
+    valid = _ops.valid_steps(length, T)
 
     def make_f(p):
         return _flat_step(cell, p, unravel)
@@ -304,8 +311,9 @@ def _deer_one(cell, params, xs, length, state0, reverse, method, max_iters, tol,
     return ys, (unravel(S[-1]) if T else state0), info
 
 
-def solve_batch(cell: Cell, params, xs, lengths, state, *, reverse=False, method="newton", max_iters=100,
-                tol=None, fallback=True):
+def solve_batch(
+    cell: Cell, params, xs, lengths, state, *, reverse=False, method="newton", max_iters=100, tol=None, fallback=True
+):
     """Time-major core, unchecked: ``xs (T, B, I)``; returns ``(ys (T, B, O), final (B, ...), info (B,))``.
     Every sequence is solved on its own (Newton's iterations stop per sequence)."""
     T, B = xs.shape[:2]
@@ -313,18 +321,29 @@ def solve_batch(cell: Cell, params, xs, lengths, state, *, reverse=False, method
         tol = 1e-10 if xs.dtype == jnp.float64 else 1e-5
     state = _ops.start_state(cell.initial_state, xs, state)
     lengths = jnp.full((B,), T, jnp.int32) if lengths is None else lengths
-    one = partial(_deer_one, cell, params, reverse=reverse, method=method, max_iters=max_iters, tol=float(tol),
-                  fallback=fallback)
+    one = partial(
+        _deer_one, cell, params, reverse=reverse, method=method, max_iters=max_iters, tol=float(tol), fallback=fallback
+    )
     if _checks._CHECKIFY.get():  # checkify cannot transform a batched while loop: one sequence after another
         ys, final, info = lax.map(lambda a: one(*a), (jnp.swapaxes(xs, 0, 1), lengths, state))
         return jnp.swapaxes(ys, 0, 1), final, info
-    ys, final, info = jax.vmap(lambda x, L, s: one(x, L, s), in_axes=(1, 0, 0), out_axes=(1, 0, 0))(
-        xs, lengths, state)
+    ys, final, info = jax.vmap(lambda x, L, s: one(x, L, s), in_axes=(1, 0, 0), out_axes=(1, 0, 0))(xs, lengths, state)
     return ys, final, info
 
 
-def deer(cell: Cell, params, xs: jax.Array, lengths=None, initial_state=None, *, reverse: bool = False,
-         method: str = "newton", max_iters: int = 100, tol: float = None, fallback: bool = True):
+def deer(
+    cell: Cell,
+    params,
+    xs: jax.Array,
+    lengths=None,
+    initial_state=None,
+    *,
+    reverse: bool = False,
+    method: str = "newton",
+    max_iters: int = 100,
+    tol: Optional[float] = None,
+    fallback: bool = True,
+):
     """Run ``cell`` over ``xs (*batch, T, I)`` in parallel over time (Newton / DEER).
 
     Same signature and semantics as :func:`rnn_jax.unroll` (lengths, reverse, initial state); returns
@@ -359,7 +378,16 @@ def deer(cell: Cell, params, xs: jax.Array, lengths=None, initial_state=None, *,
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     max_iters = _checks.check_int(max_iters, "max_iters", want="an int >= 1")
     xs_tm, lengths, state, batch = check_inputs(cell.init, cell.initial_state, params, xs, lengths, initial_state, cell)
-    ys, final, info = solve_batch(cell, params, xs_tm, lengths, state, reverse=reverse, method=method,
-                                  max_iters=max_iters, tol=tol, fallback=fallback)
-    return (_ops.from_time_major(ys, batch), _ops.unflatten_batch(final, batch),
-            _ops.unflatten_batch(info, batch))
+    ys, final, info = solve_batch(
+        cell,
+        params,
+        xs_tm,
+        lengths,
+        state,
+        reverse=reverse,
+        method=method,
+        max_iters=max_iters,
+        tol=tol,
+        fallback=fallback,
+    )
+    return (_ops.from_time_major(ys, batch), _ops.unflatten_batch(final, batch), _ops.unflatten_batch(info, batch))

@@ -17,6 +17,7 @@ key (training). One argument, no mode flag to forget: a call that was given no k
 Masks are inverted (kept units scaled by ``1 / (1 - p)``), so that a unit's expectation over masks is
 its value without dropout (tested).
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -27,7 +28,7 @@ import numpy as np
 
 from rnn_jax import _checks
 
-__all__ = ["dropout", "check_rate", "check_key"]
+__all__ = ["dropout", "check_rate", "check_key", "layer_regularisers", "zoneout_expectation"]
 
 
 def check_rate(rate, name: str, *, allow_one: bool = False) -> float:
@@ -80,8 +81,10 @@ def check_key(key, name: str = "key"):
         return key
     if dtype == jnp.uint32 and getattr(key, "shape", None) == (2,):
         return key
-    raise ValueError(f"{name}: expected None (no dropout: evaluation) or a jax.random.key, got "
-                     f"{type(key).__name__}{'' if dtype is None else f' {dtype}{tuple(key.shape)}'}")
+    raise ValueError(
+        f"{name}: expected None (no dropout: evaluation) or a jax.random.key, got "
+        f"{type(key).__name__}{'' if dtype is None else f' {dtype}{tuple(key.shape)}'}"
+    )
 
 
 def init_key(key, name: str = "key"):
@@ -99,8 +102,10 @@ def init_key(key, name: str = "key"):
             return check_key(key, name)
     except ValueError:
         pass
-    raise ValueError(f"{name}: expected a jax.random.key to initialise the parameters (write "
-                     f"jax.random.key({seed}), not {key!r:.40}), got {type(key).__name__}")
+    raise ValueError(
+        f"{name}: expected a jax.random.key to initialise the parameters (write "
+        f"jax.random.key({seed}), not {key!r:.40}), got {type(key).__name__}"
+    )
 
 
 def dropout(key: Optional[jax.Array], x: jax.Array, rate: float, *, shared_axes: tuple = ()) -> jax.Array:
@@ -140,3 +145,76 @@ def dropout_time_major(key, xs: jax.Array, rate: float) -> jax.Array:
     if key is None or rate == 0:
         return xs
     return jnp.swapaxes(dropout(key, jnp.swapaxes(xs, 0, 1), rate), 0, 1)
+
+
+def layer_regularisers(cell, input_rate: float, recurrent_rate: float, zoneout_rate: float):
+    """What :func:`rnn_jax.rnn`'s regularisation does to one call: ``(key, xs (T, B, I), state) -> (xs,
+    inside_step)``. With a key: the inputs dropped (one mask per sequence), and ``inside_step`` the masks of
+    the scan (``hidden_mask``: the hidden vector entering every step; ``zoneout``: ``(rate, keep)``, one
+    draw per step and state leaf); without one, only zoneout's expectation. ``inside_step`` is empty when
+    nothing acts inside the step, and the layer runs its own way.
+
+    Args:
+      cell: the layer's cell.
+      input_rate: the input dropout rate.
+      recurrent_rate: the hidden-vector dropout rate.
+      zoneout_rate: the zoneout rate.
+
+    Returns:
+      The function above.
+
+    Examples:
+      >>> reg = rnn_jax.regularization.layer_regularisers(rnn_jax.gru(4), 0.0, 0.5, 0.0)
+      >>> xs, inside = reg(jax.random.key(0), jnp.ones((5, 2, 3)), None)
+      >>> sorted(inside), inside["hidden_mask"].shape
+      (['hidden_mask'], (2, 4))
+      >>> reg(None, jnp.ones((5, 2, 3)), None)[1]                       # evaluation: nothing inside the step
+      {}
+    """
+    from rnn_jax import _ops
+
+    def regularise(key, xs, state):
+        if key is None:
+            return xs, ({"zoneout": (zoneout_rate, None)} if zoneout_rate else {})
+        k_in, k_h, k_z = (jax.random.fold_in(key, i) for i in range(3))
+        if input_rate:
+            xs = dropout(k_in, xs, input_rate, shared_axes=(0,))  # one mask per sequence
+        inside = {}
+        if recurrent_rate:
+            h = jax.tree.leaves(_ops.start_state(cell.initial_state, xs, state))[0]  # (B, ...)
+            inside["hidden_mask"] = dropout(k_h, jnp.ones(h.shape, h.dtype), recurrent_rate)
+        if zoneout_rate:
+            leaves, tree = jax.tree.flatten(cell.initial_state(xs.dtype))
+            keep = [
+                jax.random.bernoulli(jax.random.fold_in(k_z, i), zoneout_rate, xs.shape[:2] + a.shape)
+                for i, a in enumerate(leaves)
+            ]
+            inside["zoneout"] = (zoneout_rate, jax.tree.unflatten(tree, keep))
+        return xs, inside
+
+    return regularise
+
+
+def zoneout_expectation(step, rate: float):
+    """A batched ``step(params, state, x) -> (state, y)`` whose new state is zoneout's expectation
+    ``rate * old + (1 - rate) * new``: online use (:func:`rnn_jax.stream_step`) is evaluation.
+
+    Args:
+      step: the step.
+      rate: the zoneout rate.
+
+    Returns:
+      The step with zoneout's expectation.
+
+    Examples:
+      >>> step = rnn_jax.regularization.zoneout_expectation(lambda p, h, x: (h + x, h + x), 0.25)
+      >>> step(None, jnp.zeros(2), jnp.ones(2))[0].tolist()
+      [0.75, 0.75]
+    """
+    from rnn_jax.unroll import _zone
+
+    def zoned(params, state, x):
+        new, y = step(params, state, x)
+        return _zone(new, state, rate, None), y
+
+    return zoned

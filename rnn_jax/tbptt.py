@@ -13,6 +13,7 @@ The model is any :class:`rnn_jax.Model` whose ``apply(params, xs, length=None, i
 returns ``(outputs (B, T, ...), final_state)`` for a batch, e.g. :func:`rnn_jax.many_to_many`. A batch of
 streams ``xs (B, L, ...)`` runs in one call; ``loss_fn`` gives the window's loss for the whole batch.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
@@ -108,12 +109,23 @@ class TBPTTResult(NamedTuple):
 
     params: Any
     opt_state: Any
-    losses: np.ndarray   # (updates,) mean window loss per update
-    grads: list          # per-update gradients, when keep_grads=True
+    losses: np.ndarray  # (updates,) mean window loss per update
+    grads: list  # per-update gradients, when keep_grads=True
 
 
-def train(model, params, tx: optax.GradientTransformation, xs, targets, k1: int, k2: int, loss_fn: Callable,
-          initial_state: Any = None, opt_state: Any = None, keep_grads: bool = False) -> TBPTTResult:
+def train(
+    model,
+    params,
+    tx: optax.GradientTransformation,
+    xs,
+    targets,
+    k1: int,
+    k2: int,
+    loss_fn: Callable,
+    initial_state: Any = None,
+    opt_state: Any = None,
+    keep_grads: bool = False,
+) -> TBPTTResult:
     """TBPTT(k1, k2) over a batch of streams ``xs (B, L, ...)``, ``targets (B, L, ...)``.
 
     ``loss_fn(outputs (B, T, ...), targets (B, T, ...)) -> scalar`` for the batch (e.g. the mean over
@@ -150,8 +162,9 @@ def train(model, params, tx: optax.GradientTransformation, xs, targets, k1: int,
       True
     """
     if xs.ndim < 2 or targets.shape[:2] != xs.shape[:2]:
-        raise ValueError(f"targets: expected leading shape {tuple(xs.shape[:2])} (B, L) like xs, got "
-                         f"{tuple(targets.shape)}")
+        raise ValueError(
+            f"targets: expected leading shape {tuple(xs.shape[:2])} (B, L) like xs, got {tuple(targets.shape)}"
+        )
     B, L = xs.shape[:2]
     windows = schedule(L, k1, k2)
     opt_state = tx.init(params) if opt_state is None else opt_state

@@ -11,6 +11,7 @@
 Batches are a pure function of the step number (``batch_fn(step)``), so a resumed run sees exactly
 the batches an uninterrupted one would, and reaches the same parameters.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,15 +33,32 @@ from jax import lax
 from rnn_jax import _checks
 from rnn_jax import callbacks as _cb
 
-__all__ = ["optimizer", "TrainState", "update", "make_step", "fit", "run_loop", "FitResult", "RunFiles", "EarlyStopping", "epoch_batches",
-           "save_checkpoint", "load_checkpoint", "checkpoint_info", "sweep", "OPTIMIZERS", "SCHEDULES"]
+__all__ = [
+    "optimizer",
+    "TrainState",
+    "update",
+    "make_step",
+    "fit",
+    "run_loop",
+    "FitResult",
+    "RunFiles",
+    "EarlyStopping",
+    "epoch_batches",
+    "save_checkpoint",
+    "load_checkpoint",
+    "checkpoint_info",
+    "sweep",
+    "OPTIMIZERS",
+    "SCHEDULES",
+]
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "adagrad", "rmsprop")
 SCHEDULES = ("constant", "cosine", "exponential", "warmup_cosine")
 
 
-def schedule(lr: float, kind: str = "constant", steps: int = 1000, warmup: int = 0,
-             decay_rate: float = 0.1) -> optax.Schedule:
+def schedule(
+    lr: float, kind: str = "constant", steps: int = 1000, warmup: int = 0, decay_rate: float = 0.1
+) -> optax.Schedule:
     """Learning-rate schedule: constant, cosine decay to 0 over ``steps``, exponential decay by
     ``decay_rate`` over ``steps``, or linear warm-up then cosine."""
     if kind == "constant":
@@ -54,9 +72,18 @@ def schedule(lr: float, kind: str = "constant", steps: int = 1000, warmup: int =
     raise ValueError(f"schedule: expected one of {SCHEDULES}, got {kind!r}")
 
 
-def optimizer(name: str = "adam", lr: float = 1e-3, *, clip_value: Optional[float] = None,
-              clip_norm: Optional[float] = None, momentum: float = 0.9, weight_decay: float = 1e-4,
-              lr_schedule: str = "constant", steps: int = 1000, warmup: int = 0) -> optax.GradientTransformation:
+def optimizer(
+    name: str = "adam",
+    lr: float = 1e-3,
+    *,
+    clip_value: Optional[float] = None,
+    clip_norm: Optional[float] = None,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-4,
+    lr_schedule: str = "constant",
+    steps: int = 1000,
+    warmup: int = 0,
+) -> optax.GradientTransformation:
     """``optax.chain(clip_by_value?, clip_by_global_norm?, <optimiser>)``.
 
     Args:
@@ -130,8 +157,15 @@ def init_state(params, tx: optax.GradientTransformation) -> TrainState:
     return TrainState(jnp.asarray(0, jnp.int32), params, tx.init(params))
 
 
-def update(loss_fn: Callable, tx: optax.GradientTransformation, state: TrainState, batch, key=None, carry=None,
-           with_grads: bool = False):
+def update(
+    loss_fn: Callable,
+    tx: optax.GradientTransformation,
+    state: TrainState,
+    batch,
+    key=None,
+    carry=None,
+    with_grads: bool = False,
+):
     """One update of ``state`` by the gradient of ``loss_fn`` on ``batch``: the step that :func:`fit`,
     :func:`make_step`, :func:`sweep` and :func:`rnn_jax.tbptt.train` all take (jit it, or call it inside jit).
 
@@ -164,16 +198,19 @@ def update(loss_fn: Callable, tx: optax.GradientTransformation, state: TrainStat
     kw = {} if key is None else {"key": key}
     if carry is not None:
         kw["carry"] = carry
-    (loss, aux), grads = jax.value_and_grad(lambda p: _checked_loss(loss_fn(p, batch, **kw), carry is not None),
-                                            has_aux=True)(state.params)
+    (loss, aux), grads = jax.value_and_grad(
+        lambda p: _checked_loss(loss_fn(p, batch, **kw), carry is not None), has_aux=True
+    )(state.params)
     if carry is not None:
         aux, new_carry = aux
         new_carry = lax.stop_gradient(new_carry)  # truncated BPTT: no gradient crosses a window boundary
         spec = lambda t: jax.tree.map(lambda a: (jnp.shape(a), jnp.result_type(a)), t)  # noqa: E731
-        if jax.tree.structure(new_carry) != jax.tree.structure(carry) or spec(new_carry) != spec(carry):
-            raise ValueError(f"loss_fn: the new carry it returned ({describe(new_carry)}) differs in structure, "
-                             f"shape or dtype from the carry it was given ({describe(carry)}); return the next "
-                             f"window's carry, shaped as this one")
+        if jax.tree.structure(new_carry) != jax.tree.structure(carry) or spec(new_carry) != spec(carry):  # type: ignore[operator]
+            raise ValueError(
+                f"loss_fn: the new carry it returned ({describe(new_carry)}) differs in structure, "
+                f"shape or dtype from the carry it was given ({describe(carry)}); return the next "
+                f"window's carry, shaped as this one"
+            )
     else:
         new_carry = None
     gnorm = optax.tree_utils.tree_norm(grads)
@@ -190,8 +227,14 @@ def describe(tree, limit: int = 300) -> str:
     if tree is None:
         return "None"
     try:
-        shapes = jax.tree.map(lambda a: f"{jnp.result_type(a).name}{list(jnp.shape(a))}"
-                              if hasattr(a, "shape") or isinstance(a, (int, float, bool, complex)) else repr(a), tree)
+        shapes = jax.tree.map(
+            lambda a: (
+                f"{jnp.result_type(a).name}{list(jnp.shape(a))}"
+                if hasattr(a, "shape") or isinstance(a, (int, float, bool, complex))
+                else repr(a)
+            ),
+            tree,
+        )
     except Exception:  # noqa: BLE001 - only for a message
         shapes = repr(tree)
     text = f"an array {shapes}" if hasattr(tree, "shape") else f"{type(tree).__name__} {shapes}"
@@ -224,27 +267,40 @@ def _check_batch(batch, step: int):
     and fit's message names what batch_fn returned.)"""
     leaves = jax.tree.leaves(batch)
     if any(not (hasattr(a, "shape") or isinstance(a, (int, float, bool))) for a in leaves):
-        raise ValueError(f"batch_fn: expected batch_fn({step}) to return a batch (an array, or a tuple or dict "
-                         f"of arrays, that loss_fn takes), got {describe(batch)}")
+        raise ValueError(
+            f"batch_fn: expected batch_fn({step}) to return a batch (an array, or a tuple or dict "
+            f"of arrays, that loss_fn takes), got {describe(batch)}"
+        )
     return batch
 
 
 def _make_update(loss_fn, tx, seeds, seed_batches, with_key, with_carry):
     """The jitted ``(state, batch, key, carry, reset) -> (state, metrics, carry)`` of :func:`fit`: ``reset``
     (a bool) puts ``carry`` back to its initial value ``carry0`` (the last argument) before the update."""
+
     def one(state, batch, key, carry, reset, carry0):
         if with_carry:
             carry = jax.tree.map(lambda c, z: jnp.where(reset, z, c), carry, carry0)
         return update(loss_fn, tx, state, batch, key if with_key else None, carry if with_carry else None)
 
     if seeds is not None:
-        one = jax.vmap(one, in_axes=(0, 0 if seed_batches else None, 0 if with_key else None,
-                                     0 if with_carry else None, None, 0 if with_carry else None))
+        one = jax.vmap(
+            one,
+            in_axes=(
+                0,
+                0 if seed_batches else None,
+                0 if with_key else None,
+                0 if with_carry else None,
+                None,
+                0 if with_carry else None,
+            ),
+        )
     return jax.jit(one, donate_argnums=(0, 3))
 
 
-def make_step(loss_fn: Callable, tx: optax.GradientTransformation, seeds: Optional[int] = None,
-              seed_batches: bool = False):
+def make_step(
+    loss_fn: Callable, tx: optax.GradientTransformation, seeds: Optional[int] = None, seed_batches: bool = False
+):
     """``step(state, batch) -> (state, metrics)``, jitted.
 
     ``loss_fn(params, batch) -> (loss, aux)``: the loss of a batch (models take batches), ``aux`` a
@@ -307,7 +363,7 @@ def epoch_batches(n: int, batch_size: int, key: jax.Array, drop_last: bool = Tru
     if batch_size > n:
         raise ValueError(f"batch_size: expected at most the number of examples {n}, got {batch_size}")
     per_epoch = n // batch_size if drop_last else math.ceil(n / batch_size)
-    cache = {}
+    cache: dict = {}
 
     def indices(step: int) -> np.ndarray:
         epoch, i = divmod(int(step), per_epoch)
@@ -315,15 +371,16 @@ def epoch_batches(n: int, batch_size: int, key: jax.Array, drop_last: bool = Tru
             cache.clear()
             cache[epoch] = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), n))
         perm = cache[epoch]
-        return perm[i * batch_size:(i + 1) * batch_size]
+        return perm[i * batch_size : (i + 1) * batch_size]
 
-    indices.steps_per_epoch = per_epoch
+    indices.steps_per_epoch = per_epoch  # type: ignore[attr-defined]
     return indices
 
 
 # ---------------------------------------------------------------------------------------------
 # Checkpoints: flax msgpack with a SHA-256 of the payload, written to a temporary file and renamed
 # (atomic on POSIX). Loading verifies the checksum: a flipped byte is an error, never a silent load.
+
 
 def save_checkpoint(path: str, state: Any, extra: Optional[dict] = None) -> None:
     """Write ``state`` (any pytree of arrays) and ``extra`` (JSON) to ``path`` atomically, with a SHA-256
@@ -346,10 +403,12 @@ def save_checkpoint(path: str, state: Any, extra: Optional[dict] = None) -> None
       ([0.0, 1.0, 2.0], 7, 7)
     """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    payload = serialization.msgpack_serialize({"state": serialization.to_state_dict(jax.device_get(state)),
-                                               "extra": json.dumps(extra or {})})
-    blob = serialization.msgpack_serialize({"format": "rnn_jax-checkpoint-1", "payload": payload,
-                                            "sha256": hashlib.sha256(payload).hexdigest()})
+    payload = serialization.msgpack_serialize(
+        {"state": serialization.to_state_dict(jax.device_get(state)), "extra": json.dumps(extra or {})}
+    )
+    blob = serialization.msgpack_serialize(
+        {"format": "rnn_jax-checkpoint-1", "payload": payload, "sha256": hashlib.sha256(payload).hexdigest()}
+    )
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "wb") as f:
         f.write(blob)
@@ -402,9 +461,11 @@ def load_checkpoint(path: str, template: Any):
         state = serialization.from_state_dict(template, raw["state"])
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"checkpoint: {path} does not match the model/optimiser being restored ({e})") from e
-    bad = [jax.tree_util.keystr(k) for (k, t), a in zip(jax.tree_util.tree_flatten_with_path(template)[0],
-                                                      jax.tree_util.tree_leaves(state))
-           if np.shape(t) != np.shape(a)]
+    bad = [
+        jax.tree_util.keystr(k)
+        for (k, t), a in zip(jax.tree_util.tree_flatten_with_path(template)[0], jax.tree_util.tree_leaves(state))
+        if np.shape(t) != np.shape(a)
+    ]
     if bad:
         raise ValueError(f"checkpoint: {path} holds arrays of other shapes than the template at {bad[:3]}")
     state = jax.tree.map(lambda t, a: jnp.asarray(a, dtype=getattr(t, "dtype", None)), template, state)
@@ -434,6 +495,7 @@ def checkpoint_info(path: str) -> dict:
 # ---------------------------------------------------------------------------------------------
 # The parts of a run: its folder (checkpoints and metrics log), early stopping, and the loop.
 
+
 class RunFiles:
     """A run folder: ``metrics.jsonl`` (one JSON row per log), ``checkpoint.msgpack`` (last good state)
     and ``best.msgpack``. A folder that already holds a run is never reused without ``resume``; with
@@ -453,7 +515,7 @@ class RunFiles:
       >>> rnn_jax.train.RunFiles(d, resume=False)
       Traceback (most recent call last):
       ...
-      ValueError: run_dir: ... already holds a run (metrics.jsonl or checkpoint.msgpack); pass resume=True to continue it, or choose a new folder
+      ValueError: run_dir: ... already holds a run (metrics.jsonl or checkpoint.msgpack); pass resume=True to ...
       >>> rnn_jax.train.RunFiles(d, resume=True).rows(upto_step=10)
       [{'step': 10, 'loss': 1.0}]
     """
@@ -462,14 +524,16 @@ class RunFiles:
         self.dir, self.writer = run_dir, writer
         self.ckpt = os.path.join(run_dir, "checkpoint.msgpack") if run_dir else None
         self.metrics = os.path.join(run_dir, "metrics.jsonl") if run_dir else None
-        if run_dir and not resume and any(os.path.exists(p) for p in (self.ckpt, self.metrics)):
-            raise ValueError(f"run_dir: {run_dir} already holds a run (metrics.jsonl or checkpoint.msgpack); "
-                             f"pass resume=True to continue it, or choose a new folder")
+        if run_dir and not resume and any(os.path.exists(p) for p in (self.ckpt, self.metrics) if p):
+            raise ValueError(
+                f"run_dir: {run_dir} already holds a run (metrics.jsonl or checkpoint.msgpack); "
+                f"pass resume=True to continue it, or choose a new folder"
+            )
         if run_dir and writer:
             os.makedirs(run_dir, exist_ok=True)
 
     def has_checkpoint(self) -> bool:
-        return bool(self.ckpt) and os.path.exists(self.ckpt)
+        return self.ckpt is not None and os.path.exists(self.ckpt)
 
     def rows(self, upto_step: int) -> list:
         """The rows logged at or before ``upto_step``; the file is rewritten to hold just those."""
@@ -485,11 +549,16 @@ class RunFiles:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 if n < len(lines):  # a damaged row with rows after it: the records no longer describe the run
-                    raise ValueError(f"resume: line {n} of {self.metrics} is damaged ({line[:80]!r}) and "
-                                     f"{len(lines) - n} rows follow it; nothing was changed. Repair or delete that "
-                                     f"line, then resume") from None
-                print(f"[rnn_jax] {self.metrics}: its last line was torn (the run stopped while writing "
-                      f"it); dropped: {line[:80]!r}", file=sys.stderr)
+                    raise ValueError(
+                        f"resume: line {n} of {self.metrics} is damaged ({line[:80]!r}) and "
+                        f"{len(lines) - n} rows follow it; nothing was changed. Repair or delete that "
+                        f"line, then resume"
+                    ) from None
+                print(
+                    f"[rnn_jax] {self.metrics}: its last line was torn (the run stopped while writing "
+                    f"it); dropped: {line[:80]!r}",
+                    file=sys.stderr,
+                )
                 break
             if row.get("step", 0) <= upto_step:
                 rows.append(row)
@@ -536,8 +605,15 @@ class EarlyStopping:
       2
     """
 
-    def __init__(self, monitor: str, mode: str, patience: Optional[int], best: Optional[dict] = None,
-                 bad_evals: int = 0, target: Optional[float] = None):
+    def __init__(
+        self,
+        monitor: str,
+        mode: str,
+        patience: Optional[int],
+        best: Optional[dict] = None,
+        bad_evals: int = 0,
+        target: Optional[float] = None,
+    ):
         if mode not in ("min", "max"):
             raise ValueError(f"mode: expected 'min' or 'max', got {mode!r}")
         if patience is not None:
@@ -551,8 +627,9 @@ class EarlyStopping:
         """Record an evaluation; True when it is the best so far."""
         if self.monitor not in row:
             returned = sorted(k for k in row if k not in ("step", "kind", "wall_s"))
-            raise ValueError(f"monitor: the evaluation returned {returned}, "
-                             f"not {self.monitor!r}; pass monitor= one of those")
+            raise ValueError(
+                f"monitor: the evaluation returned {returned}, not {self.monitor!r}; pass monitor= one of those"
+            )
         value = float(np.mean(row[self.monitor]))
         if self.target is not None:
             self.reached = value <= self.target if self.mode == "min" else value >= self.target
@@ -590,11 +667,11 @@ class FitResult:
     """
 
     state: TrainState
-    status: str                 # "done", "early_stopped", "reached", "budget" or "diverged"
+    status: str  # "done", "early_stopped", "reached", "budget" or "diverged"
     message: str
-    history: list               # every logged metrics row
+    history: list  # every logged metrics row
     best: Optional[dict] = None  # the best evaluation row, when eval_fn was given
-    carry: Any = None           # the carry after the last update, with fit(carry=...)
+    carry: Any = None  # the carry after the last update, with fit(carry=...)
 
 
 def _positive_int(name, v):
@@ -608,17 +685,42 @@ def _seed_axis(params, seeds, what="params"):
     _positive_int("seeds", seeds)
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         if np.ndim(leaf) < 1 or np.shape(leaf)[0] != seeds:
-            raise ValueError(f"{what}{jax.tree_util.keystr(path)}: expected a leading seed axis of size {seeds} "
-                             f"(seeds={seeds}), got shape {tuple(np.shape(leaf))}")
+            raise ValueError(
+                f"{what}{jax.tree_util.keystr(path)}: expected a leading seed axis of size {seeds} "
+                f"(seeds={seeds}), got shape {tuple(np.shape(leaf))}"
+            )
 
 
-def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: Callable[[int], Any], steps: int, *,
-        run_dir: Optional[str] = None, eval_fn: Optional[Callable[[Any], dict]] = None, eval_every: int = 100,
-        log_every: int = 10, checkpoint_every: int = 100, resume: bool = False, monitor: str = "val_loss",
-        mode: str = "min", patience: Optional[int] = None, stop_at: Optional[float] = None, tokens_per_batch: Optional[int] = None,
-        seeds: Optional[int] = None, seed_batches: bool = False, eval_stacked: bool = False, key=None, carry=None,
-        reset: Optional[Callable[[int], bool]] = None, max_seconds: Optional[float] = None,
-        progress: bool | str = True, desc: str = "train", mesh=None, callbacks: Sequence[Any] = ()) -> FitResult:
+def fit(
+    loss_fn: Callable,
+    params,
+    tx: optax.GradientTransformation,
+    batch_fn: Callable[[int], Any],
+    steps: int,
+    *,
+    run_dir: Optional[str] = None,
+    eval_fn: Optional[Callable[[Any], dict]] = None,
+    eval_every: int = 100,
+    log_every: int = 10,
+    checkpoint_every: int = 100,
+    resume: bool = False,
+    monitor: str = "val_loss",
+    mode: str = "min",
+    patience: Optional[int] = None,
+    stop_at: Optional[float] = None,
+    tokens_per_batch: Optional[int] = None,
+    seeds: Optional[int] = None,
+    seed_batches: bool = False,
+    eval_stacked: bool = False,
+    key=None,
+    carry=None,
+    reset: Optional[Callable[[int], bool]] = None,
+    max_seconds: Optional[float] = None,
+    progress: bool | str = True,
+    desc: str = "train",
+    mesh=None,
+    callbacks: Sequence[Any] = (),
+) -> FitResult:
     """Train ``params`` for ``steps`` updates. Returns a :class:`FitResult`.
 
     ``fit`` is :func:`update` (jitted) in :func:`run_loop`, followed after every update by callbacks
@@ -707,45 +809,20 @@ def fit(loss_fn: Callable, params, tx: optax.GradientTransformation, batch_fn: C
     _check_fit_inputs(loss_fn, params, seeds, seed_batches, key, carry, reset)
     if max_seconds is not None:
         max_seconds = _checks.check_real(max_seconds, "max_seconds", minimum=0)
-    extra = list(callbacks)
-    for i, cb in enumerate(extra):
-        if not isinstance(cb, _cb.Callback):
-            raise ValueError(f"callbacks[{i}]: expected an rnn_jax.callbacks.Callback, got {type(cb).__name__}; "
-                             f"write class MyCallback(rnn_jax.callbacks.Callback) with the hooks it needs "
-                             f"(on_step(self, loop, step, metrics), on_start(self, loop), on_end(self, loop, status, "
-                             f"message)) and pass callbacks=[MyCallback()]")
-    train_log = _cb.TrainLog(log_every, tokens_per_batch)
-    parts: list[_cb.Callback] = [_cb.Diverged(), train_log]
-    if eval_fn is not None:
-        parts.append(_cb.Evaluate(eval_fn, eval_every, eval_stacked))
-    parts.append(_cb.Checkpoint(checkpoint_every))
-    if max_seconds is not None:
-        parts.append(_cb.Budget(max_seconds))
-    if progress:
-        parts.append(_cb.Progress(progress, desc, train_log))
-    loop, carry0, stopped = _begin(params, tx, steps, carry, seeds, run_dir, resume, mesh,
-                                   EarlyStopping(monitor, mode, patience, target=stop_at))
+    parts = _cb.standard(
+        log_every, tokens_per_batch, eval_fn, eval_every, eval_stacked, checkpoint_every, max_seconds, progress, desc
+    ) + _cb.checked_list(callbacks)
+    loop, carry0, stopped = _begin(
+        params, tx, steps, carry, seeds, run_dir, resume, mesh, EarlyStopping(monitor, mode, patience, target=stop_at)
+    )
     if seed_batches:
         _seed_axis(batch_fn(0), seeds, what="batch_fn(0)")  # before tracing: one batch per seed
     if stopped:
         return FitResult(loop.state, stopped[0], stopped[1], loop.history, loop.stopper.best, loop.carry)
     step_fn = _make_update(loss_fn, tx, seeds, seed_batches, key is not None, carry is not None)
-
-    def one_update(state, step, carry):
-        batch = batch_fn(step) if mesh is None else distributed.shard_batch(batch_fn(step), mesh)
-        k = None if key is None else jax.random.fold_in(key, step)
-        k = k if k is None or seeds is None else jax.random.split(k, seeds)
-        flag = bool(reset(step)) if reset is not None else False
-        if step > loop.start:
-            return step_fn(state, batch, k, carry, flag, carry0)
-        batch = _check_batch(batch, step)  # the first call traces the user's functions: say which failed, on what
-        try:
-            return step_fn(state, batch, k, carry, flag, carry0)
-        except (TypeError, IndexError, KeyError, AttributeError) as e:
-            raise ValueError(f"loss_fn: calling it on batch_fn({step}) = {describe(batch)} raised "
-                             f"{type(e).__name__}: {e}") from e
-
-    status, message = run_loop(loop, one_update, parts + extra)
+    get_batch = batch_fn if mesh is None else (lambda s: distributed.shard_batch(batch_fn(s), mesh))
+    one_update = _one_update(step_fn, get_batch, key, seeds, reset, carry0, loop.start)
+    status, message = run_loop(loop, one_update, parts)
     return FitResult(loop.state, status, message, loop.history, loop.stopper.best, loop.carry)
 
 
@@ -783,6 +860,29 @@ def run_loop(loop: _cb.Loop, one_update: Callable, callbacks: list) -> tuple[str
     return status, message
 
 
+def _one_update(step_fn, get_batch, key, seeds, reset, carry0, start: int):
+    """``(state, step, carry) -> (state, metrics, carry)``: update ``step`` on ``get_batch(step)``, with its
+    key (``fold_in(key, step)``, split over seeds) and its reset flag. The first call traces the user's
+    functions: an error there names the function and the batch it was given."""
+
+    def one_update(state, step, carry):
+        batch = get_batch(step)
+        k = None if key is None else jax.random.fold_in(key, step)
+        k = k if k is None or seeds is None else jax.random.split(k, seeds)
+        flag = bool(reset(step)) if reset is not None else False
+        if step > start:
+            return step_fn(state, batch, k, carry, flag, carry0)
+        batch = _check_batch(batch, step)
+        try:
+            return step_fn(state, batch, k, carry, flag, carry0)
+        except (TypeError, IndexError, KeyError, AttributeError) as e:
+            raise ValueError(
+                f"loss_fn: calling it on batch_fn({step}) = {describe(batch)} raised {type(e).__name__}: {e}"
+            ) from e
+
+    return one_update
+
+
 def _first_stop(stops):
     return next((s for s in stops if s is not None), None)
 
@@ -793,11 +893,14 @@ def _check_fit_inputs(loss_fn, params, seeds, seed_batches, key, carry, reset) -
         raise ValueError("seed_batches=True needs seeds (the size of the leading seed axis)")
     if key is not None:
         from rnn_jax.regularization import check_key
+
         check_key(key)
     for kw, given in (("key", key), ("carry", carry)):
         if given is not None and not _checks.takes_keyword(loss_fn, kw):
-            raise ValueError(f"loss_fn: fit({kw}=...) calls loss_fn(params, batch, {kw}=...), but loss_fn takes no "
-                             f"{kw!r} argument; add one (def loss_fn(params, batch, {kw}): ...) or leave {kw} out")
+            raise ValueError(
+                f"loss_fn: fit({kw}=...) calls loss_fn(params, batch, {kw}=...), but loss_fn takes no "
+                f"{kw!r} argument; add one (def loss_fn(params, batch, {kw}): ...) or leave {kw} out"
+            )
     if reset is not None and (carry is None or not callable(reset)):
         raise ValueError("reset: expected a function step -> bool, with carry= (the state it resets to)")
 
@@ -839,9 +942,60 @@ def _begin(params, tx, steps, carry, seeds, run_dir, resume, mesh, stopper):
 # ---------------------------------------------------------------------------------------------
 # Sweeps: many settings in one program.
 
-def sweep(loss_fn: Callable, init_fn: Callable[[jax.Array], Any], optimizer_fn: Callable[..., optax.GradientTransformation],
-          settings: list[dict], seeds: int, batch_fn: Callable[[int], Any], steps: int, *, mesh=None,
-          run_dir: Optional[str] = None, log_every: int = 10) -> list[dict]:
+
+def _global(tree, sharding):
+    """Every leaf of a host tree as a global array laid out by ``sharding``."""
+
+    def one(a):
+        a = np.asarray(a)
+        return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
+
+    return jax.tree.map(one, tree)
+
+
+def _check_settings(settings: list, optimizer_fn) -> list:
+    """:func:`sweep`'s ``settings``: one or more dicts with the same keys, each an argument of ``optimizer_fn``
+    and a finite number. Returns the sorted keys."""
+    if not settings:
+        raise ValueError("settings: expected at least one setting")
+    keys = sorted(settings[0])
+    for i, s in enumerate(settings):
+        if sorted(s) != keys:
+            raise ValueError(f"settings[{i}]: expected the keys {keys}, got {sorted(s)}")
+    import inspect
+
+    try:
+        takes = inspect.signature(optimizer_fn).parameters
+        unknown = (
+            [k for k in keys if k not in takes] if not any(p.kind == p.VAR_KEYWORD for p in takes.values()) else []
+        )
+    except (TypeError, ValueError):
+        unknown = []
+    if unknown:
+        raise ValueError(
+            f"settings: {unknown} are not arguments of optimizer_fn "
+            f"({getattr(optimizer_fn, '__name__', optimizer_fn)} takes {sorted(takes)})"
+        )
+    for i, s in enumerate(settings):
+        for k, v in s.items():
+            if not (isinstance(v, (int, float, np.number)) and math.isfinite(float(v))):
+                raise ValueError(f"settings[{i}][{k!r}]: expected a finite number, got {v!r}")
+    return keys
+
+
+def sweep(
+    loss_fn: Callable,
+    init_fn: Callable[[jax.Array], Any],
+    optimizer_fn: Callable[..., optax.GradientTransformation],
+    settings: list[dict],
+    seeds: int,
+    batch_fn: Callable[[int], Any],
+    steps: int,
+    *,
+    mesh=None,
+    run_dir: Optional[str] = None,
+    log_every: int = 10,
+) -> list[dict]:
     """Train every (setting, seed) pair at once: one jitted step vmapped over a leading axis of size
     ``len(settings) * len(seeds)``, which a ``mesh`` spreads over its ``data`` devices.
 
@@ -878,35 +1032,16 @@ def sweep(loss_fn: Callable, init_fn: Callable[[jax.Array], Any], optimizer_fn: 
       >>> rows[2]["final_loss"] < rows[0]["final_loss"]
       True
     """
-    from jax.sharding import NamedSharding, PartitionSpec as P
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
 
     from rnn_jax import distributed
 
     if not isinstance(seeds, (int, np.integer)) or isinstance(seeds, bool):
         raise ValueError(f"seeds: expected the number of seeds (an int >= 1, as in fit), got {seeds!r}")
-    seeds = list(range(_positive_int("seeds", seeds)))
-    if not settings:
-        raise ValueError("settings: expected at least one setting")
-    keys = sorted(settings[0])
-    for i, s in enumerate(settings):
-        if sorted(s) != keys:
-            raise ValueError(f"settings[{i}]: expected the keys {keys}, got {sorted(s)}")
-    import inspect
-
-    try:
-        takes = inspect.signature(optimizer_fn).parameters
-        unknown = [k for k in keys if k not in takes] if not any(
-            p.kind == p.VAR_KEYWORD for p in takes.values()) else []
-    except (TypeError, ValueError):
-        unknown = []
-    if unknown:
-        raise ValueError(f"settings: {unknown} are not arguments of optimizer_fn "
-                         f"({getattr(optimizer_fn, '__name__', optimizer_fn)} takes {sorted(takes)})")
-    for i, s in enumerate(settings):
-        for k, v in s.items():
-            if not (isinstance(v, (int, float, np.number)) and math.isfinite(float(v))):
-                raise ValueError(f"settings[{i}][{k!r}]: expected a finite number, got {v!r}")
-    pairs = [(s, seed) for s in settings for seed in seeds]
+    seed_ids = list(range(_positive_int("seeds", seeds)))
+    keys = _check_settings(settings, optimizer_fn)
+    pairs = [(s, seed) for s in settings for seed in seed_ids]
     S = len(pairs)
     tx = optax.inject_hyperparams(optimizer_fn)(**settings[0])
     hp = {k: jnp.asarray([float(s[k]) for s, _ in pairs], jnp.float32) for k in keys}
@@ -925,13 +1060,10 @@ def sweep(loss_fn: Callable, init_fn: Callable[[jax.Array], Any], optimizer_fn: 
         if S % mesh.shape["data"]:
             raise ValueError(f"settings x seeds = {S} must be divisible by the mesh's data axis {mesh.shape['data']}")
         spread = NamedSharding(mesh, P("data"))
-        state = jax.tree.map(lambda a: jax.make_array_from_callback(a.shape, spread, lambda idx, a=np.asarray(a): a[idx]),
-                             state)
+        state = _global(state, spread)
         replicated = NamedSharding(mesh, P())
-        get_batch = lambda s: jax.tree.map(  # noqa: E731
-            lambda a: jax.make_array_from_callback(np.shape(a), replicated, lambda idx, a=np.asarray(a): a[idx]),
-            batch_fn(s))
-    curves = [[] for _ in range(S)]
+        get_batch = lambda s: _global(batch_fn(s), replicated)  # noqa: E731
+    curves: list[list] = [[] for _ in range(S)]
     for step in range(steps):
         state, m = step_fn(state, get_batch(step))
         if (step + 1) % log_every == 0 or step + 1 == steps:
@@ -948,6 +1080,9 @@ def sweep(loss_fn: Callable, init_fn: Callable[[jax.Array], Any], optimizer_fn: 
             os.makedirs(sub, exist_ok=True)
             with open(os.path.join(sub, "results.json"), "w") as f:
                 json.dump(row, f, indent=2)
-            save_checkpoint(os.path.join(sub, "params.msgpack"), jax.tree.map(lambda a: a[i], host.params),
-                            {"setting": setting, "seed": seed})
+            save_checkpoint(
+                os.path.join(sub, "params.msgpack"),
+                jax.tree.map(lambda a, i=i: a[i], host.params),
+                {"setting": setting, "seed": seed},
+            )
     return out

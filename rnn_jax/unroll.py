@@ -17,6 +17,7 @@ Speed and memory knobs (results are identical up to float rounding):
 :func:`scan` is the time-major core that layers call (``xs (T, B, I)``); :func:`unroll` and
 :func:`unroll_reduce` are the public, batch-first, checked entry points.
 """
+
 from __future__ import annotations
 
 import math
@@ -94,8 +95,19 @@ def _zone(new, old, rate, keep):
     return jax.tree.map(lambda n, o, k: jnp.where(k, o, n), new, old, keep)
 
 
-def scan(cell: Cell, params, xs: jax.Array, lengths=None, state=None, *, reverse: bool = False,
-         unroll: int = 1, remat: Union[bool, int] = False, hidden_mask=None, zoneout=None):
+def scan(
+    cell: Cell,
+    params,
+    xs: jax.Array,
+    lengths=None,
+    state=None,
+    *,
+    reverse: bool = False,
+    unroll: int = 1,
+    remat: Union[bool, int] = False,
+    hidden_mask=None,
+    zoneout=None,
+):
     """Time-major core, unchecked: ``xs (T, B, I)``, ``lengths (B,)`` or None, ``state`` with leaves
     ``(B, ...)`` or None (zeros). Returns ``(ys (T, B, O), final_state)``.
 
@@ -185,8 +197,9 @@ def check_inputs(init, initial_state, params, xs, lengths, state, cell: Optional
         except (KeyError, IndexError, TypeError, AttributeError, ValueError):
             I = None  # malformed params: check_params names what is wrong below
         if I is not None and shape[-1] != I:
-            raise ValueError(f"xs: expected shape (*batch, T, {I}) (feature size {I}, from params), "
-                             f"got {_checks.shape_str(shape)}")
+            raise ValueError(
+                f"xs: expected shape (*batch, T, {I}) (feature size {I}, from params), got {_checks.shape_str(shape)}"
+            )
     batch, T = _checks.check_batch(xs, None)
     _checks.check_params(_checks.expected_params(init, xs.shape[-1], xs.dtype), params)
     _checks.check_same_dtype(xs, params)
@@ -200,8 +213,17 @@ def check_inputs(init, initial_state, params, xs, lengths, state, cell: Optional
     return xs_tm, lengths, state, batch
 
 
-def unroll(cell: Cell, params, xs: jax.Array, lengths=None, initial_state: Any = None, *,
-           reverse: bool = False, unroll: int = 1, remat: Union[bool, int] = False):
+def unroll(
+    cell: Cell,
+    params,
+    xs: jax.Array,
+    lengths=None,
+    initial_state: Any = None,
+    *,
+    reverse: bool = False,
+    unroll: int = 1,
+    remat: Union[bool, int] = False,
+):
     """Run ``cell`` over ``xs (*batch, T, I)``; returns ``(ys (*batch, T, O), final_state)``.
 
     Args:
@@ -233,8 +255,18 @@ def unroll(cell: Cell, params, xs: jax.Array, lengths=None, initial_state: Any =
     return _ops.from_time_major(ys, batch), _ops.unflatten_batch(final, batch)
 
 
-def unroll_reduce(cell: Cell, params, xs: jax.Array, per_step, *, targets: Any = None, lengths=None,
-                  initial_state: Any = None, unroll: int = 1, remat: Union[bool, int] = False):
+def unroll_reduce(
+    cell: Cell,
+    params,
+    xs: jax.Array,
+    per_step,
+    *,
+    targets: Any = None,
+    lengths=None,
+    initial_state: Any = None,
+    unroll: int = 1,
+    remat: Union[bool, int] = False,
+):
     """Run ``cell`` over ``xs (*batch, T, I)`` and SUM ``per_step(y_t, target_t)`` (one example, one
     step) over the valid steps of every sequence, without ever holding the outputs of all steps:
     returns ``(total, final_state)``.
@@ -273,8 +305,9 @@ def unroll_reduce(cell: Cell, params, xs: jax.Array, per_step, *, targets: Any =
     state = _ops.start_state(cell.initial_state, xs_tm, state)
     tgt_tm = None if targets is None else jax.tree.map(lambda a: _ops.to_time_major(a, batch), targets)
     if tgt_tm is not None and lengths is not None:  # targets past each length are inert (NaN padding too)
-        tgt_tm = jax.tree.map(lambda a: _ops.zero_padding(a, _ops.time_mask(lengths, T).reshape(
-            (T, B) + (1,) * (a.ndim - 2))), tgt_tm)
+        tgt_tm = jax.tree.map(
+            lambda a: _ops.zero_padding(a, _ops.time_mask(lengths, T).reshape((T, B) + (1,) * (a.ndim - 2))), tgt_tm
+        )
     acc = accumulation_dtype(xs.dtype)  # the total in float32 or wider whatever the input dtype
     n_valid = jnp.full((B,), T, jnp.int32) if lengths is None else lengths
     params = prepared(cell, params)  # once, not at every step

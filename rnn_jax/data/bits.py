@@ -13,6 +13,7 @@ and ``lengths (N,)`` valid timesteps.
    ``y_t = 1 - y_{t-1}``: the target alternates 1, 0, 1, ... whatever the input, so the network must
    learn to ignore ``x`` and remember its own last output (what a Jordan network feeds back).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -40,9 +41,9 @@ class BitTask(NamedTuple):
       ((1024, 10, 1), (2, 10, 1))
     """
 
-    xs: np.ndarray       # (N, T, I) float32
-    ys: np.ndarray       # (N, T, O) float32 in {0, 1}
-    mask: np.ndarray     # (N, T, O) float32 in {0, 1}
+    xs: np.ndarray  # (N, T, I) float32
+    ys: np.ndarray  # (N, T, O) float32 in {0, 1}
+    mask: np.ndarray  # (N, T, O) float32 in {0, 1}
     lengths: np.ndarray  # (N,) int32
 
     def take(self, idx) -> "BitTask":
@@ -97,8 +98,9 @@ def problem(name: str, bits: int = 10) -> BitTask:
     raise ValueError(f"name: expected one of {PROBLEMS}, got {name!r}")
 
 
-def split(task: BitTask, key: jax.Array, test_fraction: float = 0.3,
-          valid_fraction: float = 0.15) -> tuple[BitTask, BitTask, BitTask]:
+def split(
+    task: BitTask, key: jax.Array, test_fraction: float = 0.3, valid_fraction: float = 0.15
+) -> tuple[BitTask, BitTask, BitTask]:
     """A random train / validation / test split of the enumerated inputs, disjoint. With fewer than 4
     examples (problem 1 has two) nothing can be held out: every example trains, and the validation and
     test parts are empty (no accuracy on unseen examples can be reported for such a problem).
@@ -123,4 +125,4 @@ def split(task: BitTask, key: jax.Array, test_fraction: float = 0.3,
     perm = np.asarray(jax.random.permutation(key, n))
     k = int(round(n * test_fraction))
     v = int(round(n * valid_fraction))
-    return task.take(perm[k + v:]), task.take(perm[k:k + v]), task.take(perm[:k])
+    return task.take(perm[k + v :]), task.take(perm[k : k + v]), task.take(perm[:k])

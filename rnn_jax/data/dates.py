@@ -7,6 +7,7 @@ Dates are drawn uniformly from 1950-01-01 .. 2049-12-31; train and test dates ar
 characters: the source vocabulary is every character of the training sources, the target vocabulary
 ``0-9`` and ``-``, plus ``<pad>=0``, ``<bos>=1``, ``<eos>=2`` in both.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -46,19 +47,27 @@ class DateTask(NamedTuple):
 
     src_vocab: str
     tgt_vocab: str
-    src: np.ndarray        # (N, S) int32, padded with PAD, no BOS/EOS
-    src_len: np.ndarray    # (N,)
-    tgt_in: np.ndarray     # (N, 11): BOS + 10 characters
-    tgt_out: np.ndarray    # (N, 11): 10 characters + EOS
+    src: np.ndarray  # (N, S) int32, padded with PAD, no BOS/EOS
+    src_len: np.ndarray  # (N,)
+    tgt_in: np.ndarray  # (N, 11): BOS + 10 characters
+    tgt_out: np.ndarray  # (N, 11): 10 characters + EOS
     src_text: list
     tgt_text: list
-    styles: list           # (locale, format) each source was written in
+    styles: list  # (locale, format) each source was written in
 
     def take(self, idx) -> "DateTask":
         idx = np.asarray(idx)
-        return DateTask(self.src_vocab, self.tgt_vocab, self.src[idx], self.src_len[idx], self.tgt_in[idx],
-                        self.tgt_out[idx], [self.src_text[i] for i in idx], [self.tgt_text[i] for i in idx],
-                        [self.styles[i] for i in idx])
+        return DateTask(
+            self.src_vocab,
+            self.tgt_vocab,
+            self.src[idx],
+            self.src_len[idx],
+            self.tgt_in[idx],
+            self.tgt_out[idx],
+            [self.src_text[i] for i in idx],
+            [self.tgt_text[i] for i in idx],
+            [self.styles[i] for i in idx],
+        )
 
 
 def _format(dates, rng, locales, formats):

@@ -8,6 +8,7 @@ and its vocabulary (lower-cased tokens of Wikipedia 2014 + Gigaword 5) in a parq
 Reference: J. Pennington, R. Socher and C. D. Manning (2014), "GloVe: Global Vectors for Word
 Representation", EMNLP.
 """
+
 from __future__ import annotations
 
 import functools

@@ -4,12 +4,14 @@
   a marker; exactly two markers (one in each half). Target: the sum of the two marked numbers.
   Always predicting 1 gives MSE = Var(U + U') = 1/6 ~ 0.167 (the baseline).
 * :func:`copy_memory` (Arjovsky et al. 2016): tokens ``(T + 20,)``: 10 symbols from {1..8}, ``T - 1``
-  blanks (0), the delimiter 9, 10 blanks; the target is blanks, then the 10 symbols in the last 10 steps. A memoryless predictor (blanks, then uniform over 8) has cross-entropy
+  blanks (0), the delimiter 9, 10 blanks; the target is blanks, then the 10 symbols in the last 10 steps.
+  A memoryless predictor (blanks, then uniform over 8) has cross-entropy
   ``10 ln 8 / (T + 20)`` per step (the baseline).
 * :func:`temporal_order` (Hochreiter & Schmidhuber 1997, experiment 6a): tokens over
   {a, b, c, d, X, Y, B, E}; ``B`` first, ``E`` last, X or Y at ``t1 in [0.1T, 0.2T]`` and
   ``t2 in [0.5T, 0.6T]``, distractors a-d elsewhere; 4 classes XX, XY, YX, YY (chance 0.25).
 """
+
 from __future__ import annotations
 
 import functools
@@ -62,7 +64,7 @@ def copy_memory(key, n: int, T: int, n_symbols: int = 10):
     L = T + 2 * n_symbols
     sym = jax.random.randint(key, (n, n_symbols), 1, 9, dtype=jnp.int32)
     x = jnp.zeros((n, L), jnp.int32).at[:, :n_symbols].set(sym).at[:, T + n_symbols - 1].set(9)
-    y = jnp.zeros((n, L), jnp.int32).at[:, L - n_symbols:].set(sym)
+    y = jnp.zeros((n, L), jnp.int32).at[:, L - n_symbols :].set(sym)
     return x, y
 
 

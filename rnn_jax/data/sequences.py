@@ -9,12 +9,15 @@ Each returns a :class:`SequenceData` with ``x (N, T, C)`` float32 (zero-padded),
 and integer ``y (N,)``, for the train and the test split. Inputs are standardised per channel with
 the training split's statistics.
 """
+
 from __future__ import annotations
 
 import os
 from typing import NamedTuple
 
 import numpy as np
+
+from rnn_jax._ops import valid_steps
 
 __all__ = ["SequenceData", "mnist1d", "ucr", "UCR_SETS"]
 
@@ -39,9 +42,9 @@ class SequenceData(NamedTuple):
       ((4000, 40, 1), 10)
     """
 
-    x: np.ndarray        # (N, T, C) float32
+    x: np.ndarray  # (N, T, C) float32
     lengths: np.ndarray  # (N,) int32
-    y: np.ndarray        # (N,) int32
+    y: np.ndarray  # (N,) int32
     x_test: np.ndarray
     lengths_test: np.ndarray
     y_test: np.ndarray
@@ -58,11 +61,13 @@ def _need(package: str):
 
 
 def _standardise(x, lengths, x_test, lengths_test):
-    mask = np.arange(x.shape[1])[None, :] < lengths[:, None]
+    mask = valid_steps(lengths, x.shape[1], np)
     mean = x[mask].mean(0)
     std = x[mask].std(0) + 1e-6
-    norm = lambda a, L: np.where((np.arange(a.shape[1])[None, :] < L[:, None])[..., None],  # noqa: E731
-                                 (a - mean) / std, 0.0).astype(np.float32)
+
+    def norm(a, L):
+        return np.where(valid_steps(L, a.shape[1], np)[..., None], (a - mean) / std, 0.0).astype(np.float32)
+
     return norm(x, lengths), norm(x_test, lengths_test)
 
 
@@ -139,5 +144,12 @@ def ucr(name: str) -> SequenceData:
     x = np.pad(x, ((0, 0), (0, T - x.shape[1]), (0, 0)))
     xt = np.pad(xt, ((0, 0), (0, T - xt.shape[1]), (0, 0)))
     x, xt = _standardise(x, L, xt, Lt)
-    return SequenceData(x, L, np.array([to_int[c] for c in y], np.int32), xt, Lt,
-                        np.array([to_int[c] for c in yt], np.int32), len(classes))
+    return SequenceData(
+        x,
+        L,
+        np.array([to_int[c] for c in y], np.int32),
+        xt,
+        Lt,
+        np.array([to_int[c] for c in yt], np.int32),
+        len(classes),
+    )

@@ -12,6 +12,7 @@
 Each returns a :class:`Corpus`: the vocabulary (characters of the training text, sorted; an unseen
 character maps to index 0) and int32 index arrays.
 """
+
 from __future__ import annotations
 
 import glob

@@ -1,4 +1,5 @@
 """Word-level vocabularies and padded id arrays for token-sequence tasks."""
+
 from __future__ import annotations
 
 from collections import Counter

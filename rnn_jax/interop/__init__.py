@@ -7,7 +7,16 @@
 
 PyTorch is imported only when these functions are called.
 """
-from rnn_jax.interop.flax import from_flax, to_flax, lstm_carry_from_flax
+
+from rnn_jax.interop.flax import from_flax, lstm_carry_from_flax, to_flax
 from rnn_jax.interop.torch import from_torch, from_torch_state_dict, to_torch, torch_layer
 
-__all__ = ["from_torch", "from_torch_state_dict", "to_torch", "torch_layer", "from_flax", "to_flax", "lstm_carry_from_flax"]
+__all__ = [
+    "from_torch",
+    "from_torch_state_dict",
+    "to_torch",
+    "torch_layer",
+    "from_flax",
+    "to_flax",
+    "lstm_carry_from_flax",
+]

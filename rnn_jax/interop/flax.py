@@ -5,6 +5,7 @@ Flax keeps one Dense per gate (kernels ``(I, H)``), with the bias on the recurre
 rnn_jax joins the gate blocks along the last axis (LSTM i, f, g, o; GRU r, z, n). The LSTM carry is
 ``(c, h)`` in Flax and ``LSTMState(h, c)`` here: see :func:`lstm_carry_from_flax`.
 """
+
 from __future__ import annotations
 
 import jax
@@ -68,12 +69,19 @@ def from_flax(module, variables):
     if kind == "lstm":
         W_i = cat(["i" + g for g in _LSTM])
         b_h = jnp.concatenate([p["h" + g]["bias"] for g in _LSTM])
-        return cells.lstm(H, forget_bias=0.0), {"W_i": W_i, "W_h": cat(["h" + g for g in _LSTM]),
-                                                "b_i": jnp.zeros_like(b_h), "b_h": b_h}
+        return cells.lstm(H, forget_bias=0.0), {
+            "W_i": W_i,
+            "W_h": cat(["h" + g for g in _LSTM]),
+            "b_i": jnp.zeros_like(b_h),
+            "b_h": b_h,
+        }
     zero = jnp.zeros((H,), p["hn"]["bias"].dtype)
-    return cells.gru(H), {"W_i": cat(["ir", "iz", "in"]), "W_h": cat(["hr", "hz", "hn"]),
-                          "b_i": jnp.concatenate([p["ir"]["bias"], p["iz"]["bias"], p["in"]["bias"]]),
-                          "b_h": jnp.concatenate([zero, zero, p["hn"]["bias"]])}
+    return cells.gru(H), {
+        "W_i": cat(["ir", "iz", "in"]),
+        "W_h": cat(["hr", "hz", "hn"]),
+        "b_i": jnp.concatenate([p["ir"]["bias"], p["iz"]["bias"], p["in"]["bias"]]),
+        "b_h": jnp.concatenate([zero, zero, p["hn"]["bias"]]),
+    }
 
 
 def to_flax(module, params):
@@ -108,9 +116,14 @@ def to_flax(module, params):
         return {"params": out}
     Wi, Wh = split(params["W_i"], 3), split(params["W_h"], 3)
     bi, bh = split(params["b_i"], 3), split(params["b_h"], 3)
-    out = {"ir": {"kernel": Wi[0], "bias": bi[0] + bh[0]}, "iz": {"kernel": Wi[1], "bias": bi[1] + bh[1]},
-           "in": {"kernel": Wi[2], "bias": bi[2]}, "hr": {"kernel": Wh[0]}, "hz": {"kernel": Wh[1]},
-           "hn": {"kernel": Wh[2], "bias": bh[2]}}
+    out = {
+        "ir": {"kernel": Wi[0], "bias": bi[0] + bh[0]},
+        "iz": {"kernel": Wi[1], "bias": bi[1] + bh[1]},
+        "in": {"kernel": Wi[2], "bias": bi[2]},
+        "hr": {"kernel": Wh[0]},
+        "hz": {"kernel": Wh[1]},
+        "hn": {"kernel": Wh[2], "bias": bh[2]},
+    }
     return {"params": out}
 
 

@@ -9,6 +9,7 @@ biases are summed into the Elman cell's one bias (``to_torch`` writes it to ``bi
 :func:`from_torch_state_dict` needs no PyTorch: it reads a state dict of arrays (for instance
 loaded from a checkpoint with numpy), so weights trained in PyTorch can be used without it.
 """
+
 from __future__ import annotations
 
 import jax
@@ -52,8 +53,9 @@ def torch_layer(mode: str, hidden_size: int, num_layers: int = 1, bidirectional:
     return one if num_layers == 1 else layers.stack(*([one] * num_layers))
 
 
-def from_torch_state_dict(state_dict, mode: str, hidden_size: int, num_layers: int = 1,
-                          bidirectional: bool = False, bias: bool = True):
+def from_torch_state_dict(
+    state_dict, mode: str, hidden_size: int, num_layers: int = 1, bidirectional: bool = False, bias: bool = True
+):
     """``(layer, params)`` from a PyTorch recurrent module's state dict (arrays or tensors on the CPU).
 
     ``mode`` is PyTorch's own name: ``"RNN_TANH"``, ``"RNN_RELU"``, ``"LSTM"`` or ``"GRU"``; ``bias``
@@ -86,14 +88,20 @@ def from_torch_state_dict(state_dict, mode: str, hidden_size: int, num_layers: i
     expected = {f"{kind}_{n}" for n in names for kind in kinds}
     missing, extra = sorted(expected - set(sd)), sorted(set(sd) - expected)
     if missing or extra:
-        raise ValueError("state_dict: " + "; ".join(
-            ([f"missing {missing}"] if missing else []) + ([f"unexpected {extra}"] if extra else []))
-            + f" for mode={mode}, num_layers={num_layers}, bidirectional={bidirectional}, bias={bias}")
+        raise ValueError(
+            "state_dict: "
+            + "; ".join(([f"missing {missing}"] if missing else []) + ([f"unexpected {extra}"] if extra else []))
+            + f" for mode={mode}, num_layers={num_layers}, bidirectional={bidirectional}, bias={bias}"
+        )
     per_layer = []
     for k in range(num_layers):
         if bidirectional:
-            per_layer.append({"fwd": _direction_params(sd, mode, f"l{k}", bias),
-                              "bwd": _direction_params(sd, mode, f"l{k}_reverse", bias)})
+            per_layer.append(
+                {
+                    "fwd": _direction_params(sd, mode, f"l{k}", bias),
+                    "bwd": _direction_params(sd, mode, f"l{k}_reverse", bias),
+                }
+            )
         else:
             per_layer.append(_direction_params(sd, mode, f"l{k}", bias))
     params = per_layer[0] if num_layers == 1 else {"layers": tuple(per_layer), "gates": ()}
@@ -116,8 +124,8 @@ def from_torch(module):
     """Convert a PyTorch recurrent module into ``(layer, params)``.
 
     ``layer.apply(params, x)`` for ``x (*batch, T, I)`` equals ``module(x)`` for a ``batch_first=True``
-    module (and for ``x (T, I)`` one sequence). The final state is the layer's: for a stack, a tuple over layers; for bidirectional,
-    ``(fwd, bwd)``; for LSTM an ``LSTMState(h, c)``.
+    module (and for ``x (T, I)`` one sequence). The final state is the layer's: for a stack, a tuple over layers;
+    for bidirectional, ``(fwd, bwd)``; for LSTM an ``LSTMState(h, c)``.
 
     Args:
       module: a ``torch.nn.RNN``, ``LSTM`` or ``GRU`` (``batch_first=True``; any layers, directions).
@@ -167,17 +175,23 @@ def to_torch(params, module):
     if not module.bias:  # a module without biases cannot hold non-zero ones: refuse to drop them
         for path, leaf in jax.tree_util.tree_leaves_with_path(params):
             if str(getattr(path[-1], "key", "")).startswith("b_") and np.any(np.asarray(leaf) != 0):
-                raise ValueError(f"params{jax.tree_util.keystr(path)}: non-zero biases, but the module was "
-                                 f"built with bias=False and has none; build it with bias=True")
+                raise ValueError(
+                    f"params{jax.tree_util.keystr(path)}: non-zero biases, but the module was "
+                    f"built with bias=False and has none; build it with bias=True"
+                )
     per_layer = [params] if L == 1 else list(params["layers"])
     with torch.no_grad():
         for k, lp in enumerate(per_layer):
-            for suffix, p in ([("", lp["fwd"]), ("_reverse", lp["bwd"])] if bi else [("", lp)]):
+            for suffix, p in [("", lp["fwd"]), ("_reverse", lp["bwd"])] if bi else [("", lp)]:
                 name = f"l{k}{suffix}"
-                values = {f"weight_ih_{name}": np.asarray(p["W_i"]).T, f"weight_hh_{name}": np.asarray(p["W_h"]).T,
-                          f"bias_ih_{name}": np.asarray(p["b_i"]),
-                          f"bias_hh_{name}": (np.zeros_like(np.asarray(p["b_i"])) if mode.startswith("RNN")
-                                              else np.asarray(p["b_h"]))}
+                values = {
+                    f"weight_ih_{name}": np.asarray(p["W_i"]).T,
+                    f"weight_hh_{name}": np.asarray(p["W_h"]).T,
+                    f"bias_ih_{name}": np.asarray(p["b_i"]),
+                    f"bias_hh_{name}": (
+                        np.zeros_like(np.asarray(p["b_i"])) if mode.startswith("RNN") else np.asarray(p["b_h"])
+                    ),
+                }
                 for pname, value in values.items():
                     if pname in named:
                         named[pname].copy_(torch.tensor(np.array(value), dtype=named[pname].dtype))
