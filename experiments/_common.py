@@ -67,9 +67,10 @@ def field_comments(cls) -> dict[str, str]:
 
 def parse_config(cls, argv=None, description: str = ""):
     """``--field=value`` flags from a frozen dataclass ``cls`` (help text from the comment after each
-    field), plus ``--quick`` (the class's ``quick()`` overrides) and ``--resume=DIR``. Unknown flags and
-    values outside a field's domain (:func:`check_values`, ``cls.limits``) exit with code 2 and a
-    message naming the flag, before any run folder is made."""
+    field), plus ``--quick`` (the class's ``quick()`` overrides) and ``--resume=DIR``. Unknown flags,
+    values outside a field's domain (:func:`check_values`, ``cls.limits``) and flags that others make
+    meaningless (``cls.conflicts(cfg, given_flags) -> message | None``) exit with code 2 and a message
+    naming the flag, before any run folder is made."""
     p = argparse.ArgumentParser(description=description, allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     hints = typing.get_type_hints(cls)
@@ -125,6 +126,8 @@ def parse_config(cls, argv=None, description: str = ""):
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name) is not None}
     cfg = dataclasses.replace(cfg, **overrides)
     problem = check_values(cfg) or (check_resume(saved, cfg, args.resume) if saved is not None else None)
+    if not problem and hasattr(cls, "conflicts"):  # flags that another flag makes meaningless
+        problem = cls.conflicts(cfg, set(overrides))
     if not problem and args.mesh is not None and hasattr(cfg, "batch_size"):
         problem = mesh_batch_problem(args.mesh, {"--batch_size": cfg.batch_size})
     if problem:

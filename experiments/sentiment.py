@@ -71,6 +71,13 @@ class Config:
         "one fixed split"),
     }
 
+    @staticmethod
+    def conflicts(cfg, given: set):
+        if "embed" in given and cfg.embeddings != "learned":
+            return (f"--embed: the size of learned embeddings, ignored with --embeddings={cfg.embeddings} (GloVe's "
+                    f"vectors are 50-d); drop --embed, or pass --embeddings=learned")
+        return None
+
     @classmethod
     def quick(cls):
         return cls(models=("bow-logreg", "gru"), hidden=32, embed=32, steps=150, bow_steps=150, eval_every=50, seeds=2)

@@ -334,6 +334,11 @@ def _pick(key, logits, temperature):
 
 def _check_generate(max_len, temperature, key):
     """Checks shared by every ``generate``; returns the temperature (a Python float or a traced scalar)."""
+    if max_len is None:
+        raise ValueError(
+            "max_len: generate writes max_len tokens per sequence and needs it, e.g. "
+            "model.generate(params, prompt, max_len=50); got none"
+        )
     _positive("max_len", max_len)
     temperature = _checks.check_temperature(temperature)
     if key is not None and not (hasattr(key, "dtype") and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
@@ -434,7 +439,9 @@ def many_to_many(
     generate = None
     if vocab_size is not None and vocab_size == output_size and layer.step is not None:
 
-        def generate(params, prompt, prompt_lengths=None, *, max_len: int, key=None, temperature: float = 1.0):
+        def generate(
+            params, prompt, prompt_lengths=None, *, max_len: Optional[int] = None, key=None, temperature: float = 1.0
+        ):
             temperature = _check_generate(max_len, temperature, key)
             dtype = _check_model_params(init, params)
             _checks.check_batch(prompt, None, "prompt", tokens=True)
@@ -605,7 +612,7 @@ def encoder_decoder(
         c, batch = context(params, src, src_lengths, check_key(key))
         return dec.teacher(params["decoder"], c, tgt_in, tgt_lengths, batch)
 
-    def generate(params, src, src_lengths=None, *, max_len: int, key=None, temperature: float = 1.0):
+    def generate(params, src, src_lengths=None, *, max_len: Optional[int] = None, key=None, temperature: float = 1.0):
         temperature = _check_generate(max_len, temperature, key)
         c, batch = context(params, src, src_lengths)
         return dec.decode(params["decoder"], c, max_len, key, temperature, batch)
@@ -664,7 +671,7 @@ def one_to_many(decoder: Cell, input_size: int, *, vocab_size: int, bos: int, eo
         c, batch = check_v(params, v)
         return dec.teacher(params["decoder"], c, tgt_in, tgt_lengths, batch)
 
-    def generate(params, v, source_lengths=None, *, max_len: int, key=None, temperature: float = 1.0):
+    def generate(params, v, source_lengths=None, *, max_len: Optional[int] = None, key=None, temperature: float = 1.0):
         if source_lengths is not None:
             raise ValueError("source_lengths: one_to_many reads one vector per example; expected None")
         temperature = _check_generate(max_len, temperature, key)

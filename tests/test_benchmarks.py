@@ -296,3 +296,13 @@ def test_long_memory_quick_times_both_frameworks(tmp_path, monkeypatch, capsys):
     assert [r["cell"] for r in data["rows"]] == ["indrnn", "min_gru"]
     for row in data["rows"]:
         assert _positive(row["rnn_jax_ms"]) and _positive(row["flax_ms"]) and row["T"] == 200
+
+
+def test_derived_tangent_quick_times_both_rules_of_every_kernel(tmp_path):
+    from benchmarks import derived_tangent
+
+    out = tmp_path / "dt.json"
+    derived_tangent.main(["--quick", f"--out={out}"])
+    rows = json.load(open(out))["rows"]
+    assert {r["cell"] for r in rows} == {"elman", "lstm", "gru", "indrnn"}
+    assert all(r["hand_ms"] > 0 and r["derived_ms"] > 0 and r["ratio"] == r["derived_ms"] / r["hand_ms"] for r in rows)

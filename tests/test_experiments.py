@@ -51,6 +51,17 @@ def test_unknown_flag_is_a_clear_error(capsys):
     assert e.value.code == 2 and "--problems: expected some of 1,2-fixed,2-variable,3,4, got '7'" in capsys.readouterr().err
 
 
+def test_a_flag_that_another_makes_meaningless_is_refused(capsys, tmp_path):
+    from experiments import _common, sentiment
+
+    with pytest.raises(SystemExit) as e:
+        _common.parse_config(sentiment.Config, ["--embeddings=glove", "--embed=64", f"--out={tmp_path}"])
+    assert e.value.code == 2
+    assert "--embed: the size of learned embeddings, ignored with --embeddings=glove" in capsys.readouterr().err
+    cfg, _ = _common.parse_config(sentiment.Config, ["--embeddings=glove", f"--out={tmp_path}"])
+    assert cfg.embeddings == "glove" and not os.listdir(tmp_path)  # refused or taken, no run folder is made
+
+
 def test_exploding_gradient_grows_with_the_spectral_radius_and_clipping_trains(tmp_path):
     from experiments import exploding
 

@@ -384,3 +384,10 @@ def test_stream_step_blames_the_input_not_the_params():
     state = rj.stream_init(layer, (3,))
     with pytest.raises(ValueError, match=r"^x: expected shape \(\*batch, 2\) \(feature size 2, from params\), got \(3, 5\)"):
         rj.stream_step(layer, p, state, jnp.ones((3, 5), jnp.float32))
+
+
+def test_generate_without_max_len_says_what_to_write():
+    lm = rj.many_to_many(rj.rnn(rj.gru(4)), 5, vocab_size=5)
+    p = lm.init(jax.random.key(0))
+    with pytest.raises(ValueError, match=r"max_len: generate writes max_len tokens .* max_len=50\); got none"):
+        lm.generate(p, jnp.array([[1, 2]]))
