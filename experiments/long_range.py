@@ -33,7 +33,7 @@ from rnn_jax import diagnostics, distributed, train
 from rnn_jax.data import long_range as lr
 
 MODELS = ("tanh-xavier", "relu-he", "irnn", "tanh-orthogonal", "highway-tanh", "lstm", "gru", "lstm-chrono",
-          "irnn-sgd", "orthogonal", "indrnn", "lru", "min-gru")
+          "irnn-sgd", "orthogonal", "indrnn", "lru", "min_gru")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +103,7 @@ def make_layer(name: str, H: int, T: int = 1000):
     if name == "lru":  # two LRU layers, GELU between them; eigenvalue moduli on the ring [1 - 10/T, 1 - 1/(4T)]
         ring = dict(r_min=max(0.0, 1 - 10 / T), r_max=1 - 1 / (4 * T))
         return rj.stack(rj.rnn(rj.lru(H, activation="gelu", **ring)), rj.rnn(rj.lru(H, **ring)))
-    if name == "min-gru":  # Feng et al. 2024: two minGRU layers, each solved for all steps at once
+    if name == "min_gru":  # Feng et al. 2024: two minGRU layers, each solved for all steps at once
         return rj.stack(rj.rnn(rj.min_gru(H), parallel="linear"), rj.rnn(rj.min_gru(H), parallel="linear"))
     if name == "highway-tanh":
         one = lambda: rj.rnn(rj.elman(H, "tanh", recurrent_init="glorot_uniform"))  # noqa: E731
@@ -201,7 +201,7 @@ def run_one(task, T, model_name, clip, cfg, run_dir, diag=False, mesh=None, resu
     tx = make_optimizer(model_name, clip, cfg)
     reach_rows, reach_steps = [], []
     diag_x, diag_y = jax.tree.map(lambda a: a[0], test)
-    single = model_name not in ("highway-tanh", "indrnn", "lru", "min-gru")  # one cell: the diagnostics read it
+    single = model_name not in ("highway-tanh", "indrnn", "lru", "min_gru")  # one cell: the diagnostics read it
 
     @jax.jit  # one compiled program per run, evaluated at every diagnostic point
     def reach_of(params):

@@ -73,7 +73,8 @@ class Config:
 
     @staticmethod
     def conflicts(cfg, given: set):
-        if "embed" in given and cfg.embeddings != "learned":
+        # a value other than the default (a run's recorded command lists every flag, --embed=128 among them)
+        if "embed" in given and cfg.embeddings != "learned" and cfg.embed != Config.embed:
             return (f"--embed: the size of learned embeddings, ignored with --embeddings={cfg.embeddings} (GloVe's "
                     f"vectors are 50-d); drop --embed, or pass --embeddings=learned")
         return None
