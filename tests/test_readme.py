@@ -52,7 +52,7 @@ def _readme_commands():
     cmds = set()
     for name in ("README.md", os.path.join("experiments", "README.md"), os.path.join("docs", "guide.md")):
         with open(os.path.join(ROOT, name), encoding="utf-8") as f:
-            for m in re.finditer(r"python -m experiments\.([a-z_]+)((?: --[a-z_]+(?:=[^\s`|)]*)?)*)", f.read()):
+            for m in re.finditer(r"python -m experiments\.([a-z_]+)((?: --[A-Za-z_]+(?:=[^\s`|)]*)?)*)", f.read()):
                 if m.group(1) in EXPERIMENTS:
                     cmds.add((m.group(1), m.group(2).strip()))
     return sorted(cmds)
