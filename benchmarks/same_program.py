@@ -5,7 +5,8 @@
 A refactor that leaves every lowered program the same (StableHLO text, source locations stripped) cannot
 change speed: the size grid's timings of such a pair differ by noise alone. For each cell of the size
 grid, each way of running its layers can be asked for with keywords both checkouts take (the default,
-``fused=False``, ``parallel="linear"`` for the linear cells, ``reverse=True``), and B in {1, 64}: the
+``fused=False``, ``parallel="linear"`` for the linear cells, ``reverse=True``), and B in {1, 64}, plus
+single sequences under ``jax.vmap`` (B = 64; the kernels' JVP rule): the
 program of ``jax.value_and_grad`` of a loss of ``layer.apply`` with lengths, lowered in a fresh process
 of each checkout. Lists every program that differs; a differing one is what the size grid must time.
 """
@@ -36,6 +37,12 @@ for name, make in CELLS.items():
             p = layer.init(jax.random.key(0), 32)
             xs = jnp.ones((B, 50, 32)); lengths = jnp.full((B,), 50).at[0].set(30)
             f = jax.jit(jax.value_and_grad(lambda p, xs: jnp.sum(layer.apply(p, xs, lengths)[0] ** 2)))
+            if variant == "default" and B == 64:  # also single sequences under vmap: the kernels' JVP rule
+                g = jax.jit(jax.value_and_grad(lambda p, xs: jnp.sum(jax.vmap(
+                    lambda x, n: layer.apply(p, x, n)[0])(xs, lengths) ** 2)))
+                text = re.sub(r"loc\([^)]*\)", "", g.lower(p, xs).as_text())
+                text = "\n".join(l for l in text.splitlines() if not l.startswith("#loc"))
+                out[f"{name} vmapped B={B}"] = hashlib.sha256(text.encode()).hexdigest()
             text = re.sub(r"loc\([^)]*\)", "", f.lower(p, xs).as_text())
             text = "\n".join(l for l in text.splitlines() if not l.startswith("#loc"))
             out[f"{name} {variant} B={B}"] = hashlib.sha256(text.encode()).hexdigest()
