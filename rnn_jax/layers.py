@@ -22,13 +22,13 @@ the fast path; ``jax.vmap`` over single-sequence calls comes close to it.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
 
 from rnn_jax import _checks, _ops, runs
-from rnn_jax import parallel as _parallel
 from rnn_jax import regularization as _reg
 from rnn_jax._ops import affine, with_static
 from rnn_jax.cells import Cell, check_cell
@@ -247,21 +247,7 @@ def rnn(
     )
     layer = layer._replace(how=how)
     if isinstance(how, runs.Newton):
-
-        def parallel_info(params, xs, lengths=None, initial_state=None):
-            return _parallel.deer(
-                cell,
-                params,
-                xs,
-                lengths,
-                initial_state,
-                reverse=reverse,
-                method=how.method,
-                max_iters=how.max_iters,
-                tol=how.tol,
-            )[2]
-
-        layer = layer._replace(parallel_info=parallel_info)
+        layer = layer._replace(parallel_info=functools.partial(how.info, cell, reverse=reverse))
     return layer
 
 

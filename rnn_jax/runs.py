@@ -197,6 +197,21 @@ class Newton:
         tol = None if self.tol is None else _checks.check_real(self.tol, "tol", minimum=0)
         return Newton(bool(self.diagonal), tol, _checks.check_int(self.max_iters, "max_iters", want="an int >= 1"))
 
+    def info(self, cell, params, xs, lengths=None, initial_state=None, *, reverse=False):
+        """What the solve does on a batch-first ``xs (*batch, T, I)``: :class:`rnn_jax.parallel.DeerInfo`
+        (a layer's ``parallel_info``)."""
+        return _parallel.deer(
+            cell,
+            params,
+            xs,
+            lengths,
+            initial_state,
+            reverse=reverse,
+            method=self.method,
+            max_iters=self.max_iters,
+            tol=self.tol,
+        )[2]
+
     def run(self, cell, params, xs, lengths, state, reverse, batched):
         """Time-major ``xs (T, B, I)`` -> ``(ys (T, B, O), final)``."""
         return _parallel.solve_batch(

@@ -178,18 +178,19 @@ def train(
         loss, final = window_loss(model, loss_fn, p, carry, xw, yw, context.shape[0])
         return loss, ({}, final)
 
-    step = jax.jit(lambda st, batch, carry: update(window, tx, st, batch, carry=carry, with_grads=True))
+    # the gradient leaves the jitted update only when kept (otherwise the compiler drops the copy)
+    step = jax.jit(lambda st, batch, carry: update(window, tx, st, batch, carry=carry, with_grads=keep_grads))
     state = TrainState(jnp.asarray(0, jnp.int32), params, opt_state)
     boundary = {0: initial_state}  # states the forward run had at window boundaries
     losses, all_grads = [], []
     for start, split, end in windows:
         states = boundary[start]  # the state the forward run had there (a constant)
         xw, yw = xs[:, start:end], targets[:, start:end]
-        state, metrics, boundary[end], g = step(state, (xw, yw, jnp.zeros((split - start,))), states)
+        state, metrics, boundary[end], *g = step(state, (xw, yw, jnp.zeros((split - start,))), states)
         loss = metrics["loss"]
         for k in [k for k in boundary if k < end - k2]:
             del boundary[k]
         losses.append(float(loss))
         if keep_grads:
-            all_grads.append(g)
+            all_grads.append(g[0])
     return TBPTTResult(state.params, state.opt_state, np.array(losses), all_grads)
